@@ -1,0 +1,73 @@
+# LLM Budget Guard: the commands a newcomer needs, on a fresh Debian machine.
+#   make test     everything: venv, redis-server, Kubernetes test binaries, lint, types, layers, tests
+#   make cluster  a real Redis and Kubernetes API server in the foreground, for humans
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+include tools/versions.env
+export BUDGET_GUARD_KUBE_VERSION := $(KUBE_VERSION)
+export BUDGET_GUARD_HELM_VERSION := $(HELM_VERSION)
+
+.PHONY: help
+help:
+	@echo "make test     run everything (installs what is missing)"
+	@echo "make cluster  start Redis and a Kubernetes API server in the foreground"
+	@echo "make lint | typecheck | imports | pytest   one step of make test"
+
+# -- prerequisites ---------------------------------------------------------------
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "error: Python >= 3.11 is needed as '$(PYTHON)' (set PYTHON=...)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+.PHONY: venv
+venv: $(STAMP)
+
+.PHONY: redis-server
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || tools/install-redis-server.sh
+
+.PHONY: test-binaries
+test-binaries: $(STAMP)
+	@tools/build-test-binaries.sh > $(VENV)/.test-bin-dir
+
+# -- checks ----------------------------------------------------------------------
+
+.PHONY: lint
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+.PHONY: typecheck
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+.PHONY: imports
+imports: $(STAMP)
+	$(BIN)/lint-imports
+
+.PHONY: pytest
+pytest: $(STAMP) redis-server test-binaries
+	BUDGET_GUARD_TEST_BIN_DIR="$$(tail -n 1 $(VENV)/.test-bin-dir)" \
+	BUDGET_GUARD_FORBID_SKIPS=1 \
+	  $(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: test
+test: lint typecheck imports pytest
+
+# -- for humans ------------------------------------------------------------------
+
+.PHONY: cluster
+cluster: $(STAMP) redis-server test-binaries
+	BUDGET_GUARD_TEST_BIN_DIR="$$(tail -n 1 $(VENV)/.test-bin-dir)" \
+	  $(BIN)/python -m budget_guard.localservices

@@ -1,0 +1,19 @@
+"""Real services on loopback, for the demo, the tests and ``make cluster``.
+
+Rule of this room: it starts and stops local processes (redis-server, etcd,
+kube-apiserver) on free loopback ports with their own temporary directories,
+stops them by pid, and knows nothing of budgets. Production code never imports it.
+"""
+
+from budget_guard.localservices.kube import KubeAPIServer, KubeBinaries
+from budget_guard.localservices.processes import ServiceStartError
+from budget_guard.localservices.redis_server import RedisServer
+from budget_guard.localservices.tiktoken_cache import seed_offline_tiktoken_cache
+
+__all__ = [
+    "KubeAPIServer",
+    "KubeBinaries",
+    "RedisServer",
+    "ServiceStartError",
+    "seed_offline_tiktoken_cache",
+]

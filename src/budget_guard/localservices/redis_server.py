@@ -1,0 +1,96 @@
+"""A throwaway redis-server: loopback only, its own port and directory, no persistence."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+from budget_guard.localservices.processes import (
+    ManagedProcess,
+    ServiceStartError,
+    free_port,
+    wait_until,
+)
+
+_INSTALL_HINT = (
+    "redis-server is not on PATH. On Debian or Ubuntu: 'apt-get install -y redis-server' "
+    "(make test does this when run as root); or set BUDGET_GUARD_REDIS_SERVER to its path."
+)
+
+
+def find_redis_server() -> str:
+    explicit = os.environ.get("BUDGET_GUARD_REDIS_SERVER")
+    found = explicit or shutil.which("redis-server") or shutil.which("/usr/bin/redis-server")
+    if not found:
+        raise ServiceStartError(_INSTALL_HINT)
+    return found
+
+
+def _answers_ping(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+        conn.sendall(b"PING\r\n")
+        return conn.recv(16).startswith(b"+PONG")
+
+
+class RedisServer:
+    """Start with ``with RedisServer() as redis:``; ``redis.url`` is ready to use."""
+
+    def __init__(self, workdir: Path | None = None, start_timeout_seconds: float = 20.0) -> None:
+        self._owns_workdir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="budget-guard-redis-"))
+        self._start_timeout = start_timeout_seconds
+        self._process: ManagedProcess | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError("redis-server is not started")
+        return self._process.pid
+
+    def start(self) -> RedisServer:
+        binary = find_redis_server()
+        self.port = free_port()
+        argv = [
+            binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.workdir),
+            "--save", "",
+            "--appendonly", "no",
+            "--daemonize", "no",
+            "--logfile", "",
+        ]  # fmt: skip
+        self._process = ManagedProcess("redis-server", argv, self.workdir / "redis.log")
+        wait_until(lambda: _answers_ping(self.port), self._process, self._start_timeout, "ready")
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+            self._process = None
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

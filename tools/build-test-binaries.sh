@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds etcd, kube-apiserver, kubectl and helm from the Go module proxy into a
+# cache outside the checkout, one directory per pinned version. Builds only what
+# is missing; prints the bin directory on its last line.
+set -euo pipefail
+
+tools_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=tools/versions.env
+source "${tools_dir}/versions.env"
+
+cache="${BUDGET_GUARD_CACHE:-${HOME}/.cache/llm-budget-guard}"
+bin_dir="${cache}/bin/k8s-${KUBE_VERSION}_etcd-${ETCD_VERSION}_helm-${HELM_VERSION}"
+mkdir -p "${bin_dir}"
+
+if ! command -v go >/dev/null 2>&1; then
+  echo "error: 'go' is not on PATH; the Kubernetes test binaries are built from source." >&2
+  echo "       Install Go >= 1.24 (https://go.dev/doc/install) and run 'make test' again." >&2
+  exit 1
+fi
+
+export CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false"
+
+log() { printf '[build-test-binaries] %s\n' "$*" >&2; }
+
+build() { # build <tools module dir> <output name> <package> <ldflags>
+  local module="$1" name="$2" package="$3" ldflags="$4"
+  if [[ -x "${bin_dir}/${name}" ]]; then return 0; fi
+  log "building ${name} (${package}); this takes minutes the first time"
+  local started=${SECONDS}
+  (cd "${tools_dir}/${module}" && go build -trimpath -ldflags "${ldflags}" -o "${bin_dir}/${name}.partial" "${package}")
+  mv "${bin_dir}/${name}.partial" "${bin_dir}/${name}"
+  log "built ${name} in $((SECONDS - started))s"
+}
+
+kube_minor="${KUBE_VERSION#v1.}"; kube_minor="${kube_minor%%.*}"
+kube_ldflags="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  kube_ldflags+=" -X ${pkg}.gitVersion=${KUBE_VERSION} -X ${pkg}.gitMajor=1 -X ${pkg}.gitMinor=${kube_minor}"
+  kube_ldflags+=" -X ${pkg}.gitTreeState=clean -X ${pkg}.buildDate=1970-01-01T00:00:00Z"
+done
+
+build etcd etcd go.etcd.io/etcd/server/v3 "-s -w"
+build kube kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "${kube_ldflags}"
+build kube kubectl k8s.io/kubernetes/cmd/kubectl "${kube_ldflags}"
+build helm helm helm.sh/helm/v3/cmd/helm "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}"
+
+echo "${bin_dir}"
