@@ -1,0 +1,157 @@
+"""A decision's inputs and outcome, independent of where the counters live.
+
+``plan_charges`` turns the budgets that apply to a request into ``BudgetCharge``s
+(window, effective limit, threshold amounts, active burst pools) at one instant;
+the ledger checks and reserves them atomically and answers a ``Decision``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from enum import IntEnum
+
+from budget_guard.domain.budget import HARD_LIMIT_PERCENT, Budget, BurstPool
+from budget_guard.domain.periods import PeriodWindow
+from budget_guard.domain.resolution import AppliedBudget, BudgetSnapshot, RequestIdentity
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetCharge:
+    """One budget a request must fit in, as it stands at the decision's instant."""
+
+    applied: AppliedBudget
+    window: PeriodWindow
+    effective_limit: int
+    threshold_amounts: tuple[int, ...]
+    pools: tuple[BurstPool, ...]
+
+    @property
+    def budget(self) -> Budget:
+        return self.applied.budget
+
+    @property
+    def subject(self) -> str | None:
+        return self.applied.subject
+
+
+def charge_for(
+    snapshot: BudgetSnapshot, applied: AppliedBudget, instant: dt.datetime
+) -> BudgetCharge:
+    budget = applied.budget
+    window = budget.window(instant)
+    limit = budget.effective_limit(window)
+    return BudgetCharge(
+        applied=applied,
+        window=window,
+        effective_limit=limit,
+        threshold_amounts=budget.threshold_amounts(limit),
+        pools=snapshot.active_pools(budget.id, instant),
+    )
+
+
+def plan_charges(
+    snapshot: BudgetSnapshot, identity: RequestIdentity, instant: dt.datetime
+) -> tuple[BudgetCharge, ...]:
+    return tuple(
+        charge_for(snapshot, applied, instant) for applied in snapshot.applicable(identity)
+    )
+
+
+class BudgetVerdict(IntEnum):
+    FITS = 0
+    WOULD_DENY = 1  # Observe mode: reserved anyway, reported
+    DENIES = 2
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetState:
+    """One budget after a decision: its usage, and how it judged the request."""
+
+    charge: BudgetCharge
+    used: int  # spent + reserved on the budget itself, after this decision
+    verdict: BudgetVerdict = BudgetVerdict.FITS
+    pool: BurstPool | None = None  # the burst pool that took this request
+    pool_used: int = 0
+    crossed: tuple[int, ...] = ()  # thresholds (percent; 100 = exhausted) first reached now
+
+    @property
+    def remaining(self) -> int:
+        if self.pool is not None:
+            return max(0, self.pool.amount_micros - self.pool_used)
+        return max(0, self.charge.effective_limit - self.used)
+
+    @property
+    def utilization_percent(self) -> float:
+        limit = self.charge.effective_limit
+        return 100.0 * self.used / limit if limit else 100.0
+
+    @property
+    def reached_threshold(self) -> int | None:
+        """The highest soft threshold this budget's usage has reached, if any."""
+        reached = [
+            percent
+            for percent, amount in zip(
+                self.charge.budget.thresholds, self.charge.threshold_amounts, strict=True
+            )
+            if self.used >= amount
+        ]
+        return max(reached) if reached else None
+
+    @property
+    def exhausted(self) -> bool:
+        return self.used >= self.charge.effective_limit
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    request_id: str
+    allowed: bool
+    cost_micros: int
+    states: tuple[BudgetState, ...]
+
+    @property
+    def blocking(self) -> BudgetState | None:
+        """The denying budget a client must wait for: latest reset, then least room."""
+        denying = [s for s in self.states if s.verdict is BudgetVerdict.DENIES]
+        if not denying:
+            return None
+        return max(denying, key=lambda s: (s.charge.window.end, -s.remaining))
+
+    @property
+    def tightest(self) -> BudgetState | None:
+        """The enforced budget with the least room left after this decision."""
+        enforced = [s for s in self.states if s.charge.budget.enforces]
+        return min(enforced, key=lambda s: s.remaining) if enforced else None
+
+    @property
+    def would_deny(self) -> tuple[BudgetState, ...]:
+        return tuple(s for s in self.states if s.verdict is BudgetVerdict.WOULD_DENY)
+
+    @property
+    def soft_limit(self) -> int | None:
+        """The highest soft threshold any applicable budget has reached."""
+        reached = [t for s in self.states if (t := s.reached_threshold) is not None]
+        return max(reached) if reached else None
+
+    @property
+    def burst_pools(self) -> tuple[BurstPool, ...]:
+        return tuple(s.pool for s in self.states if s.pool is not None)
+
+    def model_override(self, model: str | None) -> str | None:
+        """A cheaper model suggested by a budget past its first soft threshold."""
+        if model is None:
+            return None
+        for state in self.states:
+            degrade = state.charge.budget.degrade_models
+            amounts = state.charge.threshold_amounts
+            past_first = (
+                state.used >= amounts[0] if amounts else state.used >= state.charge.effective_limit
+            )
+            if past_first and model in degrade:
+                return degrade[model]
+        return None
+
+
+def percent_of(used: int, limit: int) -> float:
+    return HARD_LIMIT_PERCENT * used / limit if limit else float(HARD_LIMIT_PERCENT)

@@ -1,0 +1,312 @@
+"""Token estimation of an LLM request body, before the call.
+
+Input tokens are counted in the model's encoding when it is loaded, else in
+``cl100k_base``, else by a bytes/4 heuristic; the estimate always says which.
+Output tokens are the request's own cap (``max_tokens`` and its aliases, capped
+at the model's maximum) or the model's default.
+
+Tokenizers are injected (``Tokenizer`` protocol): this module does no I/O; the
+adapters load tiktoken encodings off the hot path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from budget_guard.domain.pricing import ModelPrice
+
+FALLBACK_ENCODING = "cl100k_base"
+HEURISTIC_NAME = "heuristic:bytes/4"
+IMAGE_TOKENS = 765  # OpenAI's cost of a 1024x1024 image at high detail; a fair flat guess
+MESSAGE_OVERHEAD_TOKENS = 3  # per message, as OpenAI's chat format counts it
+REPLY_PRIMING_TOKENS = 3
+OUTPUT_TOKENS_CEILING = 1_000_000  # for models whose maximum is unknown
+MAX_CHOICES = 128
+_CACHE_MIN_CHARS = 64
+
+
+class Tokenizer(Protocol):
+    name: str
+
+    def count(self, text: str) -> int: ...
+
+
+class HeuristicTokenizer:
+    """About four bytes of UTF-8 per token: the last resort, and for cut bodies."""
+
+    name = HEURISTIC_NAME
+
+    def count(self, text: str) -> int:
+        return math.ceil(len(text.encode("utf-8", "replace")) / 4)
+
+    @staticmethod
+    def count_bytes(length: int) -> int:
+        return math.ceil(length / 4)
+
+
+class TokenizerSet:
+    """The loaded tokenizers by encoding name, with the fallback chain applied."""
+
+    def __init__(self, loaded: Mapping[str, Tokenizer]) -> None:
+        self._loaded = dict(loaded)
+        self._heuristic = HeuristicTokenizer()
+
+    @property
+    def loaded_encodings(self) -> tuple[str, ...]:
+        return tuple(sorted(self._loaded))
+
+    def for_encoding(self, encoding: str) -> tuple[Tokenizer, str]:
+        """The tokenizer for ``encoding`` and the estimator label to report."""
+        tokenizer = self._loaded.get(encoding)
+        if tokenizer is not None:
+            return tokenizer, f"tiktoken:{encoding}"
+        fallback = self._loaded.get(FALLBACK_ENCODING)
+        if fallback is not None:
+            return fallback, f"tiktoken:{FALLBACK_ENCODING}(fallback for {encoding})"
+        return self._heuristic, HEURISTIC_NAME
+
+
+class MessageTokenCache:
+    """Token counts by text, so an agent loop that resends its conversation every turn
+    pays only for its new messages. Bounded LRU.
+
+    Keyed by (encoding, length, Python's keyed 64-bit string hash): a collision can
+    only skew an estimate, never a bill, because usage is settled exactly afterwards.
+    """
+
+    def __init__(self, max_entries: int = 50_000) -> None:
+        self.max_entries = max_entries
+        self._counts: OrderedDict[tuple[str, int, int], int] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def count(self, tokenizer: Tokenizer, text: str) -> int:
+        if len(text) < _CACHE_MIN_CHARS or self.max_entries <= 0:
+            return tokenizer.count(text)
+        key = (tokenizer.name, len(text), hash(text))
+        cached = self._counts.get(key)
+        if cached is not None:
+            self._counts.move_to_end(key)
+            self.hits += 1
+            return cached
+        self.misses += 1
+        counted = tokenizer.count(text)
+        self._counts[key] = counted
+        if len(self._counts) > self.max_entries:
+            self._counts.popitem(last=False)
+        return counted
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEstimate:
+    input_tokens: int
+    output_tokens: int
+    estimator: str
+
+
+class _Counter:
+    """Walks the request formats; counts each text through the cache."""
+
+    def __init__(self, tokenizer: Tokenizer, cache: MessageTokenCache | None) -> None:
+        self._tokenizer = tokenizer
+        self._cache = cache
+        self.total = 0
+
+    def text(self, value: object) -> None:
+        if isinstance(value, str):
+            if self._cache is None:
+                self.total += self._tokenizer.count(value)
+            else:
+                self.total += self._cache.count(self._tokenizer, value)
+        elif value is not None:
+            self.json(value)
+
+    def json(self, value: object) -> None:
+        self.text(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str))
+
+    def prompt(self, value: object) -> None:
+        """Completions ``prompt`` / embeddings ``input``: text, texts, or token ids."""
+        if isinstance(value, list):
+            for item in value:
+                if isinstance(item, int):
+                    self.total += 1
+                elif isinstance(item, list):
+                    self.total += len(item)
+                else:
+                    self.text(item)
+        else:
+            self.text(value)
+
+    def content(self, value: object) -> None:
+        """Message content: a string, or OpenAI / Anthropic / Responses parts."""
+        if not isinstance(value, list):
+            self.text(value)
+            return
+        for part in value:
+            if not isinstance(part, Mapping):
+                self.text(part)
+                continue
+            self.part(part)
+
+    def part(self, part: Mapping[str, Any]) -> None:
+        kind = part.get("type")
+        if isinstance(part.get("text"), str):
+            self.text(part["text"])
+        elif kind in ("image_url", "image", "input_image"):
+            self.total += IMAGE_TOKENS
+        elif kind == "tool_use":
+            self.text(part.get("name"))
+            self.json(part.get("input", {}))
+        elif kind == "tool_result":
+            self.content(part.get("content"))
+        elif kind in ("function_call", "function_call_output"):
+            self.text(part.get("name"))
+            self.text(part.get("arguments"))
+            self.text(part.get("output"))
+        else:
+            self.json(part)
+
+    def message(self, message: object) -> None:
+        if not isinstance(message, Mapping):
+            self.text(message)
+            return
+        self.total += MESSAGE_OVERHEAD_TOKENS
+        self.text(message.get("role"))
+        if "content" in message:
+            self.content(message.get("content"))
+        elif message.get("type"):  # Responses API items without content
+            self.part(message)
+        if message.get("name"):
+            self.total += 1
+            self.text(message["name"])
+        for call in message.get("tool_calls") or ():
+            function = call.get("function", {}) if isinstance(call, Mapping) else {}
+            self.text(function.get("name"))
+            self.text(function.get("arguments"))
+        if isinstance(message.get("function_call"), Mapping):
+            self.text(message["function_call"].get("name"))
+            self.text(message["function_call"].get("arguments"))
+
+    def gemini_content(self, content: object) -> None:
+        if not isinstance(content, Mapping):
+            self.text(content)
+            return
+        self.total += MESSAGE_OVERHEAD_TOKENS
+        for part in content.get("parts") or ():
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                self.text(part["text"])
+            elif isinstance(part, Mapping) and ("inlineData" in part or "fileData" in part):
+                self.total += IMAGE_TOKENS
+            else:
+                self.json(part)
+
+
+def count_input_tokens(
+    body: Mapping[str, Any], tokenizer: Tokenizer, cache: MessageTokenCache | None = None
+) -> int:
+    """Input tokens of any supported request format (unknown shapes: the whole body)."""
+    counter = _Counter(tokenizer, cache)
+    recognised = False
+    if isinstance(body.get("messages"), list):  # OpenAI chat, Anthropic messages
+        recognised = True
+        for message in body["messages"]:
+            counter.message(message)
+        counter.total += REPLY_PRIMING_TOKENS
+    if "system" in body:  # Anthropic: a string or text blocks
+        recognised = True
+        counter.content(body["system"])
+    if "instructions" in body:  # Responses API
+        recognised = True
+        counter.text(body["instructions"])
+    if "input" in body:  # Responses API, embeddings
+        recognised = True
+        if isinstance(body["input"], list) and any(isinstance(i, Mapping) for i in body["input"]):
+            for item in body["input"]:
+                counter.message(item)
+        else:
+            counter.prompt(body["input"])
+    if "prompt" in body:  # legacy completions
+        recognised = True
+        counter.prompt(body["prompt"])
+    if isinstance(body.get("contents"), list):  # Gemini
+        recognised = True
+        for content in body["contents"]:
+            counter.gemini_content(content)
+    if "systemInstruction" in body:
+        recognised = True
+        counter.gemini_content(body["systemInstruction"])
+    for definitions in ("tools", "functions"):
+        if body.get(definitions):
+            recognised = True
+            counter.json(body[definitions])
+    if not recognised:
+        counter.json(body)
+    return counter.total
+
+
+def _requested_output(body: Mapping[str, Any]) -> object:
+    for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        if name in body:
+            return body[name]
+    config = body.get("generationConfig")
+    if isinstance(config, Mapping):
+        return config.get("maxOutputTokens")
+    return None
+
+
+def _choices(body: Mapping[str, Any]) -> int:
+    value = body.get("n", body.get("candidateCount", 1))
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return 1
+    return min(value, MAX_CHOICES)
+
+
+def estimate_output_tokens(body: Mapping[str, Any], price: ModelPrice) -> int:
+    """The request's own output cap (capped at the model's maximum), else the model's default."""
+    requested = _requested_output(body)
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
+        per_choice = price.default_output_tokens
+    else:
+        per_choice = price.cap_output_tokens(requested)
+    per_choice = min(per_choice, OUTPUT_TOKENS_CEILING)
+    return per_choice * _choices(body)
+
+
+def corrected(tokens: int, price: ModelPrice) -> int:
+    """Apply the model family's correction for counting in a foreign encoding."""
+    if price.token_correction == 1:
+        return tokens
+    return math.ceil(tokens * price.token_correction)
+
+
+class RequestEstimator:
+    """Estimates a request's tokens; one per process, shared by every request."""
+
+    def __init__(self, tokenizers: TokenizerSet, cache: MessageTokenCache | None = None) -> None:
+        self.tokenizers = tokenizers
+        self.cache = cache
+
+    def estimate(self, body: Mapping[str, Any], price: ModelPrice) -> TokenEstimate:
+        tokenizer, label = self.tokenizers.for_encoding(price.encoding)
+        raw_input = count_input_tokens(body, tokenizer, self.cache)
+        return TokenEstimate(
+            input_tokens=corrected(raw_input, price),
+            output_tokens=estimate_output_tokens(body, price),
+            estimator=label,
+        )
+
+    def estimate_from_length(self, body_length: int, price: ModelPrice) -> TokenEstimate:
+        """For a body that cannot be read (cut short by Envoy, or not JSON)."""
+        return TokenEstimate(
+            input_tokens=corrected(HeuristicTokenizer.count_bytes(body_length), price),
+            output_tokens=price.default_output_tokens,
+            estimator=HEURISTIC_NAME,
+        )

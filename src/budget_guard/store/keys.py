@@ -1,0 +1,62 @@
+"""Every Redis key of the project, in one place.
+
+Keys carry a Redis Cluster hash tag: ``{t:<tenant>}`` for what belongs to one
+tenant, ``{global}`` for budgets without a tenant. Everything one request touches
+for one tenant's budgets therefore shares a slot. How tenant-less budgets behave
+under Cluster is in ``docs/concepts.md``; single-instance Redis and Sentinel run
+every script fully atomically.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from budget_guard.domain.budget import Budget, BurstPool
+from budget_guard.domain.periods import PeriodWindow
+
+GLOBAL_TAG = "{global}"
+
+
+def tenant_tag(tenant: str | None) -> str:
+    return f"{{t:{tenant}}}" if tenant else GLOBAL_TAG
+
+
+@dataclass(frozen=True)
+class KeySchema:
+    prefix: str = "bg"
+
+    def counter(self, budget: Budget, window: PeriodWindow, subject: str | None) -> str:
+        """Spend of one budget in one period (and one user, for templates)."""
+        key = f"{self.prefix}:{tenant_tag(budget.scope.tenant)}:c:{budget.id}:{window.key}"
+        return f"{key}:u:{subject}" if subject is not None else key
+
+    def users(self, budget: Budget, window: PeriodWindow) -> str:
+        """A per-user template's users by usage in one period (sorted set), for status."""
+        return f"{self.prefix}:{tenant_tag(budget.scope.tenant)}:c:{budget.id}:{window.key}:users"
+
+    def pool(self, pool: BurstPool, budget: Budget) -> str:
+        """What a burst pool has given out, over its whole window."""
+        return f"{self.prefix}:{tenant_tag(budget.scope.tenant)}:p:{pool.id}"
+
+    def history(self, budget: Budget, day: dt.date) -> str:
+        """Settled spend of one budget on one local day, kept for reports."""
+        return f"{self.prefix}:{tenant_tag(budget.scope.tenant)}:h:{budget.id}:{day.isoformat()}"
+
+    def attribution(self, tenant: str | None, day: dt.date) -> str:
+        """Settled spend by tenant, feature, model and user on one UTC day (chargeback)."""
+        return f"{self.prefix}:{tenant_tag(tenant)}:a:{day.isoformat()}"
+
+    def reservation(self, request_id: str) -> str:
+        """What one request reserved, until it is settled (and a while after)."""
+        return f"{self.prefix}:{GLOBAL_TAG}:r:{request_id}"
+
+    @property
+    def pending(self) -> str:
+        """Unsettled reservations by settle deadline, for the expiry sweeper."""
+        return f"{self.prefix}:{GLOBAL_TAG}:pending"
+
+    @property
+    def events(self) -> str:
+        """Threshold crossings, exhaustion and burst events, for the operator."""
+        return f"{self.prefix}:{GLOBAL_TAG}:events"

@@ -1,0 +1,300 @@
+"""The atomic ledger against a real redis-server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+
+import pytest
+from redis.asyncio import Redis
+
+from budget_guard.domain.budget import Budget, BurstPool
+from budget_guard.domain.decision import BudgetVerdict, Decision, plan_charges
+from budget_guard.domain.resolution import BudgetSnapshot, RequestIdentity
+from budget_guard.store.ledger import (
+    Attribution,
+    ExpiredReservations,
+    Ledger,
+    LedgerSettings,
+    RequestIdTaken,
+    SettlementStatus,
+)
+from tests.factories import budget, burst
+
+pytestmark = pytest.mark.redis
+
+# In the future: Redis expires keys by its own clock, so test periods must not have ended.
+NOW = dt.datetime(2030, 11, 10, 12, 0, tzinfo=dt.UTC)
+USD = 1_000_000
+ACME = RequestIdentity(tenant="acme", user="alice", tier="pro", feature="chat", model="gpt-4o")
+
+
+class Harness:
+    def __init__(self, client: Redis, budgets: Sequence[Budget], pools: Sequence[BurstPool] = (),
+                 settings: LedgerSettings | None = None) -> None:  # fmt: skip
+        self.client = client
+        self.snapshot = BudgetSnapshot(budgets, pools)
+        self.ledger = Ledger(client, settings)
+
+    async def reserve(
+        self,
+        cost: int,
+        identity: RequestIdentity = ACME,
+        now: dt.datetime = NOW,
+        request_id: str | None = None,
+    ) -> Decision:
+        charges = plan_charges(self.snapshot, identity, now)
+        return await self.ledger.reserve(
+            request_id or str(uuid.uuid4()),
+            charges,
+            cost,
+            now,
+            Attribution(identity.tenant, identity.user, identity.feature, identity.model),
+        )
+
+    async def used(
+        self, name: str, identity: RequestIdentity = ACME, now: dt.datetime = NOW
+    ) -> int:
+        charges = [
+            c for c in plan_charges(self.snapshot, identity, now) if c.budget.ref.name == name
+        ]
+        (usage,) = await self.ledger.usage(charges)
+        return usage.used
+
+    async def events(self) -> list[dict[str, str]]:
+        entries = await self.client.xrange(self.ledger.keys.events)
+        return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
+
+
+async def test_reserves_on_all_budgets_or_on_none(redis_client: Redis) -> None:
+    h = Harness(
+        redis_client, [budget("tenant", "10", tenant="acme"), budget("chat", "3", feature="chat")]
+    )
+    assert (await h.reserve(2 * USD)).allowed
+    denied = await h.reserve(2 * USD)
+    assert not denied.allowed
+    assert denied.blocking is not None and denied.blocking.charge.budget.ref.name == "chat"
+    assert denied.blocking.used == 2 * USD
+    assert await h.used("tenant") == 2 * USD  # nothing reserved on the budget that had room
+    assert await h.used("chat") == 2 * USD
+    assert (await h.reserve(1 * USD)).allowed  # exactly fills "chat"
+    assert await h.used("chat") == 3 * USD
+
+
+async def test_each_threshold_is_reported_once(redis_client: Redis) -> None:
+    h = Harness(redis_client, [budget("tenant", "10", tenant="acme")])
+    first = await h.reserve(7_500_000)
+    assert first.states[0].crossed == (70,)
+    assert first.soft_limit == 70
+    assert (await h.reserve(1 * USD)).states[0].crossed == (80,)
+    assert (await h.reserve(100_000)).states[0].crossed == ()
+    assert (await h.reserve(400_000)).states[0].crossed == (90,)
+    assert (await h.reserve(1 * USD)).states[0].crossed == (100,)
+    denied = await h.reserve(1)
+    assert not denied.allowed and denied.states[0].crossed == ()
+    kinds = [(e["kind"], e["threshold"]) for e in await h.events()]
+    assert kinds == [("soft_limit", "70"), ("soft_limit", "80"), ("soft_limit", "90"),
+                     ("exhausted", "100")]  # fmt: skip
+    event = (await h.events())[0]
+    assert (event["budget"], event["used"], event["limit"]) == (
+        "default/tenant",
+        "7500000",
+        "10000000",
+    )
+
+
+async def test_a_denial_reports_exhaustion_once(redis_client: Redis) -> None:
+    h = Harness(redis_client, [budget("tenant", "10", tenant="acme", thresholds=[])])
+    assert (await h.reserve(9 * USD)).allowed
+    for _ in range(3):
+        assert not (await h.reserve(2 * USD)).allowed
+    assert [e["kind"] for e in await h.events()] == ["exhausted"]
+    (usage,) = await h.ledger.usage(plan_charges(h.snapshot, ACME, NOW))
+    assert (usage.used, usage.requests, usage.denied) == (9 * USD, 1, 3)
+
+
+async def test_observe_mode_counts_and_reports_but_never_blocks(redis_client: Redis) -> None:
+    h = Harness(redis_client, [budget("shadow", "1", tenant="acme", enforcement="Observe")])
+    decision = await h.reserve(3 * USD)
+    assert decision.allowed
+    assert decision.states[0].verdict is BudgetVerdict.WOULD_DENY
+    assert [s.charge.budget.ref.name for s in decision.would_deny] == ["shadow"]
+    assert await h.used("shadow") == 3 * USD
+    (usage,) = await h.ledger.usage(plan_charges(h.snapshot, ACME, NOW))
+    assert usage.would_deny == 1
+
+
+async def test_burst_pool_only_after_exhaustion_inside_its_window_and_cap(
+    redis_client: Redis,
+) -> None:
+    start, end = NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=1)
+    h = Harness(
+        redis_client,
+        [budget("tenant", "5", tenant="acme")],
+        [burst("extra", "tenant", "10", start, end, max_request_cost="3")],
+    )
+    primary = await h.reserve(4 * USD)
+    assert primary.allowed and primary.burst_pools == ()
+    from_pool = await h.reserve(2 * USD)
+    assert from_pool.allowed and [p.ref.name for p in from_pool.burst_pools] == ["extra"]
+    assert from_pool.states[0].pool_used == 2 * USD
+    assert await h.used("tenant") == 4 * USD  # the primary keeps its own count
+    over_cap = await h.reserve(4 * USD)
+    assert not over_cap.allowed  # 4 > maxRequestCost 3: the guard rail holds
+    after_window = await h.reserve(1 * USD, now=end + dt.timedelta(seconds=1))
+    assert after_window.allowed  # a small request still fits the primary...
+    outside = await h.reserve(2 * USD, now=end + dt.timedelta(seconds=1))
+    assert not outside.allowed  # ...but the pool is closed outside its window
+    for _ in range(4):
+        assert (await h.reserve(2 * USD)).allowed
+    assert not (await h.reserve(2 * USD)).allowed  # pool holds 10: 5 draws of 2
+    kinds = [e["kind"] for e in await h.events()]
+    assert kinds.count("burst_activated") == 1
+    assert kinds.count("burst_exhausted") == 1
+
+
+async def test_settlement_below_and_above_the_estimate(redis_client: Redis) -> None:
+    h = Harness(
+        redis_client, [budget("tenant", "10", tenant="acme"), budget("every", "4", user="*")]
+    )
+    low = await h.reserve(2 * USD, request_id="low")
+    high = await h.reserve(1 * USD, request_id="high")
+    assert low.allowed and high.allowed
+    assert (await h.ledger.settle("low", 500_000, NOW)).status is SettlementStatus.SETTLED
+    assert await h.used("tenant") == 1_500_000
+    settled = await h.ledger.settle("high", 3_600_000, NOW)
+    assert (settled.reserved_micros, settled.charged_micros) == (1 * USD, 3_600_000)
+    assert await h.used("tenant") == 4_100_000
+    assert await h.used("every") == 4_100_000  # the user's template counter
+    assert [e["threshold"] for e in await h.events()] == ["70", "80", "90", "100"]
+    (usage,) = await h.ledger.usage([c for c in plan_charges(h.snapshot, ACME, NOW)
+                                     if c.budget.ref.name == "tenant"])  # fmt: skip
+    assert (usage.spent, usage.reserved) == (4_100_000, 0)
+
+
+async def test_double_settlement_charges_once(redis_client: Redis) -> None:
+    h = Harness(redis_client, [budget("tenant", "10", tenant="acme")])
+    await h.reserve(2 * USD, request_id="r1")
+    first = await h.ledger.settle("r1", 1 * USD, NOW)
+    second = await h.ledger.settle("r1", 5 * USD, NOW)
+    assert first.status is SettlementStatus.SETTLED
+    assert (second.status, second.charged_micros) == (SettlementStatus.ALREADY, 1 * USD)
+    assert await h.used("tenant") == 1 * USD
+
+
+async def test_unknown_request_id_changes_nothing(redis_client: Redis) -> None:
+    h = Harness(redis_client, [budget("tenant", "10", tenant="acme")])
+    await h.reserve(2 * USD, request_id="known")
+    before = await redis_client.dbsize()
+    settlement = await h.ledger.settle("never-reserved", 1 * USD, NOW)
+    assert settlement.status is SettlementStatus.UNKNOWN
+    assert await redis_client.dbsize() == before
+    assert await h.used("tenant") == 2 * USD
+    with pytest.raises(ValueError, match="must not be negative"):
+        await h.ledger.settle("known", -1, NOW)
+
+
+async def test_a_taken_request_id_is_refused(redis_client: Redis) -> None:
+    h = Harness(redis_client, [budget("tenant", "10", tenant="acme")])
+    await h.reserve(1 * USD, request_id="same")
+    with pytest.raises(RequestIdTaken):
+        await h.reserve(1 * USD, request_id="same")
+    assert await h.used("tenant") == 1 * USD
+
+
+@pytest.mark.parametrize(
+    ("policy", "kept"), [(ExpiredReservations.KEEP, 2 * USD), (ExpiredReservations.RELEASE, 0)]
+)
+async def test_sweeper_settles_overdue_reservations(
+    redis_client: Redis, policy: ExpiredReservations, kept: int
+) -> None:
+    settings = LedgerSettings(reservation_ttl=dt.timedelta(minutes=15), expired_reservations=policy)
+    h = Harness(redis_client, [budget("tenant", "10", tenant="acme")], settings=settings)
+    await h.reserve(2 * USD, request_id="late")
+    await h.reserve(1 * USD, request_id="on-time", now=NOW + dt.timedelta(minutes=10))
+    assert await h.ledger.sweep_expired(NOW + dt.timedelta(minutes=14)) == 0
+    assert await h.ledger.sweep_expired(NOW + dt.timedelta(minutes=15)) == 1
+    assert await h.ledger.sweep_expired(NOW + dt.timedelta(minutes=16)) == 0
+    assert await h.used("tenant") == kept + 1 * USD
+    # A fresh ledger (a restarted process) finds the rest in Redis.
+    restarted = Ledger(redis_client, settings)
+    assert await restarted.sweep_expired(NOW + dt.timedelta(minutes=30)) == 1
+    assert await h.used("tenant") == kept + (1 * USD if policy is ExpiredReservations.KEEP else 0)
+    # The real usage arriving late still settles exactly once: only the difference.
+    late = await h.ledger.settle("late", 3 * USD, NOW + dt.timedelta(hours=1))
+    assert late.status is SettlementStatus.SETTLED
+    again = await h.ledger.settle("late", 3 * USD, NOW + dt.timedelta(hours=1))
+    assert again.status is SettlementStatus.ALREADY
+    on_time_kept = 1 * USD if policy is ExpiredReservations.KEEP else 0
+    assert await h.used("tenant") == 3 * USD + on_time_kept
+
+
+async def test_seasonal_multiplier_raises_the_effective_limit(redis_client: Redis) -> None:
+    seasonal = budget("tenant", "10", tenant="acme",
+                      schedule=[{"months": [10, 11, 12], "multiplier": "2.0"}])  # fmt: skip
+    h = Harness(redis_client, [seasonal])
+    november = await h.reserve(15 * USD)
+    assert november.allowed and november.states[0].charge.effective_limit == 20 * USD
+    march = dt.datetime(2031, 3, 3, tzinfo=dt.UTC)
+    assert not (await h.reserve(15 * USD, now=march)).allowed
+
+
+async def test_rollover_exactly_at_a_period_boundary_in_a_non_utc_zone(redis_client: Redis) -> None:
+    h = Harness(
+        redis_client, [budget("daily", "1", tenant="acme", period="Daily", timeZone="Asia/Kolkata")]
+    )
+    midnight = dt.datetime(2030, 11, 10, 18, 30, tzinfo=dt.UTC)  # 00:00 on Nov 11 in Kolkata
+    last_moment = midnight - dt.timedelta(milliseconds=1)
+    assert (await h.reserve(1 * USD, now=last_moment, request_id="before")).allowed
+    denied = await h.reserve(1, now=last_moment)
+    assert not denied.allowed
+    assert denied.blocking is not None and denied.blocking.charge.window.end == midnight
+    after = await h.reserve(1 * USD, now=midnight, request_id="after")
+    assert after.allowed and after.states[0].charge.window.key == "2030-11-11"
+    # Settling after the boundary charges the period the request was reserved in.
+    await h.ledger.settle("before", 400_000, midnight + dt.timedelta(minutes=5))
+    assert await h.used("daily", now=last_moment) == 400_000
+    assert await h.used("daily", now=midnight) == 1 * USD
+
+
+async def test_history_and_attribution_are_kept_apart_for_reports(redis_client: Redis) -> None:
+    h = Harness(redis_client, [budget("every", "10", user="*", timeZone="Europe/Berlin")])
+    await h.reserve(2 * USD, request_id="a")
+    await h.ledger.settle("a", 1_250_000, NOW)
+    keys = h.ledger.keys
+    history = await redis_client.hgetall(keys.history(h.snapshot.budgets[0], NOW.date()))
+    assert history == {
+        b"spent": b"1250000",
+        b"requests": b"1",
+        b"u:alice": b"1250000",
+        b"n:alice": b"1",
+    }
+    assert (
+        0 < await redis_client.ttl(keys.history(h.snapshot.budgets[0], NOW.date())) <= 400 * 86400
+    )
+    attribution = await redis_client.hgetall(keys.attribution("acme", NOW.date()))
+    assert attribution == {
+        b"s\x1facme\x1fchat\x1fgpt-4o\x1falice": b"1250000",
+        b"n\x1facme\x1fchat\x1fgpt-4o\x1falice": b"1",
+    }
+    users = h.ledger.keys.users(h.snapshot.budgets[0], h.snapshot.budgets[0].window(NOW))
+    assert await redis_client.zscore(users, "alice") == 1_250_000
+
+
+async def test_counters_expire_after_two_periods(redis_client: Redis) -> None:
+    h = Harness(redis_client, [budget("daily", "10", tenant="acme", period="Daily")])
+    decision = await h.reserve(1 * USD)
+    charge = decision.states[0].charge
+    key = h.ledger.keys.counter(charge.budget, charge.window, None)
+    expires_at_ms = await redis_client.pexpiretime(key)
+    assert expires_at_ms == int((charge.window.end + dt.timedelta(days=1)).timestamp() * 1000)
+
+
+async def test_requests_no_budget_applies_to_are_still_attributed(redis_client: Redis) -> None:
+    h = Harness(redis_client, [budget("other", "1", tenant="globex")])
+    decision = await h.reserve(2 * USD, request_id="free-range")
+    assert decision.allowed and decision.states == ()
+    assert (await h.ledger.settle("free-range", 2 * USD, NOW)).status is SettlementStatus.SETTLED
+    attribution = await redis_client.hgetall(h.ledger.keys.attribution("acme", NOW.date()))
+    assert attribution[b"s\x1facme\x1fchat\x1fgpt-4o\x1falice"] == b"2000000"

