@@ -16,6 +16,7 @@ from budget_guard.store.ledger import (
     Attribution,
     ExpiredReservations,
     Ledger,
+    LedgerDataLost,
     LedgerSettings,
     RequestIdTaken,
     SettlementStatus,
@@ -106,12 +107,15 @@ async def test_each_threshold_is_reported_once(redis_client: Redis) -> None:
 
 async def test_a_denial_reports_exhaustion_once(redis_client: Redis) -> None:
     h = Harness(redis_client, [budget("tenant", "10", tenant="acme", thresholds=[])])
-    assert (await h.reserve(9 * USD)).allowed
+    assert (await h.reserve(9 * USD, request_id="big")).allowed
     for _ in range(3):
         assert not (await h.reserve(2 * USD)).allowed
     assert [e["kind"] for e in await h.events()] == ["exhausted"]
     (usage,) = await h.ledger.usage(plan_charges(h.snapshot, ACME, NOW))
-    assert (usage.used, usage.requests, usage.denied) == (9 * USD, 1, 3)
+    assert (usage.used, usage.reserved, usage.requests, usage.denied) == (9 * USD, 9 * USD, 0, 3)
+    await h.ledger.settle("big", 9 * USD, NOW)
+    (usage,) = await h.ledger.usage(plan_charges(h.snapshot, ACME, NOW))
+    assert (usage.spent, usage.reserved, usage.requests) == (9 * USD, 0, 1)  # counted when settled
 
 
 async def test_observe_mode_counts_and_reports_but_never_blocks(redis_client: Redis) -> None:
@@ -298,3 +302,36 @@ async def test_requests_no_budget_applies_to_are_still_attributed(redis_client: 
     assert (await h.ledger.settle("free-range", 2 * USD, NOW)).status is SettlementStatus.SETTLED
     attribution = await redis_client.hgetall(h.ledger.keys.attribution("acme", NOW.date()))
     assert attribution[b"s\x1facme\x1fchat\x1fgpt-4o\x1falice"] == b"2000000"
+
+
+async def test_amounts_near_the_ceiling_stay_exact(redis_client: Redis) -> None:
+    # 100M USD x 10 = 10^15 micro-USD: beyond Lua's 14-digit number format, below 2^53.
+    huge = budget("huge", "100000000", tenant="acme",
+                  schedule=[{"months": [11], "multiplier": "10"}])  # fmt: skip
+    h = Harness(redis_client, [huge, budget("every", "100000000", user="*")])
+    cost = 99_999_999_999_999
+    reserved = await h.reserve(cost, request_id="big")
+    assert reserved.allowed
+    assert reserved.states[1].charge.effective_limit == 10**15
+    settled = await h.ledger.settle("big", cost + 123_456_789, NOW)
+    assert settled.charged_micros == cost + 123_456_789
+    assert await h.used("huge") == cost + 123_456_789
+    again = await h.ledger.settle("big", 1, NOW)
+    assert (again.status, again.charged_micros) == (SettlementStatus.ALREADY, cost + 123_456_789)
+
+
+async def test_a_lost_plan_is_sent_again_and_a_lost_reservation_is_reported(
+    redis_client: Redis,
+) -> None:
+    h = Harness(redis_client, [budget("tenant", "10", tenant="acme")])
+    charges = plan_charges(h.snapshot, ACME, NOW)
+    await h.ledger.reserve("first", charges, 1 * USD, NOW)
+    plans = await redis_client.keys(h.ledger.keys.plan("*"))
+    assert len(plans) == 1
+    await redis_client.delete(*plans)  # Redis lost data the process believes is stored
+    with pytest.raises(LedgerDataLost):
+        await h.ledger.settle("first", 1 * USD, NOW)
+    second = await h.ledger.reserve("second", charges, 1 * USD, NOW)  # the plan is resent
+    assert second.allowed
+    assert (await h.ledger.settle("second", 500_000, NOW)).status is SettlementStatus.SETTLED
+    assert await h.used("tenant") == 1_500_000  # "first" stays reserved at its estimate

@@ -44,7 +44,7 @@ def counters(redis_url: str, limits: tuple[str, str, str]) -> dict[str, int]:
             compiled, RequestIdentity(tenant="acme", user=f"user-{index}"), NOW
         ):
             key = keys.counter(charge.budget, charge.window, charge.subject)
-            reserved = int(client.hget(key, "reserved") or 0)
+            reserved = int(client.hget(key, "used") or 0)
             name = charge.budget.ref.name
             if name == "per-user":
                 used[f"user-{index}"] = reserved

@@ -58,6 +58,54 @@ def plan_charges(
     )
 
 
+def _validity(
+    snapshot: BudgetSnapshot, charges: tuple[BudgetCharge, ...], instant: dt.datetime
+) -> tuple[dt.datetime, dt.datetime]:
+    """The span around ``instant`` in which ``charges`` stay the same: no period
+    boundary and no burst pool opening or closing."""
+    valid_from = max((c.window.start for c in charges), default=_EARLIEST)
+    valid_until = min((c.window.end for c in charges), default=_LATEST)
+    for charge in charges:
+        for pool in snapshot.pools_for(charge.budget.id):
+            for edge in (pool.valid_from, pool.valid_until):
+                if edge <= instant:
+                    valid_from = max(valid_from, edge)
+                else:
+                    valid_until = min(valid_until, edge)
+    return valid_from, valid_until
+
+
+class ChargePlanner:
+    """``plan_charges`` with a bounded cache per identity, for the hot path.
+
+    A cached plan is reused while the instant stays inside the span where no
+    period rolls over and no burst pool opens or closes, so the same tuple of
+    charges (and whatever the ledger derives from it) serves many requests.
+    """
+
+    def __init__(self, snapshot: BudgetSnapshot, max_entries: int = 65_536) -> None:
+        self.snapshot = snapshot
+        self._max_entries = max_entries
+        self._plans: dict[
+            RequestIdentity, tuple[dt.datetime, dt.datetime, tuple[BudgetCharge, ...]]
+        ] = {}
+
+    def plan(self, identity: RequestIdentity, instant: dt.datetime) -> tuple[BudgetCharge, ...]:
+        cached = self._plans.get(identity)
+        if cached is not None and cached[0] <= instant < cached[1]:
+            return cached[2]
+        charges = plan_charges(self.snapshot, identity, instant)
+        valid_from, valid_until = _validity(self.snapshot, charges, instant)
+        if len(self._plans) >= self._max_entries:
+            self._plans.clear()
+        self._plans[identity] = (valid_from, valid_until, charges)
+        return charges
+
+
+_EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
+_LATEST = dt.datetime.max.replace(tzinfo=dt.UTC)
+
+
 class BudgetVerdict(IntEnum):
     FITS = 0
     WOULD_DENY = 1  # Observe mode: reserved anyway, reported

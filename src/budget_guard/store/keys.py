@@ -51,6 +51,10 @@ class KeySchema:
         """What one request reserved, until it is settled (and a while after)."""
         return f"{self.prefix}:{GLOBAL_TAG}:r:{request_id}"
 
+    def plan(self, digest: str) -> str:
+        """What settling needs of a set of budgets, shared by many reservations."""
+        return f"{self.prefix}:{GLOBAL_TAG}:plan:{digest}"
+
     @property
     def pending(self) -> str:
         """Unsettled reservations by settle deadline, for the expiry sweeper."""

@@ -18,12 +18,22 @@ from redis.asyncio import Redis
 
 from budget_guard.domain.decision import BudgetCharge, BudgetState, BudgetVerdict, Decision
 from budget_guard.store.keys import KeySchema
-from budget_guard.store.scripts import RESERVE, SETTLE
+from budget_guard.store.plans import Attribution, EncodedPlan, PlanCache
+from budget_guard.store.scripts import RESERVE, SETTLE, bulk
 
-_UNIT_SEPARATOR = "\x1f"
-_RESERVED, _DENIED, _ID_TAKEN = 1, 0, 2
-_STATE_WIDTH = 5
-POOL_RETENTION = dt.timedelta(days=35)  # a burst pool's counter outlives its window, for review
+__all__ = [
+    "Attribution",
+    "CounterUsage",
+    "ExpiredReservations",
+    "Ledger",
+    "LedgerDataLost",
+    "LedgerSettings",
+    "RequestIdTaken",
+    "Settlement",
+    "SettlementStatus",
+]
+
+_DENIED, _RESERVED, _ID_TAKEN, _PLAN_MISSING = 0, 1, 2, 3
 
 
 class ExpiredReservations(StrEnum):
@@ -40,24 +50,21 @@ class LedgerSettings:
     history_retention: dt.timedelta = dt.timedelta(days=400)  # 13 months and change
     event_stream_length: int = 10_000
 
+    @property
+    def reservation_ttl_ms(self) -> int:
+        return int(self.reservation_ttl.total_seconds() * 1000)
 
-@dataclass(frozen=True, slots=True)
-class Attribution:
-    """Who and what a request's spend is reported under, in chargeback."""
-
-    tenant: str | None = None
-    user: str | None = None
-    feature: str | None = None
-    model: str | None = None
-
-    def field(self) -> str:
-        return _UNIT_SEPARATOR.join(
-            value or "" for value in (self.tenant, self.feature, self.model, self.user)
-        )
+    @property
+    def record_ttl_ms(self) -> int:
+        return int((self.reservation_ttl + self.record_retention).total_seconds() * 1000)
 
 
 class RequestIdTaken(Exception):
     """The request id already has a reservation; the caller picks a fresh id."""
+
+
+class LedgerDataLost(Exception):
+    """A reservation's plan is gone from Redis (a flush or a failover lost data)."""
 
 
 class SettlementStatus(StrEnum):
@@ -65,6 +72,7 @@ class SettlementStatus(StrEnum):
     ALREADY = "already"  # settled before; nothing changed
     UNKNOWN = "unknown"  # no such reservation (or its record expired)
     NOT_DUE = "not-due"
+    LOST = "lost"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,15 +85,15 @@ class Settlement:
 
 @dataclass(frozen=True, slots=True)
 class CounterUsage:
+    used: int = 0  # spent + reserved
     spent: int = 0
-    reserved: int = 0
     requests: int = 0
     denied: int = 0
     would_deny: int = 0
 
     @property
-    def used(self) -> int:
-        return self.spent + self.reserved
+    def reserved(self) -> int:
+        return self.used - self.spent
 
 
 def _ms(instant: dt.datetime) -> int:
@@ -100,6 +108,33 @@ def _int(value: Any) -> int:
     return int(value) if value is not None else 0
 
 
+def _states(charges: Sequence[BudgetCharge], answer: Sequence[Any]) -> tuple[BudgetState, ...]:
+    """Decode reserve.lua's answer: usage per budget, then details where there are any."""
+    details: dict[int, list[str]] = {}
+    for raw in answer[1 + len(charges) :]:
+        position, pool, pool_used, crossed, verdict = _text(raw).split(":")
+        details[int(position) - 1] = [pool, pool_used, crossed, verdict]
+    states = []
+    for index, charge in enumerate(charges):
+        used = int(answer[1 + index])
+        detail = details.get(index)
+        if detail is None:
+            states.append(BudgetState(charge=charge, used=used))
+            continue
+        pool, pool_used, crossed, verdict = detail
+        states.append(
+            BudgetState(
+                charge=charge,
+                used=used,
+                verdict=BudgetVerdict(int(verdict)),
+                pool=charge.pools[int(pool) - 1] if int(pool) else None,
+                pool_used=int(pool_used),
+                crossed=tuple(int(p) for p in crossed.split(",")) if crossed else (),
+            )
+        )
+    return tuple(states)
+
+
 class Ledger:
     """Spend counters in Redis; one instance per process, shared by all requests."""
 
@@ -112,6 +147,11 @@ class Ledger:
         self.client = client
         self.settings = settings or LedgerSettings()
         self.keys = keys or KeySchema()
+        self._plans = PlanCache(self.keys)
+        self._fixed_keys = bulk(self.keys.pending) + bulk(self.keys.events)
+        self._fixed_args = bulk(self.settings.record_ttl_ms) + bulk(
+            self.settings.event_stream_length
+        )
 
     # -- reserve ---------------------------------------------------------------
 
@@ -125,121 +165,63 @@ class Ledger:
     ) -> Decision:
         """Reserve ``cost_micros`` on every charge, or on none (denied).
 
+        Reuse the same ``charges`` tuple for requests with the same budgets (as
+        ``ChargePlanner`` does): its encoding is cached by identity.
         Raises ``RequestIdTaken`` when the id already has a reservation.
         """
         if cost_micros < 0:
             raise ValueError(f"cost must not be negative, got {cost_micros}")
-        keys, args = self._reserve_arguments(request_id, charges, cost_micros, now, attribution)
-        answer = await RESERVE.run(self.client, keys, args)
+        now_ms = _ms(now)
+        plan = self._plans.get(charges, now, now_ms, attribution)
+        answer = await RESERVE.call(
+            self.client, self._reserve_command(request_id, cost_micros, now_ms, plan)
+        )
+        if answer[0] == _PLAN_MISSING:  # first use, or Redis lost it: send it along
+            plan.stored = False
+            answer = await RESERVE.call(
+                self.client, self._reserve_command(request_id, cost_micros, now_ms, plan)
+            )
+        plan.stored = True
         if answer[0] == _ID_TAKEN:
             raise RequestIdTaken(request_id)
-        states = tuple(
-            self._state(charge, answer[1 + index * _STATE_WIDTH : 1 + (index + 1) * _STATE_WIDTH])
-            for index, charge in enumerate(charges)
-        )
-        return Decision(request_id, answer[0] == _RESERVED, cost_micros, states)
+        return Decision(request_id, answer[0] == _RESERVED, cost_micros, _states(charges, answer))
 
-    def _reserve_arguments(
-        self,
-        request_id: str,
-        charges: Sequence[BudgetCharge],
-        cost_micros: int,
-        now: dt.datetime,
-        attribution: Attribution | None,
-    ) -> tuple[list[str], list[Any]]:
-        settings = self.settings
-        keys = [self.keys.reservation(request_id), self.keys.pending, self.keys.events]
-        args: list[Any] = [
-            cost_micros,
-            _ms(now),
-            _ms(now + settings.reservation_ttl),
-            int((settings.reservation_ttl + settings.record_retention).total_seconds() * 1000),
-            settings.event_stream_length,
-            len(charges),
-            self._history_lines(charges, now, attribution),
-        ]
-        pool_keys: list[str] = []
-        for charge in charges:
-            budget, window, subject = charge.budget, charge.window, charge.subject
-            keys.append(self.keys.counter(budget, window, subject))
-            args += [
-                charge.effective_limit,
-                1 if budget.enforces else 0,
-                _ms(window.end + (window.end - window.start)),
-                ",".join(
-                    f"{percent}:{amount}"
-                    for percent, amount in zip(
-                        budget.thresholds, charge.threshold_amounts, strict=True
-                    )
-                ),
-                budget.id,
-                window.key,
-                subject or "",
-                self.keys.users(budget, window) if subject is not None else "",
-                len(charge.pools),
-            ]
-            for pool in charge.pools:
-                pool_keys.append(self.keys.pool(pool, budget))
-                cap = pool.max_request_micros
-                args += [
-                    pool.amount_micros,
-                    -1 if cap is None else cap,
-                    _ms(pool.valid_until + POOL_RETENTION),
-                    pool.id,
-                ]
-        return keys + pool_keys, args
-
-    def _history_lines(
-        self,
-        charges: Sequence[BudgetCharge],
-        now: dt.datetime,
-        attribution: Attribution | None,
-    ) -> str:
-        lines = []
-        for charge in charges:
-            budget = charge.budget
-            key = self.keys.history(budget, now.astimezone(budget.zone).date())
-            lines.append(f"{key}\tspent\trequests")
-            if charge.subject is not None:
-                lines.append(f"{key}\tu:{charge.subject}\tn:{charge.subject}")
-        if attribution is not None:
-            key = self.keys.attribution(attribution.tenant, now.astimezone(dt.UTC).date())
-            field = attribution.field()
-            lines.append(f"{key}\ts{_UNIT_SEPARATOR}{field}\tn{_UNIT_SEPARATOR}{field}")
-        return "\n".join(lines)
-
-    @staticmethod
-    def _state(charge: BudgetCharge, raw: Sequence[Any]) -> BudgetState:
-        used, pool_index, pool_used, crossed, verdict = raw
-        crossed_text = _text(crossed)
-        return BudgetState(
-            charge=charge,
-            used=int(used),
-            verdict=BudgetVerdict(int(verdict)),
-            pool=charge.pools[int(pool_index) - 1] if int(pool_index) else None,
-            pool_used=int(pool_used),
-            crossed=tuple(int(p) for p in crossed_text.split(",")) if crossed_text else (),
+    def _reserve_command(self, request_id: str, cost: int, now_ms: int, plan: EncodedPlan) -> bytes:
+        return RESERVE.command(
+            3 + plan.key_count,
+            7 + plan.line_count,
+            bulk(self.keys.reservation(request_id)),
+            self._fixed_keys,
+            plan.keys_blob,
+            bulk(cost),
+            bulk(now_ms),
+            bulk(now_ms + self.settings.reservation_ttl_ms),
+            self._fixed_args,
+            bulk(plan.line_count),
+            bulk("" if plan.stored else plan.content),
+            plan.lines_blob,
         )
 
     # -- settle ----------------------------------------------------------------
 
     async def settle(self, request_id: str, actual_micros: int, now: dt.datetime) -> Settlement:
-        """Charge the actual cost of a reserved request, exactly once (idempotent)."""
+        """Charge the actual cost of a reserved request, exactly once (idempotent).
+
+        Raises ``LedgerDataLost`` if Redis lost what the reservation referred to.
+        """
         if actual_micros < 0:
             raise ValueError(f"actual cost must not be negative, got {actual_micros}")
-        return await self._settle(request_id, "usage", actual_micros, now)
-
-    async def _settle(
-        self, request_id: str, mode: str, actual_micros: int, now: dt.datetime
-    ) -> Settlement:
         answer = await SETTLE.run(
             self.client,
             [self.keys.reservation(request_id), self.keys.pending, self.keys.events],
-            self._settle_args(mode, actual_micros, now),
+            self._settle_args("usage", actual_micros, now),
         )
-        return Settlement(
+        settlement = Settlement(
             request_id, SettlementStatus(_text(answer[0])), int(answer[1]), int(answer[2])
         )
+        if settlement.status is SettlementStatus.LOST:
+            raise LedgerDataLost(f"the reservation of {request_id} refers to data Redis lost")
+        return settlement
 
     def _settle_args(self, mode: str, actual_micros: int, now: dt.datetime) -> list[Any]:
         return [
@@ -253,34 +235,35 @@ class Ledger:
     async def sweep_expired(self, now: dt.datetime, batch: int = 256) -> int:
         """Settle overdue reservations per ``expired_reservations``; returns how many."""
         due = await self.client.zrangebyscore(self.keys.pending, "-inf", _ms(now), 0, batch)
-        if not due:
-            return 0
         mode = (
             "expire-keep"
             if self.settings.expired_reservations is ExpiredReservations.KEEP
             else "expire-release"
         )
-        await SETTLE.ensure_loaded(self.client)
-        async with self.client.pipeline(transaction=False) as pipeline:
-            for record in due:
-                SETTLE.queue(
-                    pipeline,
-                    [_text(record), self.keys.pending, self.keys.events],
-                    self._settle_args(mode, 0, now),
-                )
-            answers = await pipeline.execute()
-        return sum(1 for answer in answers if _text(answer[0]) == SettlementStatus.SETTLED)
+        swept = 0
+        for raw in due:
+            record = _text(raw)
+            answer = await SETTLE.run(
+                self.client,
+                [record, self.keys.pending, self.keys.events],
+                self._settle_args(mode, 0, now),
+            )
+            status = _text(answer[0])
+            if status == SettlementStatus.SETTLED:
+                swept += 1
+            elif status in (SettlementStatus.UNKNOWN, SettlementStatus.LOST):
+                await self.client.zrem(self.keys.pending, record)  # nothing left to settle
+        return swept
 
     # -- read ------------------------------------------------------------------
 
     async def usage(self, charges: Sequence[BudgetCharge]) -> list[CounterUsage]:
         """Current counters of ``charges``, in one pipelined round trip."""
-        fields = ("spent", "reserved", "requests", "denied", "would_deny")
+        fields = ("used", "spent", "requests", "denied", "would_deny")
         async with self.client.pipeline(transaction=False) as pipeline:
             for charge in charges:
-                pipeline.hmget(
-                    self.keys.counter(charge.budget, charge.window, charge.subject), fields
-                )
+                key = self.keys.counter(charge.budget, charge.window, charge.subject)
+                pipeline.hmget(key, fields)
             rows = await pipeline.execute()
         return [CounterUsage(*(_int(value) for value in row)) for row in rows]
 

@@ -1,20 +1,41 @@
--- _shared.lua: helpers prepended to every script that uses them (see store/scripts.py).
+-- _shared.lua: helpers prepended to every script (see store/scripts.py).
 -- It declares no KEYS or ARGV of its own; each helper says which keys it touches.
 
+-- Splits on a one-character separator, keeping empty fields.
+local function split(text, separator)
+  local parts = {}
+  if text == nil or text == '' then
+    return parts
+  end
+  local start = 1
+  while true do
+    local found = string.find(text, separator, start, true)
+    if not found then
+      parts[#parts + 1] = string.sub(text, start)
+      return parts
+    end
+    parts[#parts + 1] = string.sub(text, start, found - 1)
+    start = found + 1
+  end
+end
+
 -- Reports, once per counter, each soft threshold that usage has reached, and
--- exhaustion (100: usage at the limit, or a request denied), not reported before. The counter's "hwm" field holds
--- the highest percent reported, so concurrent requests and repeated settlements
--- report each crossing exactly once per counter (a counter is one budget period).
---   counter:    counter hash (fields used: hwm)
---   thresholds: "70:7000000,80:8000000" (percent:amount in micro-USD)
---   exhausted:  true when a request was just denied by this counter
---   labels:     {budget, period, subject} for the event
--- Returns the crossed percents, comma-joined ("" when none).
-local function report_crossings(counter, limit, thresholds, used, exhausted, labels, stream,
+-- exhaustion (100: usage at the limit, or a request denied), not reported before.
+-- The counter's "hwm" field holds the highest percent reported, so concurrent
+-- requests and repeated settlements report each crossing exactly once per
+-- counter (a counter is one budget period, or one user's share of it).
+--   counter:   counter hash (field written: hwm)
+--   hwm:       its current hwm (0 when unset), read by the caller
+--   described: "budget\31period\31subject\31thresholds", thresholds being
+--              "70:7000000,80:8000000" (percent:amount in micro-USD)
+--   exhausted: true when a request was just denied by this counter
+-- Appends an event per crossing to the stream; returns the crossed percents,
+-- comma-joined ("" when none).
+local function report_crossings(counter, hwm, limit, described, used, exhausted, stream,
                                 maxlen, now)
-  local hwm = tonumber(redis.call('HGET', counter, 'hwm')) or 0
+  local labels = split(described, '\31')
   local crossed = {}
-  for percent, amount in string.gmatch(thresholds, '(%d+):(%d+)') do
+  for percent, amount in string.gmatch(labels[4] or '', '(%d+):(%d+)') do
     percent = tonumber(percent)
     if percent > hwm and used >= tonumber(amount) then
       crossed[#crossed + 1] = percent
@@ -34,20 +55,4 @@ local function report_crossings(counter, limit, thresholds, used, exhausted, lab
       'threshold', percent, 'used', used, 'limit', limit, 'at', now)
   end
   return table.concat(crossed, ',')
-end
-
-local function used_of(key)
-  local values = redis.call('HMGET', key, 'spent', 'reserved')
-  return (tonumber(values[1]) or 0) + (tonumber(values[2]) or 0)
-end
-
-local function split(text, separator)
-  local parts = {}
-  if text == nil or text == '' then
-    return parts
-  end
-  for part in string.gmatch(text .. separator, '(.-)' .. separator) do
-    parts[#parts + 1] = part
-  end
-  return parts
 end

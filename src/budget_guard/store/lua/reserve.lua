@@ -1,138 +1,218 @@
 -- reserve.lua: check every budget that applies to a request and reserve its
 -- estimated cost on all of them, or on none.
 --
--- Why atomic: Redis runs a script to its end before any other command, so no
--- other request can reserve between this script's reads and its writes. The sum
--- of the estimates it lets through therefore never exceeds a limit.
+-- Why atomic: Redis runs a script to its end before any other command. The script
+-- adds the cost to each budget's usage and, if any budget cannot take it, takes
+-- every addition back before it ends, so no other client ever sees a partial or
+-- an over-limit reservation. The sum of the estimates it lets through therefore
+-- never exceeds a limit.
 --
--- KEYS[1]    reservation record (hash) of this request id
+-- Numbers are concatenated only through string.format('%d') or as the strings they
+-- arrived as: Lua's default number format keeps 14 digits and would corrupt amounts.
+--
+-- KEYS[1]    reservation record of this request id (string: cost, settled, settled
+--            by, plan key, pool choices ("0,2,0": per budget, 0 = its own counter,
+--            else the index of the burst pool that took the cost); joined by "\30")
 -- KEYS[2]    pending reservations (sorted set: record key -> settle deadline, ms)
 -- KEYS[3]    event stream (threshold crossings, exhaustion, burst pools)
--- KEYS[4..]  one counter hash per budget (spent, reserved, requests, denied,
---            would_deny, hwm), then every burst pool hash, in ARGV order
+-- KEYS[4]    plan (string, written by this script from ARGV[7]; read by settle.lua):
+--            what settling needs of the request's budgets and history, shared by every
+--            request with the same budgets, so a reservation record stays small
+-- KEYS[5..]  one counter hash per budget (used = spent + reserved, spent, hwm, denied,
+--            would_deny, requests), then the hash of every active burst pool (used,
+--            spent, requests, activated, exhausted), in ARGV order
 --
 -- ARGV[1] cost (micro-USD)     ARGV[2] now (unix ms)     ARGV[3] settle deadline (unix ms)
--- ARGV[4] record TTL (ms)      ARGV[5] stream max length  ARGV[6] number of budgets
--- ARGV[7] history lines for the record ("key\tspent-field\tcount-field", one per line;
---         opaque here, applied by settle.lua)
--- then per budget, 9 values: effective limit, enforce (1|0), counter expiry (unix ms),
---   thresholds ("70:7000000,..."), budget id, period key, subject ("" if none),
---   users index key of a per-user template ("" if none: a sorted set of each user's
---   usage, same hash tag as the counter), number of active pools m;
---   then per pool, 4 values: amount, max request cost (-1 = no cap), pool expiry
---   (unix ms), pool id.
+-- ARGV[4] record and plan TTL (ms)  ARGV[5] stream max length  ARGV[6] number of budgets n
+-- ARGV[7] the plan's content, or "" when the caller believes it is stored already
+-- ARGV[8 .. 7+n] one line per budget, fields joined by "\t", the hot ones first:
+--   effective limit, enforce (1|0), counter expiry (unix ms), first soft threshold
+--   amount (0 if none), users index key ("" unless a per-user template: a sorted set
+--   of each user's usage, same hash tag as the counter), description
+--   ("budget\31period\31subject\31thresholds", read only to report a crossing), and
+--   active pools ("amount,cap,expiry,id;..." with cap -1 = none; read only once the
+--   budget is full; their keys follow the counters in KEYS, in this order).
 --
--- Returns {2} when the request id already has a reservation (nothing changed), else
---   {1 (reserved) | 0 (denied, nothing reserved), then per budget 5 values:
---    used after, pool index (0 = none), pool used after, crossed ("70,80"), verdict}
+-- Returns {2} when the request id already has a reservation, {3} when ARGV[7] is ""
+--   but the plan is not stored (call again with it); nothing changed in either case.
+--   Else {1 (reserved) | 0 (denied, nothing reserved), used after for each budget,
+--   then one "index:pool:pool-used:crossed:verdict" entry per budget that drew from
+--   a pool, crossed a threshold or did not simply fit}
 --   verdict: 0 fits, 1 would deny (Observe: reserved anyway), 2 denies.
 
-local record, pending, stream = KEYS[1], KEYS[2], KEYS[3]
+local record, pending, stream, plan = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local cost = tonumber(ARGV[1])
-local now, deadline, record_ttl, maxlen = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local now, maxlen = ARGV[2], ARGV[5]
 local count = tonumber(ARGV[6])
 
-if redis.call('EXISTS', record) == 1 then
-  return {2}
+local budgets = {}
+local next_pool_key = 5 + count
+local denied = false
+
+local function pools_of(budget)
+  local pools, index = {}, 0
+  for text in string.gmatch(budget.pools_text, '[^;]+') do
+    local amount, cap, expiry, id = string.match(text, '^(%d+),(-?%d+),(%d+),(.*)$')
+    pools[#pools + 1] = {key = KEYS[budget.pool_base + index], index = index + 1,
+      amount = amount, cap = tonumber(cap), expiry = expiry, id = id}
+    index = index + 1
+  end
+  return pools
 end
 
-local budgets = {}
-local arg, counter_key, pool_key = 8, 4, 4 + count
-local denied = false
-for i = 1, count do
-  local budget = {
-    key = KEYS[counter_key], limit = tonumber(ARGV[arg]), enforce = ARGV[arg + 1] == '1',
-    expiry = ARGV[arg + 2], thresholds = ARGV[arg + 3],
-    labels = {ARGV[arg + 4], ARGV[arg + 5], ARGV[arg + 6]}, users = ARGV[arg + 7],
-    pools = {}, pool = 0, pool_used = 0, crossed = '', verdict = 0,
-  }
-  local pool_count = tonumber(ARGV[arg + 8])
-  arg, counter_key = arg + 9, counter_key + 1
-  for j = 1, pool_count do
-    budget.pools[j] = {
-      key = KEYS[pool_key], amount = tonumber(ARGV[arg]), cap = tonumber(ARGV[arg + 1]),
-      expiry = ARGV[arg + 2], id = ARGV[arg + 3],
-    }
-    arg, pool_key = arg + 4, pool_key + 1
-  end
-  budget.used = used_of(budget.key)
-  if budget.used + cost > budget.limit then
-    if not budget.enforce then
-      budget.verdict = 1
-    else
-      for j, pool in ipairs(budget.pools) do
-        pool.used = used_of(pool.key)
-        local within_cap = pool.cap < 0 or cost <= pool.cap
-        if within_cap and pool.used + cost <= pool.amount then
-          budget.pool = j
-          break
-        end
-        if within_cap and redis.call('HSETNX', pool.key, 'exhausted', now) == 1 then
-          redis.call('PEXPIREAT', pool.key, pool.expiry)
-          redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'kind', 'burst_exhausted',
-            'pool', pool.id, 'budget', budget.labels[1], 'used', pool.used,
-            'limit', pool.amount, 'at', now)
-        end
+-- Draws the cost from the first active pool with room, for a full budget.
+local function draw_from_pool(budget)
+  for _, pool in ipairs(pools_of(budget)) do
+    if pool.cap < 0 or cost <= pool.cap then
+      local used = redis.call('HINCRBY', pool.key, 'used', cost)
+      if used <= tonumber(pool.amount) then
+        pool.used, pool.first = used, used == cost
+        budget.pool_target = pool
+        return
       end
-      if budget.pool == 0 then
+      redis.call('HINCRBY', pool.key, 'used', -cost)
+      if redis.call('HSETNX', pool.key, 'exhausted', now) == 1 then
+        redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'kind', 'burst_exhausted',
+          'pool', pool.id, 'budget', split(budget.described, '\31')[1], 'used', used - cost,
+          'limit', pool.amount, 'at', now)
+      end
+    end
+  end
+end
+
+-- Read-only: would some active pool take the cost? (for budgets after a denial)
+local function pool_would_take(budget)
+  for _, pool in ipairs(pools_of(budget)) do
+    local used = tonumber(redis.call('HGET', pool.key, 'used')) or 0
+    if (pool.cap < 0 or cost <= pool.cap) and used + cost <= tonumber(pool.amount) then
+      return true
+    end
+  end
+  return false
+end
+
+for i = 1, count do
+  local limit, enforce, expiry, first, users, described, pools = string.match(ARGV[7 + i],
+    '^(%d+)\t(%d)\t(%d+)\t(%d+)\t([^\t]*)\t([^\t]*)\t(.*)$')
+  local budget = {
+    key = KEYS[4 + i], limit = tonumber(limit), expiry = expiry,
+    first = tonumber(first), users = users, described = described, pools_text = pools,
+    pool_base = next_pool_key, crossed = '', verdict = 0,
+  }
+  next_pool_key = next_pool_key + select(2, string.gsub(pools, '[^;]+', ''))
+  budgets[i] = budget
+  if not denied then
+    budget.used = redis.call('HINCRBY', budget.key, 'used', cost)
+    if budget.used <= budget.limit or enforce == '0' then
+      budget.added = true
+      if budget.used > budget.limit then
+        budget.verdict = 1
+      end
+    else
+      budget.used = redis.call('HINCRBY', budget.key, 'used', -cost)
+      if pools ~= '' then
+        draw_from_pool(budget)
+      end
+      if not budget.pool_target then
         budget.verdict = 2
         denied = true
       end
     end
+  else
+    budget.used = tonumber(redis.call('HGET', budget.key, 'used')) or 0
+    if enforce == '1' and budget.used + cost > budget.limit and not pool_would_take(budget) then
+      budget.verdict = 2
+    end
   end
-  budgets[i] = budget
 end
 
-local answer = {denied and 0 or 1}
-local targets = {}
-for _, budget in ipairs(budgets) do
-  if denied then
-    if budget.verdict == 2 then
-      redis.call('HINCRBY', budget.key, 'denied', 1)
-      redis.call('PEXPIREAT', budget.key, budget.expiry)
-      budget.crossed = report_crossings(budget.key, budget.limit, budget.thresholds,
-        budget.used, true, budget.labels, stream, maxlen, now)
+-- Takes back every addition of this request (a denial, or a taken request id).
+local function take_back()
+  for _, budget in ipairs(budgets) do
+    if budget.added then
+      budget.used = redis.call('HINCRBY', budget.key, 'used', -cost)
+      budget.added = false
+    elseif budget.pool_target then
+      redis.call('HINCRBY', budget.pool_target.key, 'used', -cost)
+      budget.pool_target = nil
     end
-  elseif budget.pool > 0 then
-    local pool = budget.pools[budget.pool]
-    redis.call('HINCRBY', pool.key, 'reserved', cost)
-    redis.call('HINCRBY', pool.key, 'requests', 1)
-    redis.call('PEXPIREAT', pool.key, pool.expiry)
-    if redis.call('HSETNX', pool.key, 'activated', now) == 1 then
-      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'kind', 'burst_activated',
-        'pool', pool.id, 'budget', budget.labels[1], 'used', pool.used + cost,
-        'limit', pool.amount, 'at', now)
-    end
-    budget.pool_used = pool.used + cost
-    targets[#targets + 1] = table.concat({pool.key, pool.amount, '', '', '', '', ''}, '\t')
-  else
-    redis.call('HINCRBY', budget.key, 'reserved', cost)
-    redis.call('HINCRBY', budget.key, 'requests', 1)
-    if budget.verdict == 1 then
-      redis.call('HINCRBY', budget.key, 'would_deny', 1)
-    end
-    redis.call('PEXPIREAT', budget.key, budget.expiry)
-    if budget.users ~= '' then
-      redis.call('ZINCRBY', budget.users, cost, budget.labels[3])
-      redis.call('PEXPIREAT', budget.users, budget.expiry)
-    end
-    budget.used = budget.used + cost
-    budget.crossed = report_crossings(budget.key, budget.limit, budget.thresholds, budget.used,
-      false, budget.labels, stream, maxlen, now)
-    targets[#targets + 1] = table.concat({budget.key, budget.limit, budget.thresholds,
-      budget.labels[1], budget.labels[2], budget.labels[3], budget.users}, '\t')
   end
-  answer[#answer + 1] = budget.used
-  answer[#answer + 1] = budget.pool
-  answer[#answer + 1] = budget.pool_used
-  answer[#answer + 1] = budget.crossed
-  answer[#answer + 1] = budget.verdict
 end
 
 if not denied then
-  redis.call('HSET', record, 'cost', cost, 'targets', table.concat(targets, '\n'),
-    'history', ARGV[7], 'created', now)
-  redis.call('PEXPIRE', record, record_ttl)
-  redis.call('ZADD', pending, deadline, record)
+  if ARGV[7] ~= '' then
+    redis.call('SET', plan, ARGV[7], 'PX', ARGV[4])
+  elseif redis.call('PEXPIRE', plan, ARGV[4]) == 0 then
+    take_back()
+    return {3}
+  end
+  local choices = {}
+  for i, budget in ipairs(budgets) do
+    choices[i] = budget.pool_target and budget.pool_target.index or 0
+  end
+  local value = table.concat({ARGV[1], '', '', plan, table.concat(choices, ',')}, '\30')
+  if not redis.call('SET', record, value, 'PX', ARGV[4], 'NX') then
+    take_back()
+    return {2}
+  end
+  redis.call('ZADD', pending, ARGV[3], record)
+else
+  take_back()
+end
+
+local answer = {denied and 0 or 1}
+local details = {}
+for i, budget in ipairs(budgets) do
+  if denied then
+    if budget.verdict == 2 then
+      redis.call('HINCRBY', budget.key, 'denied', 1)
+      local hwm = tonumber(redis.call('HGET', budget.key, 'hwm')) or 0
+      if budget.used == 0 then
+        redis.call('PEXPIREAT', budget.key, budget.expiry)
+      end
+      if hwm < 100 then
+        budget.crossed = report_crossings(budget.key, hwm, budget.limit, budget.described,
+          budget.used, true, stream, maxlen, now)
+      end
+    end
+  elseif budget.pool_target then
+    local pool = budget.pool_target
+    if pool.first then
+      redis.call('HSET', pool.key, 'activated', now)
+      redis.call('PEXPIREAT', pool.key, pool.expiry)
+      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'kind', 'burst_activated',
+        'pool', pool.id, 'budget', split(budget.described, '\31')[1], 'used', pool.used,
+        'limit', pool.amount, 'at', now)
+    end
+  else
+    if budget.used == cost then  -- a new counter (or one back at zero): bound its life
+      redis.call('PEXPIREAT', budget.key, budget.expiry)
+    end
+    if budget.verdict == 1 then
+      redis.call('HINCRBY', budget.key, 'would_deny', 1)
+    end
+    if budget.users ~= '' then
+      redis.call('ZINCRBY', budget.users, cost, split(budget.described, '\31')[3])
+      if budget.used == cost then
+        redis.call('PEXPIREAT', budget.users, budget.expiry)
+      end
+    end
+    if (budget.first > 0 and budget.used >= budget.first) or budget.used >= budget.limit then
+      local hwm = tonumber(redis.call('HGET', budget.key, 'hwm')) or 0
+      if hwm < 100 then
+        budget.crossed = report_crossings(budget.key, hwm, budget.limit, budget.described,
+          budget.used, false, stream, maxlen, now)
+      end
+    end
+  end
+  answer[#answer + 1] = budget.used
+  local pool = budget.pool_target
+  if pool or budget.crossed ~= '' or budget.verdict > 0 then
+    details[#details + 1] = string.format('%d:%d:%d:%s:%d', i, pool and pool.index or 0,
+      pool and pool.used or 0, budget.crossed, budget.verdict)
+  end
+end
+for _, detail in ipairs(details) do
+  answer[#answer + 1] = detail
 end
 return answer

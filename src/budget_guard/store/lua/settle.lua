@@ -6,9 +6,17 @@
 -- it once. A reservation settled by expiry can still be settled by its real usage
 -- later: only the difference is applied, and only once.
 --
--- KEYS[1] reservation record (hash: cost, targets, history, settled, by)
+-- KEYS[1] reservation record (string written by reserve.lua; see its header)
 -- KEYS[2] pending reservations (sorted set)
 -- KEYS[3] event stream
+-- The plan the record names (see reserve.lua), and the counters, pools, users
+-- indexes and history hashes the plan names, are touched too (same hash tags as
+-- when they were reserved).
+--
+-- plan: budget lines, "\30", history lines. A budget line is counter key, limit,
+--   expiry, users index, description (as in reserve.lua), and its pools as
+--   "key\28amount\28expiry" entries joined by "\29"; fields joined by "\t". A history
+--   line is "key\tspent-field\tcount-field".
 --
 -- ARGV[1] mode: "usage" | "expire-keep" | "expire-release"
 -- ARGV[2] actual cost, micro-USD (mode "usage")     ARGV[3] now (unix ms)
@@ -16,20 +24,22 @@
 --
 -- Returns {status, reserved cost, charged cost}; status is one of
 --   "settled", "already" (charged before: nothing changed), "unknown" (no such
---   reservation, or its record expired), "not-due" (expiry mode, deadline not reached).
+--   reservation, or its record expired), "not-due" (expiry mode, deadline not reached),
+--   "lost" (the record's plan is gone: Redis lost data; nothing changed).
 
 local record, pending, stream = KEYS[1], KEYS[2], KEYS[3]
 local mode, now, retention, maxlen = ARGV[1], ARGV[3], ARGV[4], ARGV[5]
 
-local fields = redis.call('HMGET', record, 'cost', 'targets', 'history', 'settled', 'by')
-if not fields[1] then
+local stored = redis.call('GET', record)
+if not stored then
   return {'unknown', 0, 0}
 end
+local fields = split(stored, '\30')
 local cost = tonumber(fields[1])
-local prior = tonumber(fields[4])
+local prior = tonumber(fields[2])
 local actual
 if mode == 'usage' then
-  if prior and fields[5] == 'usage' then
+  if prior and fields[3] == 'usage' then
     return {'already', cost, prior}
   end
   actual = tonumber(ARGV[2])
@@ -44,38 +54,55 @@ else
   actual = mode == 'expire-keep' and cost or 0
 end
 
+local stored_plan = redis.call('GET', fields[4])
+if not stored_plan then
+  return {'lost', cost, 0}
+end
+local plan = split(stored_plan, '\30')
+local choices = split(fields[5], ',')
+
 local delta = actual - (prior or 0)
 -- what spent + reserved changes by: the reservation turns into the actual cost
 local used_change = prior and delta or actual - cost
-for _, line in ipairs(split(fields[2], '\n')) do
-  -- key, limit, thresholds, budget, period, subject, users index (see reserve.lua)
-  local target = split(line, '\t')
-  local key = target[1]
-  if not prior then
-    redis.call('HINCRBY', key, 'reserved', -cost)
+for i, line in ipairs(split(plan[1], '\n')) do
+  local key, limit, expiry, users, described, pools = string.match(line,
+    '^([^\t]*)\t(%d+)\t(%d+)\t([^\t]*)\t([^\t]*)\t(.*)$')
+  local choice = tonumber(choices[i]) or 0
+  if choice > 0 then  -- the burst pool that took this budget's share
+    key, expiry = string.match(split(pools, '\29')[choice], '^([^\28]*)\28%d+\28(%d+)$')
+    users, described = '', ''
   end
+  local used = redis.call('HINCRBY', key, 'used', used_change)
   redis.call('HINCRBY', key, 'spent', delta)
-  if target[7] ~= '' and used_change ~= 0 then
-    redis.call('ZINCRBY', target[7], used_change, target[6])
-  end
-  if target[4] ~= '' and used_change > 0 then
-    report_crossings(key, tonumber(target[2]), target[3], used_of(key), false,
-      {target[4], target[5], target[6]}, stream, maxlen, now)
-  end
-end
-
-for _, line in ipairs(split(fields[3], '\n')) do
-  local history = split(line, '\t')
-  redis.call('HINCRBY', history[1], history[2], delta)
   if not prior then
-    redis.call('HINCRBY', history[1], history[3], 1)
+    redis.call('HINCRBY', key, 'requests', 1)
   end
-  redis.call('EXPIRE', history[1], retention)
+  if redis.call('PTTL', key) == -1 then
+    redis.call('PEXPIREAT', key, expiry)  -- the key was lost and re-created: bound it again
+  end
+  if users ~= '' and used_change ~= 0 then
+    redis.call('ZINCRBY', users, used_change, split(described, '\31')[3])
+  end
+  if described ~= '' and used_change > 0 then
+    local hwm = tonumber(redis.call('HGET', key, 'hwm')) or 0
+    if hwm < 100 then
+      report_crossings(key, hwm, tonumber(limit), described, used, false, stream, maxlen, now)
+    end
+  end
 end
 
-redis.call('HSET', record, 'settled', actual, 'by', mode == 'usage' and 'usage' or 'expiry')
-redis.call('ZREM', pending, record)
-if mode == 'usage' then
-  redis.call('HDEL', record, 'targets', 'history')
+for _, line in ipairs(split(plan[2], '\n')) do
+  local key, spent_field, count_field = string.match(line, '^([^\t]*)\t([^\t]*)\t(.*)$')
+  redis.call('HINCRBY', key, spent_field, delta)
+  if not prior then
+    redis.call('HINCRBY', key, count_field, 1)
+  end
+  redis.call('EXPIRE', key, retention)
 end
+
+local settled_by = mode == 'usage' and 'usage' or 'expiry'
+local value = table.concat({fields[1], string.format('%d', actual), settled_by, fields[4],
+  fields[5]}, '\30')
+redis.call('SET', record, value, 'KEEPTTL')
+redis.call('ZREM', pending, record)
 return {'settled', cost, actual}
