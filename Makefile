@@ -18,6 +18,7 @@ export BUDGET_GUARD_HELM_VERSION := $(HELM_VERSION)
 help:
 	@echo "make test     run everything (installs what is missing)"
 	@echo "make cluster  start Redis and a Kubernetes API server in the foreground"
+	@echo "make bench    run the benchmarks and write docs/benchmarks.md"
 	@echo "make lint | typecheck | imports | pytest   one step of make test"
 
 # -- prerequisites ---------------------------------------------------------------
@@ -45,8 +46,8 @@ test-binaries: $(STAMP)
 
 .PHONY: lint
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
 
 .PHONY: typecheck
 typecheck: $(STAMP)
@@ -66,6 +67,10 @@ pytest: $(STAMP) redis-server test-binaries
 test: lint typecheck imports pytest
 
 # -- for humans ------------------------------------------------------------------
+
+.PHONY: bench
+bench: $(STAMP) redis-server
+	$(BIN)/python -m bench
 
 .PHONY: cluster
 cluster: $(STAMP) redis-server test-binaries

@@ -17,7 +17,7 @@ class Latency:
     def row(self) -> str:
         return (
             f"| {self.name} | {self.samples} | {self.p50_us:.1f} | {self.p99_us:.1f} "
-            f"| {self.ops_per_second:,.0f} |"
+            f"| {f'{self.ops_per_second:,.0f}' if self.ops_per_second else '-'} |"
         )
 
 
