@@ -30,8 +30,11 @@ PING = b"*1\r\n$4\r\nPING\r\n"
 
 def four_budgets() -> BudgetSnapshot:
     def make(name: str, scope: dict[str, str]) -> dict[str, object]:
-        return {"kind": "LLMBudget", "metadata": {"name": name},
-                "spec": {"scope": scope, "limit": "100000000", "period": "Monthly"}}  # fmt: skip
+        return {
+            "kind": "LLMBudget",
+            "metadata": {"name": name},
+            "spec": {"scope": scope, "limit": "100000000", "period": "Monthly"},
+        }
 
     return BudgetSnapshot(
         [

@@ -32,8 +32,13 @@ ACME = RequestIdentity(tenant="acme", user="alice", tier="pro", feature="chat", 
 
 
 class Harness:
-    def __init__(self, client: Redis, budgets: Sequence[Budget], pools: Sequence[BurstPool] = (),
-                 settings: LedgerSettings | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        client: Redis,
+        budgets: Sequence[Budget],
+        pools: Sequence[BurstPool] = (),
+        settings: LedgerSettings | None = None,
+    ) -> None:
         self.client = client
         self.snapshot = BudgetSnapshot(budgets, pools)
         self.ledger = Ledger(client, settings)
@@ -95,8 +100,12 @@ async def test_each_threshold_is_reported_once(redis_client: Redis) -> None:
     denied = await h.reserve(1)
     assert not denied.allowed and denied.states[0].crossed == ()
     kinds = [(e["kind"], e["threshold"]) for e in await h.events()]
-    assert kinds == [("soft_limit", "70"), ("soft_limit", "80"), ("soft_limit", "90"),
-                     ("exhausted", "100")]  # fmt: skip
+    assert kinds == [
+        ("soft_limit", "70"),
+        ("soft_limit", "80"),
+        ("soft_limit", "90"),
+        ("exhausted", "100"),
+    ]
     event = (await h.events())[0]
     assert (event["budget"], event["used"], event["limit"]) == (
         "default/tenant",
@@ -172,8 +181,9 @@ async def test_settlement_below_and_above_the_estimate(redis_client: Redis) -> N
     assert await h.used("tenant") == 4_100_000
     assert await h.used("every") == 4_100_000  # the user's template counter
     assert [e["threshold"] for e in await h.events()] == ["70", "80", "90", "100"]
-    (usage,) = await h.ledger.usage([c for c in plan_charges(h.snapshot, ACME, NOW)
-                                     if c.budget.ref.name == "tenant"])  # fmt: skip
+    (usage,) = await h.ledger.usage(
+        [c for c in plan_charges(h.snapshot, ACME, NOW) if c.budget.ref.name == "tenant"]
+    )
     assert (usage.spent, usage.reserved) == (4_100_000, 0)
 
 
@@ -217,17 +227,21 @@ async def test_sweeper_settles_overdue_reservations(
     h = Harness(redis_client, [budget("tenant", "10", tenant="acme")], settings=settings)
     await h.reserve(2 * USD, request_id="late")
     await h.reserve(1 * USD, request_id="on-time", now=NOW + dt.timedelta(minutes=10))
-    assert await h.ledger.sweep_expired(NOW + dt.timedelta(minutes=14)) == 0
-    assert await h.ledger.sweep_expired(NOW + dt.timedelta(minutes=15)) == 1
-    assert await h.ledger.sweep_expired(NOW + dt.timedelta(minutes=16)) == 0
+    assert await h.ledger.sweep_expired(NOW + dt.timedelta(minutes=14)) == []
+    (swept,) = await h.ledger.sweep_expired(NOW + dt.timedelta(minutes=15))
+    assert (swept.request_id, swept.charged_micros) == ("late", kept)
+    assert swept.attribution == Attribution("acme", "alice", "chat", "gpt-4o")
+    assert await h.ledger.sweep_expired(NOW + dt.timedelta(minutes=16)) == []
     assert await h.used("tenant") == kept + 1 * USD
     # A fresh ledger (a restarted process) finds the rest in Redis.
     restarted = Ledger(redis_client, settings)
-    assert await restarted.sweep_expired(NOW + dt.timedelta(minutes=30)) == 1
+    assert len(await restarted.sweep_expired(NOW + dt.timedelta(minutes=30))) == 1
     assert await h.used("tenant") == kept + (1 * USD if policy is ExpiredReservations.KEEP else 0)
     # The real usage arriving late still settles exactly once: only the difference.
     late = await h.ledger.settle("late", 3 * USD, NOW + dt.timedelta(hours=1))
     assert late.status is SettlementStatus.SETTLED
+    assert late.previously_charged_micros == kept
+    assert late.newly_charged_micros == 3 * USD - kept
     again = await h.ledger.settle("late", 3 * USD, NOW + dt.timedelta(hours=1))
     assert again.status is SettlementStatus.ALREADY
     on_time_kept = 1 * USD if policy is ExpiredReservations.KEEP else 0
@@ -235,8 +249,9 @@ async def test_sweeper_settles_overdue_reservations(
 
 
 async def test_seasonal_multiplier_raises_the_effective_limit(redis_client: Redis) -> None:
-    seasonal = budget("tenant", "10", tenant="acme",
-                      schedule=[{"months": [10, 11, 12], "multiplier": "2.0"}])  # fmt: skip
+    seasonal = budget(
+        "tenant", "10", tenant="acme", schedule=[{"months": [10, 11, 12], "multiplier": "2.0"}]
+    )
     h = Harness(redis_client, [seasonal])
     november = await h.reserve(15 * USD)
     assert november.allowed and november.states[0].charge.effective_limit == 20 * USD
@@ -306,8 +321,9 @@ async def test_requests_no_budget_applies_to_are_still_attributed(redis_client: 
 
 async def test_amounts_near_the_ceiling_stay_exact(redis_client: Redis) -> None:
     # 100M USD x 10 = 10^15 micro-USD: beyond Lua's 14-digit number format, below 2^53.
-    huge = budget("huge", "100000000", tenant="acme",
-                  schedule=[{"months": [11], "multiplier": "10"}])  # fmt: skip
+    huge = budget(
+        "huge", "100000000", tenant="acme", schedule=[{"months": [11], "multiplier": "10"}]
+    )
     h = Harness(redis_client, [huge, budget("every", "100000000", user="*")])
     cost = 99_999_999_999_999
     reserved = await h.reserve(cost, request_id="big")
@@ -335,3 +351,16 @@ async def test_a_lost_plan_is_sent_again_and_a_lost_reservation_is_reported(
     assert second.allowed
     assert (await h.ledger.settle("second", 500_000, NOW)).status is SettlementStatus.SETTLED
     assert await h.used("tenant") == 1_500_000  # "first" stays reserved at its estimate
+
+
+async def test_a_forced_reservation_records_a_request_already_let_through(
+    redis_client: Redis,
+) -> None:
+    h = Harness(redis_client, [budget("tenant", "1", tenant="acme")])
+    charges = plan_charges(h.snapshot, ACME, NOW)
+    assert (await h.ledger.reserve("normal", charges, 1 * USD, NOW)).allowed
+    forced = await h.ledger.reserve("while-away", charges, 2 * USD, NOW, force=True)
+    assert forced.allowed
+    assert forced.states[0].verdict is BudgetVerdict.WOULD_DENY
+    assert await h.used("tenant") == 3 * USD
+    assert not (await h.ledger.reserve("after", charges, 1, NOW)).allowed

@@ -112,21 +112,37 @@ def test_defaults() -> None:
         ({"scope": {"tenant": "*"}}, "spec.scope.tenant", '"*" is only allowed as the whole'),
         ({"scope": {"user": "al*"}}, "spec.scope.user", '"*" is only allowed as the whole'),
         ({"scope": {"team": "x"}}, "spec.scope.team", "unknown scope field"),
-        ({"scope": {"tenant": "a b"}}, "spec.scope.tenant", "without spaces or braces"),
-        ({"scope": {"tenant": "{a}"}}, "spec.scope.tenant", "without spaces or braces"),
-        ({"schedule": [{"months": [13], "multiplier": "2"}]}, "spec.schedule[0].months",
-         "months are 1-12"),
-        ({"schedule": [{"months": [1], "multiplier": "2"}, {"months": [1], "multiplier": "3"}]},
-         "spec.schedule[1].months", "month 1 appears in two"),
-        ({"schedule": [{"months": [1], "multiplier": "0"}]}, "spec.schedule[0].multiplier",
-         "above 0 and at most 10"),
-        ({"schedule": [{"months": [1], "multiplier": "NaN"}]}, "spec.schedule[0].multiplier",
-         "above 0 and at most 10"),
-        ({"onSoftLimit": {"degradeModels": {"gpt-4o": "gpt-4o"}}},
-         "spec.onSoftLimit.degradeModels.gpt-4o", "different, cheaper model"),
+        ({"scope": {"tenant": "a b"}}, "spec.scope.tenant", "without spaces, commas, braces"),
+        ({"scope": {"tenant": "{a}"}}, "spec.scope.tenant", "without spaces, commas, braces"),
+        ({"scope": {"tenant": "a,b"}}, "spec.scope.tenant", "without spaces, commas, braces"),
+        (
+            {"schedule": [{"months": [13], "multiplier": "2"}]},
+            "spec.schedule[0].months",
+            "months are 1-12",
+        ),
+        (
+            {"schedule": [{"months": [1], "multiplier": "2"}, {"months": [1], "multiplier": "3"}]},
+            "spec.schedule[1].months",
+            "month 1 appears in two",
+        ),
+        (
+            {"schedule": [{"months": [1], "multiplier": "0"}]},
+            "spec.schedule[0].multiplier",
+            "above 0 and at most 10",
+        ),
+        (
+            {"schedule": [{"months": [1], "multiplier": "NaN"}]},
+            "spec.schedule[0].multiplier",
+            "above 0 and at most 10",
+        ),
+        (
+            {"onSoftLimit": {"degradeModels": {"gpt-4o": "gpt-4o"}}},
+            "spec.onSoftLimit.degradeModels.gpt-4o",
+            "different, cheaper model",
+        ),
         ({"upgradeURL": "ftp://x"}, "spec.upgradeURL", "http(s) URL"),
     ],
-)  # fmt: skip
+)
 def test_budget_errors_name_the_field(changes: dict[str, Any], field: str, problem: str) -> None:
     with pytest.raises(ManifestError) as caught:
         parse_budget(with_spec(BUDGET, **changes))
@@ -144,9 +160,12 @@ def test_user_star_is_a_template() -> None:
 
 @pytest.mark.parametrize(
     ("metadata", "field"),
-    [({}, "metadata.name"), ({"name": "Bad_Name"}, "metadata.name"),
-     ({"name": "ok", "namespace": "Bad NS"}, "metadata.namespace")],
-)  # fmt: skip
+    [
+        ({}, "metadata.name"),
+        ({"name": "Bad_Name"}, "metadata.name"),
+        ({"name": "ok", "namespace": "Bad NS"}, "metadata.namespace"),
+    ],
+)
 def test_metadata_errors(metadata: dict[str, Any], field: str) -> None:
     manifest = copy.deepcopy(BUDGET)
     manifest["metadata"] = metadata

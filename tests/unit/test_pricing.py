@@ -118,19 +118,25 @@ def test_litellm_price_maps_are_accepted() -> None:
     ("document", "message"),
     [
         ({"models": {"m": {"outputPerMillion": "1"}}}, "models.m.inputPerMillion: is required"),
-        ({"models": {"m": {"inputPerMillion": "-1"}}},
-         "models.m.inputPerMillion: must be zero or positive"),
-        ({"models": {"m": {"inputPerMillion": 1.5}}},
-         "models.m.inputPerMillion: must be a decimal string"),
+        (
+            {"models": {"m": {"inputPerMillion": "-1"}}},
+            "models.m.inputPerMillion: must be zero or positive",
+        ),
+        (
+            {"models": {"m": {"inputPerMillion": 1.5}}},
+            "models.m.inputPerMillion: must be a decimal string",
+        ),
         ({"models": {"m": {"inputPerMillion": "1", "tokenCorrection": "99"}}}, "tokenCorrection"),
         ({"models": {"m": {"inputPerMillion": "1", "maxOutputTokens": -5}}}, "maxOutputTokens"),
         ({"models": {}, "unknownModelPolicy": {"action": "Free"}}, "unknownModelPolicy.action"),
         ({"models": {}, "unknownModelPolicy": {"action": "PriceAs"}}, "unknownModelPolicy.model"),
-        ({"models": {}, "unknownModelPolicy": {"action": "PriceAs", "model": "nope"}},
-         "'nope' is not in the price table"),
+        (
+            {"models": {}, "unknownModelPolicy": {"action": "PriceAs", "model": "nope"}},
+            "'nope' is not in the price table",
+        ),
         ({"models": []}, "models: must map"),
     ],
-)  # fmt: skip
+)
 def test_bad_price_files_name_the_field(document: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         build_price_table(document)

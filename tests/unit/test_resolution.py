@@ -39,8 +39,13 @@ def test_a_pro_user_gets_the_pro_template_not_the_generic_one() -> None:
         tenant="acme", user="carol", tier="pro", feature="chat", model="gpt-4o"
     )
     assert names(identity) == [
-        "acme", "chat-feature", "global-cap", "gpt4o-model", "pro-per-user", "pro-pool",
-    ]  # fmt: skip
+        "acme",
+        "chat-feature",
+        "global-cap",
+        "gpt4o-model",
+        "pro-per-user",
+        "pro-pool",
+    ]
 
 
 def test_an_explicit_user_budget_replaces_the_tier_template() -> None:
@@ -72,8 +77,12 @@ def test_user_level_budgets_compete_only_within_the_same_tenant_feature_model() 
     # so both apply.
     identity = RequestIdentity(tenant="acme", user="bob", tier="free")
     assert names(identity) == [
-        "acme", "acme-bob", "free-daily-per-user", "free-per-user", "global-cap",
-    ]  # fmt: skip
+        "acme",
+        "acme-bob",
+        "free-daily-per-user",
+        "free-per-user",
+        "global-cap",
+    ]
 
 
 def test_no_identity_only_global_budgets() -> None:

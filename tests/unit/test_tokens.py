@@ -53,11 +53,16 @@ def test_chat_messages_follow_openais_counting(cl100k) -> None:  # type: ignore[
         {"role": "user", "name": "alice", "content": "What is the capital of France?"},
     ]
     expected = (
-        3 + cl100k.count("system") + cl100k.count("You are a helpful assistant.")
-        + 3 + cl100k.count("user") + cl100k.count("What is the capital of France?")
-        + 1 + cl100k.count("alice")
+        3
+        + cl100k.count("system")
+        + cl100k.count("You are a helpful assistant.")
         + 3
-    )  # fmt: skip
+        + cl100k.count("user")
+        + cl100k.count("What is the capital of France?")
+        + 1
+        + cl100k.count("alice")
+        + 3
+    )
     assert count_input_tokens({"model": "gpt-4", "messages": messages}, cl100k) == expected
 
 
@@ -70,11 +75,19 @@ def test_tool_calls_and_tool_definitions_count(cl100k) -> None:  # type: ignore[
     with_call = {
         "messages": [
             *base["messages"],
-            {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "1", "type": "function",
-                 "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    }
+                ],
+            },
         ]
-    }  # fmt: skip
+    }
     plain = count_input_tokens(base, cl100k)
     assert count_input_tokens(with_tools, cl100k) > plain
     assert count_input_tokens(with_call, cl100k) >= plain + cl100k.count('{"city": "Paris"}')
@@ -84,19 +97,36 @@ def test_tool_calls_and_tool_definitions_count(cl100k) -> None:  # type: ignore[
     "body",
     [
         {"model": "gpt-4o", "input": "Tell me a story about a dragon."},  # Responses
-        {"model": "gpt-4o", "instructions": "Be brief.", "input": [
-            {"role": "user", "content": [{"type": "input_text", "text": "Tell me a story."}]}]},
+        {
+            "model": "gpt-4o",
+            "instructions": "Be brief.",
+            "input": [
+                {"role": "user", "content": [{"type": "input_text", "text": "Tell me a story."}]}
+            ],
+        },
         {"model": "text-davinci", "prompt": "Once upon a time"},  # legacy completions
         {"model": "text-davinci", "prompt": ["Once upon", "a time"]},
         {"model": "text-embedding-3-small", "input": ["first text", "second text"]},
-        {"model": "claude", "system": "Be brief.", "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "Hello"},
-                                         {"type": "tool_result", "content": "42"}]}]},
-        {"contents": [{"role": "user", "parts": [{"text": "Hello Gemini"}]}],
-         "systemInstruction": {"parts": [{"text": "Be brief."}]}},
+        {
+            "model": "claude",
+            "system": "Be brief.",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "Hello"},
+                        {"type": "tool_result", "content": "42"},
+                    ],
+                }
+            ],
+        },
+        {
+            "contents": [{"role": "user", "parts": [{"text": "Hello Gemini"}]}],
+            "systemInstruction": {"parts": [{"text": "Be brief."}]},
+        },
         {"some": "unknown shape", "with": ["text"]},
     ],
-)  # fmt: skip
+)
 def test_every_format_is_counted(cl100k, body) -> None:  # type: ignore[no-untyped-def]
     assert count_input_tokens(body, cl100k) > 0
 
@@ -107,8 +137,16 @@ def test_token_id_prompts_count_one_per_id(cl100k) -> None:  # type: ignore[no-u
 
 
 def test_images_have_a_flat_cost(cl100k) -> None:  # type: ignore[no-untyped-def]
-    body = {"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}  # fmt: skip
+    body = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+                ],
+            }
+        ]
+    }
     assert count_input_tokens(body, cl100k) == 3 + cl100k.count("user") + IMAGE_TOKENS + 3
 
 

@@ -7,6 +7,7 @@ LLMBudget / BurstBudget manifests (the CRD shape), with errors naming the field.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
@@ -47,6 +48,14 @@ class BudgetRef:
 
 
 SCOPE_FIELDS = ("tenant", "user", "tier", "feature", "model")
+# A scope or identity value: it becomes part of Redis keys and of comma-joined HTTP
+# headers, so no spaces, commas, braces, stars or control characters.
+_SCOPE_VALUE = re.compile(r"[^\s*{},\x00-\x1f\x7f]{1,253}")
+SCOPE_VALUE_RULE = "1-253 characters without spaces, commas, braces or stars"
+
+
+def is_valid_scope_value(value: str) -> bool:
+    return _SCOPE_VALUE.fullmatch(value) is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from budget_guard.domain.budget import (
     DEFAULT_THRESHOLDS,
     HARD_LIMIT_PERCENT,
     SCOPE_FIELDS,
+    SCOPE_VALUE_RULE,
     USER_TEMPLATE,
     Budget,
     BudgetRef,
@@ -27,6 +28,7 @@ from budget_guard.domain.budget import (
     FailureMode,
     Scope,
     SeasonalMultiplier,
+    is_valid_scope_value,
 )
 from budget_guard.domain.money import InvalidAmount, parse_usd
 from budget_guard.domain.periods import Period, load_zone
@@ -38,7 +40,6 @@ KIND_BURST = "BurstBudget"
 DEFAULT_NAMESPACE = "default"
 MAX_MULTIPLIER = Decimal(10)
 
-_SCOPE_VALUE = re.compile(r"[^\s*{}\x00-\x1f\x7f]{1,253}")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
@@ -132,11 +133,8 @@ def parse_scope(value: object, field: str = "spec.scope") -> Scope:
                     f"{field}.{name}",
                     '"*" is only allowed as the whole value of user (a per-user template)',
                 )
-            if not _SCOPE_VALUE.fullmatch(text):
-                raise ManifestError(
-                    f"{field}.{name}",
-                    f"must be 1-253 characters without spaces or braces, got {text!r}",
-                )
+            if not is_valid_scope_value(text):
+                raise ManifestError(f"{field}.{name}", f"must be {SCOPE_VALUE_RULE}, got {text!r}")
         values[name] = text
     return Scope(**values)
 

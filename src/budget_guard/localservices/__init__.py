@@ -9,11 +9,13 @@ from budget_guard.localservices.kube import KubeAPIServer, KubeBinaries
 from budget_guard.localservices.processes import ServiceStartError
 from budget_guard.localservices.redis_server import RedisServer
 from budget_guard.localservices.tiktoken_cache import seed_offline_tiktoken_cache
+from budget_guard.localservices.webhook_process import WebhookProcess
 
 __all__ = [
     "KubeAPIServer",
     "KubeBinaries",
     "RedisServer",
     "ServiceStartError",
+    "WebhookProcess",
     "seed_offline_tiktoken_cache",
 ]

@@ -201,16 +201,24 @@ class KubeAPIServer:
         peer_url = f"http://127.0.0.1:{peer_port}"
         argv = [
             str(self.binaries.etcd),
-            "--name", "budget-guard-test",
-            "--data-dir", str(self.workdir / "etcd"),
-            "--listen-client-urls", client_url,
-            "--advertise-client-urls", client_url,
-            "--listen-peer-urls", peer_url,
-            "--initial-advertise-peer-urls", peer_url,
-            "--initial-cluster", f"budget-guard-test={peer_url}",
+            "--name",
+            "budget-guard-test",
+            "--data-dir",
+            str(self.workdir / "etcd"),
+            "--listen-client-urls",
+            client_url,
+            "--advertise-client-urls",
+            client_url,
+            "--listen-peer-urls",
+            peer_url,
+            "--initial-advertise-peer-urls",
+            peer_url,
+            "--initial-cluster",
+            f"budget-guard-test={peer_url}",
             "--unsafe-no-fsync",
-            "--log-level", "warn",
-        ]  # fmt: skip
+            "--log-level",
+            "warn",
+        ]
         etcd = ManagedProcess("etcd", argv, self.workdir / "etcd.log")
         self._processes.append(etcd)
 

@@ -60,6 +60,10 @@ class ManagedProcess:
     def running(self) -> bool:
         return self._popen.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             text = self.log_path.read_text(errors="replace")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import tempfile
 from pathlib import Path
@@ -56,25 +58,48 @@ class RedisServer:
             raise RuntimeError("redis-server is not started")
         return self._process.pid
 
-    def start(self) -> RedisServer:
+    def start(self, port: int | None = None) -> RedisServer:
+        """Start (again, on ``port`` to keep the same URL after ``stop_process``)."""
         binary = find_redis_server()
-        self.port = free_port()
+        self.port = port or free_port()
         argv = [
             binary,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.workdir),
-            "--save", "",
-            "--appendonly", "no",
-            "--daemonize", "no",
-            "--logfile", "",
-        ]  # fmt: skip
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.workdir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--logfile",
+            "",
+        ]
         self._process = ManagedProcess("redis-server", argv, self.workdir / "redis.log")
         wait_until(lambda: _answers_ping(self.port), self._process, self._start_timeout, "ready")
         return self
 
+    def stop_process(self) -> None:
+        """Stop the server but keep its directory, to ``start(port)`` it again."""
+        if self._process is not None:
+            self._process.stop()
+            self._process = None
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open and nothing answers."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         if self._process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._process.pid, signal.SIGCONT)  # a paused server cannot exit
             self._process.stop()
             self._process = None
         if self._owns_workdir:

@@ -51,6 +51,9 @@ class KeySchema:
         """What one request reserved, until it is settled (and a while after)."""
         return f"{self.prefix}:{GLOBAL_TAG}:r:{request_id}"
 
+    def request_id_of(self, reservation_key: str) -> str:
+        return reservation_key.removeprefix(f"{self.prefix}:{GLOBAL_TAG}:r:")
+
     def plan(self, digest: str) -> str:
         """What settling needs of a set of budgets, shared by many reservations."""
         return f"{self.prefix}:{GLOBAL_TAG}:plan:{digest}"
@@ -59,6 +62,20 @@ class KeySchema:
     def pending(self) -> str:
         """Unsettled reservations by settle deadline, for the expiry sweeper."""
         return f"{self.prefix}:{GLOBAL_TAG}:pending"
+
+    @property
+    def config_document(self) -> str:
+        """The published configuration (every accepted budget), as JSON."""
+        return f"{self.prefix}:{GLOBAL_TAG}:config:document"
+
+    @property
+    def config_version(self) -> str:
+        return f"{self.prefix}:{GLOBAL_TAG}:config:version"
+
+    @property
+    def config_channel(self) -> str:
+        """Pub/sub channel announcing each new configuration version."""
+        return f"{self.prefix}:config"
 
     @property
     def events(self) -> str:

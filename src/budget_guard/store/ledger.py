@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from budget_guard.domain.decision import BudgetCharge, BudgetState, BudgetVerdict, Decision
 from budget_guard.store.keys import KeySchema
-from budget_guard.store.plans import Attribution, EncodedPlan, PlanCache
+from budget_guard.store.plans import LABEL, Attribution, EncodedPlan, PlanCache
 from budget_guard.store.scripts import RESERVE, SETTLE, bulk
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 _DENIED, _RESERVED, _ID_TAKEN, _PLAN_MISSING = 0, 1, 2, 3
+_FORCED, _NOT_FORCED = bulk("1"), bulk("0")
 
 
 class ExpiredReservations(StrEnum):
@@ -81,6 +82,28 @@ class Settlement:
     status: SettlementStatus
     reserved_micros: int
     charged_micros: int
+    previously_charged_micros: int | None = None  # set when an expiry had charged it before
+    attribution: Attribution | None = None
+
+    @property
+    def newly_charged_micros(self) -> int:
+        """What this settlement added to spend (0 unless ``SETTLED``)."""
+        if self.status is not SettlementStatus.SETTLED:
+            return 0
+        return self.charged_micros - (self.previously_charged_micros or 0)
+
+
+def _settlement(request_id: str, answer: Sequence[Any]) -> Settlement:
+    status = SettlementStatus(_text(answer[0]))
+    previous: int | None = None
+    attribution: Attribution | None = None
+    if len(answer) >= 5:
+        previous = None if int(answer[3]) < 0 else int(answer[3])
+        label = _text(answer[4])
+        if label:
+            tenant, feature, model, user = (part or None for part in label.split(LABEL))
+            attribution = Attribution(tenant=tenant, user=user, feature=feature, model=model)
+    return Settlement(request_id, status, int(answer[1]), int(answer[2]), previous, attribution)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,9 +185,13 @@ class Ledger:
         cost_micros: int,
         now: dt.datetime,
         attribution: Attribution | None = None,
+        *,
+        force: bool = False,
     ) -> Decision:
         """Reserve ``cost_micros`` on every charge, or on none (denied).
 
+        ``force`` records a request that was already let through (while the ledger
+        was unreachable): it is counted everywhere and denied nowhere.
         Reuse the same ``charges`` tuple for requests with the same budgets (as
         ``ChargePlanner`` does): its encoding is cached by identity.
         Raises ``RequestIdTaken`` when the id already has a reservation.
@@ -173,23 +200,23 @@ class Ledger:
             raise ValueError(f"cost must not be negative, got {cost_micros}")
         now_ms = _ms(now)
         plan = self._plans.get(charges, now, now_ms, attribution)
-        answer = await RESERVE.call(
-            self.client, self._reserve_command(request_id, cost_micros, now_ms, plan)
-        )
+        command = self._reserve_command(request_id, cost_micros, now_ms, plan, force)
+        answer = await RESERVE.call(self.client, command)
         if answer[0] == _PLAN_MISSING:  # first use, or Redis lost it: send it along
             plan.stored = False
-            answer = await RESERVE.call(
-                self.client, self._reserve_command(request_id, cost_micros, now_ms, plan)
-            )
+            command = self._reserve_command(request_id, cost_micros, now_ms, plan, force)
+            answer = await RESERVE.call(self.client, command)
         plan.stored = True
         if answer[0] == _ID_TAKEN:
             raise RequestIdTaken(request_id)
         return Decision(request_id, answer[0] == _RESERVED, cost_micros, _states(charges, answer))
 
-    def _reserve_command(self, request_id: str, cost: int, now_ms: int, plan: EncodedPlan) -> bytes:
+    def _reserve_command(
+        self, request_id: str, cost: int, now_ms: int, plan: EncodedPlan, force: bool
+    ) -> bytes:
         return RESERVE.command(
             3 + plan.key_count,
-            7 + plan.line_count,
+            8 + plan.line_count,
             bulk(self.keys.reservation(request_id)),
             self._fixed_keys,
             plan.keys_blob,
@@ -199,6 +226,7 @@ class Ledger:
             self._fixed_args,
             bulk(plan.line_count),
             bulk("" if plan.stored else plan.content),
+            _FORCED if force else _NOT_FORCED,
             plan.lines_blob,
         )
 
@@ -216,9 +244,7 @@ class Ledger:
             [self.keys.reservation(request_id), self.keys.pending, self.keys.events],
             self._settle_args("usage", actual_micros, now),
         )
-        settlement = Settlement(
-            request_id, SettlementStatus(_text(answer[0])), int(answer[1]), int(answer[2])
-        )
+        settlement = _settlement(request_id, answer)
         if settlement.status is SettlementStatus.LOST:
             raise LedgerDataLost(f"the reservation of {request_id} refers to data Redis lost")
         return settlement
@@ -232,15 +258,15 @@ class Ledger:
             self.settings.event_stream_length,
         ]
 
-    async def sweep_expired(self, now: dt.datetime, batch: int = 256) -> int:
-        """Settle overdue reservations per ``expired_reservations``; returns how many."""
+    async def sweep_expired(self, now: dt.datetime, batch: int = 256) -> list[Settlement]:
+        """Settle overdue reservations per ``expired_reservations``; returns what it settled."""
         due = await self.client.zrangebyscore(self.keys.pending, "-inf", _ms(now), 0, batch)
         mode = (
             "expire-keep"
             if self.settings.expired_reservations is ExpiredReservations.KEEP
             else "expire-release"
         )
-        swept = 0
+        swept = []
         for raw in due:
             record = _text(raw)
             answer = await SETTLE.run(
@@ -248,10 +274,10 @@ class Ledger:
                 [record, self.keys.pending, self.keys.events],
                 self._settle_args(mode, 0, now),
             )
-            status = _text(answer[0])
-            if status == SettlementStatus.SETTLED:
-                swept += 1
-            elif status in (SettlementStatus.UNKNOWN, SettlementStatus.LOST):
+            settlement = _settlement(self.keys.request_id_of(record), answer)
+            if settlement.status is SettlementStatus.SETTLED:
+                swept.append(settlement)
+            elif settlement.status in (SettlementStatus.UNKNOWN, SettlementStatus.LOST):
                 await self.client.zrem(self.keys.pending, record)  # nothing left to settle
         return swept
 

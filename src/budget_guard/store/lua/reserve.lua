@@ -25,7 +25,9 @@
 -- ARGV[1] cost (micro-USD)     ARGV[2] now (unix ms)     ARGV[3] settle deadline (unix ms)
 -- ARGV[4] record and plan TTL (ms)  ARGV[5] stream max length  ARGV[6] number of budgets n
 -- ARGV[7] the plan's content, or "" when the caller believes it is stored already
--- ARGV[8 .. 7+n] one line per budget, fields joined by "\t", the hot ones first:
+-- ARGV[8] "1" to record a request that was already let through (while the ledger was
+--         unreachable): every budget counts it as Observe would, none denies; else "0"
+-- ARGV[9 .. 8+n] one line per budget, fields joined by "\t", the hot ones first:
 --   effective limit, enforce (1|0), counter expiry (unix ms), first soft threshold
 --   amount (0 if none), users index key ("" unless a per-user template: a sorted set
 --   of each user's usage, same hash tag as the counter), description
@@ -44,6 +46,7 @@ local record, pending, stream, plan = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local cost = tonumber(ARGV[1])
 local now, maxlen = ARGV[2], ARGV[5]
 local count = tonumber(ARGV[6])
+local forced = ARGV[8] == '1'
 
 local budgets = {}
 local next_pool_key = 5 + count
@@ -92,7 +95,7 @@ local function pool_would_take(budget)
 end
 
 for i = 1, count do
-  local limit, enforce, expiry, first, users, described, pools = string.match(ARGV[7 + i],
+  local limit, enforce, expiry, first, users, described, pools = string.match(ARGV[8 + i],
     '^(%d+)\t(%d)\t(%d+)\t(%d+)\t([^\t]*)\t([^\t]*)\t(.*)$')
   local budget = {
     key = KEYS[4 + i], limit = tonumber(limit), expiry = expiry,
@@ -103,7 +106,7 @@ for i = 1, count do
   budgets[i] = budget
   if not denied then
     budget.used = redis.call('HINCRBY', budget.key, 'used', cost)
-    if budget.used <= budget.limit or enforce == '0' then
+    if budget.used <= budget.limit or enforce == '0' or forced then
       budget.added = true
       if budget.used > budget.limit then
         budget.verdict = 1

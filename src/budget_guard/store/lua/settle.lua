@@ -22,7 +22,8 @@
 -- ARGV[2] actual cost, micro-USD (mode "usage")     ARGV[3] now (unix ms)
 -- ARGV[4] history retention (s)                      ARGV[5] stream max length
 --
--- Returns {status, reserved cost, charged cost}; status is one of
+-- Returns {status, reserved cost, charged cost, charged before (-1: never), attribution
+--   ("tenant\31feature\31model\31user" from the plan's attribution line, or "")}; status is one of
 --   "settled", "already" (charged before: nothing changed), "unknown" (no such
 --   reservation, or its record expired), "not-due" (expiry mode, deadline not reached),
 --   "lost" (the record's plan is gone: Redis lost data; nothing changed).
@@ -91,8 +92,12 @@ for i, line in ipairs(split(plan[1], '\n')) do
   end
 end
 
+local attribution = ''
 for _, line in ipairs(split(plan[2], '\n')) do
   local key, spent_field, count_field = string.match(line, '^([^\t]*)\t([^\t]*)\t(.*)$')
+  if string.sub(spent_field, 1, 2) == 's\31' then
+    attribution = string.sub(spent_field, 3)
+  end
   redis.call('HINCRBY', key, spent_field, delta)
   if not prior then
     redis.call('HINCRBY', key, count_field, 1)
@@ -105,4 +110,4 @@ local value = table.concat({fields[1], string.format('%d', actual), settled_by, 
   fields[5]}, '\30')
 redis.call('SET', record, value, 'KEEPTTL')
 redis.call('ZREM', pending, record)
-return {'settled', cost, actual}
+return {'settled', cost, actual, prior or -1, attribution}

@@ -1,0 +1,70 @@
+"""Prometheus metrics of one webhook process, in a registry of its own (no globals)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+DECISION_BUCKETS = (
+    0.0002,
+    0.0003,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0015,
+    0.002,
+    0.003,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.decisions = Counter(
+            "budget_guard_decisions",
+            "ext_authz decisions by outcome and reason",
+            ["decision", "reason"],
+            registry=self.registry,
+        )
+        self.decision_seconds = Histogram(
+            "budget_guard_decision_seconds",
+            "time to decide one check request, body read to answer",
+            buckets=DECISION_BUCKETS,
+            registry=self.registry,
+        )
+        self.spend = Counter(
+            "budget_guard_spend_usd",
+            "settled spend in USD (label values limited to an allow-list)",
+            ["tenant", "feature", "model"],
+            registry=self.registry,
+        )
+        self.utilization = Gauge(
+            "budget_guard_budget_utilization_ratio",
+            "used / effective limit of each budget in its current period, as last seen",
+            ["budget"],
+            registry=self.registry,
+        )
+        self.ledger_errors = Counter(
+            "budget_guard_ledger_errors",
+            "ledger calls that failed or timed out",
+            ["operation"],
+            registry=self.registry,
+        )
+        self.fail_open = Counter(
+            "budget_guard_fail_open",
+            "requests allowed because the ledger was unavailable and every budget fails open",
+            registry=self.registry,
+        )
+        self.config_reloads = Counter(
+            "budget_guard_config_reloads",
+            "configurations put in force",
+            registry=self.registry,
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

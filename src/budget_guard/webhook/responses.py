@@ -1,0 +1,226 @@
+"""The answers the check listener gives, and the words in them.
+
+Envoy allows a request only on exactly 200; any other status below 500 is a
+deny whose status, body and (allowed) headers go to the client. So every deny is
+a 4xx with a JSON body, and a decision is never a 5xx except the deliberate 503
+of a fail-closed budget whose ledger is unreachable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from budget_guard.domain.budget import Budget
+from budget_guard.domain.decision import BudgetState, Decision
+from budget_guard.domain.money import format_usd
+from budget_guard.domain.periods import Period
+
+JSON = "application/json"
+
+HEADER_REQUEST_ID = "x-budget-request-id"
+HEADER_ESTIMATED_COST = "x-budget-estimated-cost-usd"
+HEADER_REMAINING = "x-budget-remaining-usd"
+HEADER_SOFT_LIMIT = "x-budget-soft-limit"
+HEADER_MODEL_OVERRIDE = "x-budget-model-override"
+HEADER_ESTIMATOR = "x-budget-estimator"
+HEADER_WOULD_DENY = "x-budget-would-deny"
+HEADER_DEGRADED = "x-budget-degraded"
+HEADER_BURST_POOL = "x-budget-burst-pool"
+HEADER_SCOPE = "x-budget-scope"
+HEADER_BUDGET = "x-budget-name"
+HEADER_RESET = "x-budget-reset"
+HEADER_REMOVE = "x-envoy-auth-headers-to-remove"
+
+FAIL_OPEN_REASON = "ledger_unavailable_fail_open"
+FAIL_CLOSED_REASON = "ledger_unavailable"
+LEDGER_FAILURE_REASONS = frozenset({FAIL_OPEN_REASON, FAIL_CLOSED_REASON})
+
+_PERIOD_NOUN = {
+    Period.DAILY: "day",
+    Period.WEEKLY: "week",
+    Period.MONTHLY: "month",
+    Period.QUARTERLY: "quarter",
+    Period.YEARLY: "year",
+}
+
+
+@dataclass(frozen=True)
+class CheckAnswer:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    decision: str = "allow"  # allow | deny | error, for metrics and logs
+    reason: str = "within_budget"
+
+
+def rfc3339(instant: dt.datetime) -> str:
+    return instant.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def humanize(seconds: int) -> str:
+    """3h 12m, 2d 4h, 12m 5s, 45s: the two largest units that matter."""
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {secs}s" if secs else f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h" if hours else f"{days}d"
+
+
+def scope_text(budget: Budget, subject: str | None) -> str:
+    scope = budget.scope
+    parts = []
+    for name in ("tenant", "user", "tier", "feature", "model"):
+        value = getattr(scope, name)
+        if name == "user" and scope.is_user_template:
+            value = subject
+        if value:
+            parts.append(f"{name}={value}")
+    return ",".join(parts) or "global"
+
+
+def whose(budget: Budget, subject: str | None) -> str:
+    scope = budget.scope
+    if scope.user is not None:
+        owner = f"user {subject if scope.is_user_template else scope.user}'s"
+        return f"{owner} {scope.tier} tier" if scope.tier else owner
+    for name in ("tenant", "feature", "model", "tier"):
+        value = getattr(scope, name)
+        if value:
+            return f"{name} {value}'s"
+    return "the global"
+
+
+def _json(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def error_answer(
+    status: int, code: str, message: str, request_id: str | None = None, **extra: Any
+) -> CheckAnswer:
+    body: dict[str, Any] = {"type": code, "code": code, "message": message, **extra}
+    if request_id:
+        body["request_id"] = request_id
+    headers = {"content-type": JSON}
+    if request_id:
+        headers[HEADER_REQUEST_ID] = request_id
+    return CheckAnswer(status, headers, _json({"error": body}), "deny", code)
+
+
+def allow_answer(
+    decision: Decision,
+    request_id: str,
+    estimator: str,
+    model: str | None,
+    strip_headers: tuple[str, ...],
+) -> CheckAnswer:
+    headers = {
+        HEADER_REQUEST_ID: request_id,
+        HEADER_ESTIMATED_COST: format_usd(decision.cost_micros),
+        HEADER_ESTIMATOR: estimator,
+    }
+    tightest = decision.tightest
+    if tightest is not None:
+        headers[HEADER_REMAINING] = format_usd(tightest.remaining)
+    soft_limit = decision.soft_limit
+    if soft_limit is not None:
+        headers[HEADER_SOFT_LIMIT] = str(soft_limit)
+    override = decision.model_override(model)
+    if override is not None:
+        headers[HEADER_MODEL_OVERRIDE] = override
+    reason = "within_budget"
+    if decision.burst_pools:
+        headers[HEADER_BURST_POOL] = ",".join(pool.id for pool in decision.burst_pools)
+        reason = "burst_pool"
+    would_deny = decision.would_deny
+    if would_deny:
+        headers[HEADER_WOULD_DENY] = ",".join(s.charge.budget.id for s in would_deny)
+        reason = "observe_would_deny"
+    if strip_headers:
+        headers[HEADER_REMOVE] = ",".join(strip_headers)
+    return CheckAnswer(200, headers, b"", "allow", reason)
+
+
+def deny_answer(decision: Decision, request_id: str, now: dt.datetime) -> CheckAnswer:
+    blocking = decision.blocking
+    assert blocking is not None, "a denied decision names its blocking budget"
+    return _budget_exceeded(blocking, decision.cost_micros, request_id, now)
+
+
+def _budget_exceeded(
+    state: BudgetState, cost: int, request_id: str, now: dt.datetime
+) -> CheckAnswer:
+    charge = state.charge
+    budget, window = charge.budget, charge.window
+    retry_after = max(1, window.seconds_until_end(now))
+    resets_at = rfc3339(window.end)
+    owner = whose(budget, charge.subject)
+    message = (
+        f"Budget exceeded: {owner} {budget.period.value.lower()} budget '{budget.id}' has "
+        f"${format_usd(state.used)} of ${format_usd(charge.effective_limit)} used this "
+        f"{_PERIOD_NOUN[budget.period]} ({window.key}), and this request needs about "
+        f"${format_usd(cost)}. It resets in {humanize(retry_after)}, at {resets_at}."
+    )
+    if budget.upgrade_url:
+        message += f" To raise the limit: {budget.upgrade_url}"
+    scope = scope_text(budget, charge.subject)
+    body = {
+        "type": "budget_exceeded",
+        "code": "budget_exceeded",
+        "message": message,
+        "scope": scope,
+        "budget": budget.id,
+        "period": window.key,
+        "limit_usd": format_usd(charge.effective_limit),
+        "spent_usd": format_usd(state.used),
+        "requested_usd": format_usd(cost),
+        "resets_at": resets_at,
+        "retry_after_seconds": retry_after,
+        "upgrade_url": budget.upgrade_url,
+        "request_id": request_id,
+    }
+    headers = {
+        "content-type": JSON,
+        "retry-after": str(retry_after),
+        HEADER_SCOPE: scope,
+        HEADER_BUDGET: budget.id,
+        HEADER_RESET: resets_at,
+        HEADER_REQUEST_ID: request_id,
+    }
+    return CheckAnswer(429, headers, _json({"error": body}), "deny", "budget_exceeded")
+
+
+def degraded_answer(request_id: str, estimator: str, cost: int) -> CheckAnswer:
+    return CheckAnswer(
+        200,
+        {
+            HEADER_REQUEST_ID: request_id,
+            HEADER_DEGRADED: "ledger-unavailable",
+            HEADER_ESTIMATED_COST: format_usd(cost),
+            HEADER_ESTIMATOR: estimator,
+        },
+        b"",
+        "allow",
+        FAIL_OPEN_REASON,
+    )
+
+
+def unavailable_answer(request_id: str, closed_budgets: list[str]) -> CheckAnswer:
+    answer = error_answer(
+        503,
+        "budget_unavailable",
+        "The budget ledger cannot be reached and budget "
+        f"{', '.join(closed_budgets)} fails closed; retry shortly.",
+        request_id,
+        budgets=closed_budgets,
+    )
+    return CheckAnswer(
+        503, {**answer.headers, "retry-after": "1"}, answer.body, "error", FAIL_CLOSED_REASON
+    )

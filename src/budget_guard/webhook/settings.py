@@ -1,0 +1,321 @@
+"""The webhook's settings: typed groups, each option a flag and an environment variable.
+
+Every option ``--some-name`` can also be set as ``BUDGET_GUARD_SOME_NAME``; a flag
+wins over the variable. ``WebhookSettings.from_args`` is the only place options are
+read: the rest of the webhook receives these frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from budget_guard.domain.budget import is_valid_scope_value
+from budget_guard.domain.resolution import RequestIdentity
+from budget_guard.store.ledger import ExpiredReservations
+
+ENV_PREFIX = "BUDGET_GUARD_"
+
+
+@dataclass(frozen=True)
+class ListenSettings:
+    host: str = "0.0.0.0"  # noqa: S104 - a gateway reaches it from another pod
+    check_port: int = 8080
+    api_port: int = 8081
+    path_prefix: str = ""
+    max_body_bytes: int = 1024 * 1024
+    max_header_bytes: int = 16 * 1024
+    keepalive_seconds: float = 620.0  # longer than Envoy's default upstream idle timeout
+
+
+@dataclass(frozen=True)
+class JwtSettings:
+    jwks_file: Path | None = None
+    jwks_url: str | None = None
+    issuer: str | None = None
+    audience: str | None = None
+    algorithms: tuple[str, ...] = ("RS256", "ES256")
+    tenant_claim: str = "tenant"
+    user_claim: str = "sub"
+    tier_claim: str = "tier"
+    feature_claim: str = "feature"
+    leeway_seconds: int = 30
+    jwks_refresh_seconds: int = 300
+
+
+@dataclass(frozen=True)
+class IdentitySettings:
+    mode: str = "headers"  # or "jwt"
+    tenant_header: str = "x-budget-tenant"
+    user_header: str = "x-budget-user"
+    tier_header: str = "x-budget-tier"
+    feature_header: str = "x-budget-feature"
+    model_header: str = "x-budget-model"
+    anonymous: RequestIdentity | None = None
+    jwt: JwtSettings = field(default_factory=JwtSettings)
+
+    @property
+    def identity_headers(self) -> tuple[str, ...]:
+        return (self.tenant_header, self.user_header, self.tier_header, self.feature_header)
+
+
+@dataclass(frozen=True)
+class LedgerOptions:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    timeout_ms: int = 50
+    reservation_ttl_seconds: int = 900
+    expired_reservations: ExpiredReservations = ExpiredReservations.KEEP
+    sweep_interval_seconds: float = 15.0
+
+
+@dataclass(frozen=True)
+class ConfigSourceSettings:
+    budgets_path: Path | None = None  # standalone mode; else the operator's snapshot in Redis
+    pricing_file: Path | None = None
+    reload_interval_seconds: float = 2.0
+    version_check_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """Label values allowed on spend metrics; others become "other". Empty: the values
+    the budgets themselves name (tenants, features) and the priced models."""
+
+    tenants: frozenset[str] = frozenset()
+    features: frozenset[str] = frozenset()
+    models: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    listen: ListenSettings = field(default_factory=ListenSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
+    ledger: LedgerOptions = field(default_factory=LedgerOptions)
+    config: ConfigSourceSettings = field(default_factory=ConfigSourceSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    usage_token_file: Path | None = None
+    strip_headers: tuple[str, ...] = ()  # removed from the upstream request on allow
+    log_level: str = "INFO"
+    log_allowed: bool = False  # one log line per allowed request (denials are always logged)
+
+    @classmethod
+    def from_args(cls, argv: Sequence[str] | None = None) -> WebhookSettings:
+        parser = build_parser()
+        return cls.from_namespace(parser.parse_args(argv))
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> WebhookSettings:
+        identity_mode = ns.identity
+        header_names = {
+            "tenant_header": ns.tenant_header.lower(),
+            "user_header": ns.user_header.lower(),
+            "tier_header": ns.tier_header.lower(),
+            "feature_header": ns.feature_header.lower(),
+            "model_header": ns.model_header.lower(),
+        }
+        identity = IdentitySettings(
+            mode=identity_mode,
+            anonymous=ns.anonymous_identity,
+            jwt=JwtSettings(
+                jwks_file=ns.jwt_jwks_file,
+                jwks_url=ns.jwt_jwks_url,
+                issuer=ns.jwt_issuer,
+                audience=ns.jwt_audience,
+                algorithms=tuple(ns.jwt_algorithms),
+                tenant_claim=ns.jwt_tenant_claim,
+                user_claim=ns.jwt_user_claim,
+                tier_claim=ns.jwt_tier_claim,
+                feature_claim=ns.jwt_feature_claim,
+            ),
+            **header_names,
+        )
+        if identity_mode == "jwt" and not (ns.jwt_jwks_file or ns.jwt_jwks_url):
+            raise SystemExit("--identity jwt needs --jwt-jwks-file or --jwt-jwks-url")
+        strip = tuple(h.lower() for h in ns.strip_headers)
+        if identity_mode == "jwt" and not strip:
+            strip = identity.identity_headers  # never let client-sent copies reach upstream
+        return cls(
+            listen=ListenSettings(
+                host=ns.host,
+                check_port=ns.check_port,
+                api_port=ns.api_port,
+                path_prefix=ns.path_prefix.rstrip("/"),
+                max_body_bytes=ns.max_body_bytes,
+                max_header_bytes=ns.max_header_bytes,
+            ),
+            identity=identity,
+            ledger=LedgerOptions(
+                redis_url=ns.redis_url,
+                timeout_ms=ns.ledger_timeout_ms,
+                reservation_ttl_seconds=ns.reservation_ttl_seconds,
+                expired_reservations=ExpiredReservations(ns.expired_reservations),
+                sweep_interval_seconds=ns.sweep_interval_seconds,
+            ),
+            config=ConfigSourceSettings(
+                budgets_path=ns.budgets,
+                pricing_file=ns.pricing,
+                reload_interval_seconds=ns.reload_interval_seconds,
+            ),
+            metrics=MetricsSettings(
+                tenants=frozenset(ns.metrics_tenants),
+                features=frozenset(ns.metrics_features),
+                models=frozenset(ns.metrics_models),
+            ),
+            usage_token_file=ns.usage_token_file,
+            strip_headers=strip,
+            log_level=ns.log_level.upper(),
+            log_allowed=ns.log_allowed,
+        )
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _identity(text: str) -> RequestIdentity:
+    """``tenant=public,user=anonymous`` as an identity."""
+    values: dict[str, str] = {}
+    for part in _csv(text):
+        name, _, value = part.partition("=")
+        if name not in ("tenant", "user", "tier", "feature") or not is_valid_scope_value(value):
+            raise argparse.ArgumentTypeError(
+                f"{part!r}: use tenant=, user=, tier=, feature= with plain values"
+            )
+        values[name] = value
+    return RequestIdentity(**values)
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean")
+
+
+@dataclass(frozen=True)
+class _Option:
+    flag: str
+    help: str
+    type: Callable[[str], Any] = str
+    default: Any = None
+    choices: Sequence[str] | None = None
+
+
+_OPTIONS = (
+    _Option(
+        "--budgets",
+        "standalone mode: a file or directory of LLMBudget/BurstBudget YAML "
+        "(without it, read the operator's published config from Redis)",
+        Path,
+    ),
+    _Option("--pricing", "price table YAML or JSON merged over the shipped defaults", Path),
+    _Option("--redis-url", "the ledger's Redis", str, LedgerOptions.redis_url),
+    _Option(
+        "--ledger-timeout-ms",
+        "give up on the ledger after this long; then each budget's failureMode decides",
+        int,
+        LedgerOptions.timeout_ms,
+    ),
+    _Option(
+        "--reservation-ttl-seconds",
+        "settle deadline of a reservation",
+        int,
+        LedgerOptions.reservation_ttl_seconds,
+    ),
+    _Option(
+        "--expired-reservations",
+        "what an unsettled reservation costs: Keep (its estimate) or Release (nothing)",
+        str,
+        "Keep",
+        ("Keep", "Release"),
+    ),
+    _Option(
+        "--sweep-interval-seconds",
+        "how often overdue reservations are settled",
+        float,
+        LedgerOptions.sweep_interval_seconds,
+    ),
+    _Option("--usage-token-file", "file holding the bearer token POST /v1/usage requires", Path),
+    _Option("--identity", "where identity comes from", str, "headers", ("headers", "jwt")),
+    _Option("--tenant-header", "identity header (headers mode)", str, "x-budget-tenant"),
+    _Option("--user-header", "identity header (headers mode)", str, "x-budget-user"),
+    _Option("--tier-header", "identity header (headers mode)", str, "x-budget-tier"),
+    _Option("--feature-header", "identity header (headers mode)", str, "x-budget-feature"),
+    _Option("--model-header", "model header, when the body names none", str, "x-budget-model"),
+    _Option(
+        "--anonymous-identity",
+        "identity for requests without one, e.g. "
+        "tenant=public,user=anonymous (default: answer 401)",
+        _identity,
+    ),
+    _Option("--jwt-jwks-file", "JWKS file of the token issuer's keys (jwt mode)", Path),
+    _Option("--jwt-jwks-url", "JWKS URL of the token issuer's keys (jwt mode)"),
+    _Option("--jwt-issuer", "required iss claim (jwt mode)"),
+    _Option("--jwt-audience", "required aud claim (jwt mode)"),
+    _Option("--jwt-algorithms", "accepted signature algorithms", _csv, ["RS256", "ES256"]),
+    _Option("--jwt-tenant-claim", "claim holding the tenant", str, "tenant"),
+    _Option("--jwt-user-claim", "claim holding the user", str, "sub"),
+    _Option("--jwt-tier-claim", "claim holding the tier", str, "tier"),
+    _Option("--jwt-feature-claim", "claim holding the feature", str, "feature"),
+    _Option(
+        "--strip-headers",
+        "headers to remove from the upstream request on allow "
+        "(jwt mode default: the identity headers)",
+        _csv,
+        [],
+    ),
+    _Option("--host", "listen address", str, ListenSettings.host),
+    _Option("--check-port", "ext_authz check listener: every method and path", int, 8080),
+    _Option("--api-port", "API listener: /v1/usage, /v1/budgets, health, metrics", int, 8081),
+    _Option("--path-prefix", "prefix Envoy adds to checked paths (path_prefix)", str, ""),
+    _Option(
+        "--max-body-bytes",
+        "largest body accepted (size it to Envoy's max_request_bytes)",
+        int,
+        ListenSettings.max_body_bytes,
+    ),
+    _Option(
+        "--max-header-bytes", "largest header line accepted", int, ListenSettings.max_header_bytes
+    ),
+    _Option(
+        "--reload-interval-seconds",
+        "how often standalone budget files are checked",
+        float,
+        ConfigSourceSettings.reload_interval_seconds,
+    ),
+    _Option("--metrics-tenants", "tenant label values allowed on spend metrics", _csv, []),
+    _Option("--metrics-features", "feature label values allowed on spend metrics", _csv, []),
+    _Option("--metrics-models", "model label values allowed on spend metrics", _csv, []),
+    _Option("--log-level", "DEBUG, INFO, WARNING, ERROR", str, "INFO"),
+    _Option("--log-allowed", "log every allowed request too", _bool, False),
+)
+
+
+def env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """Add every option to ``parser``; an environment variable supplies its default."""
+    parser = parser or argparse.ArgumentParser(prog="budget-guard webhook")
+    for option in _OPTIONS:
+        variable = env_name(option.flag)
+        default = option.default
+        if variable in os.environ:
+            try:
+                default = option.type(os.environ[variable])
+            except (ValueError, argparse.ArgumentTypeError) as error:
+                parser.error(f"{variable}: {error}")
+        parser.add_argument(
+            option.flag,
+            type=option.type,
+            default=default,
+            choices=option.choices,
+            help=f"{option.help} [env {variable}]",
+        )
+    return parser

@@ -1,0 +1,168 @@
+"""Usage settlement: ``POST /v1/usage`` turns reported usage into charged spend, once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from budget_guard.domain.money import format_usd
+from budget_guard.domain.pricing import UnknownModelError
+from budget_guard.domain.usage import UsageReport, parse_usage_report
+from budget_guard.store.ledger import Ledger, LedgerDataLost, Settlement, SettlementStatus
+from budget_guard.webhook.config import ConfigHolder
+from budget_guard.webhook.journal import DegradedJournal
+from budget_guard.webhook.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+MAX_ITEMS = 1000
+
+
+class UsageTokens:
+    """The bearer token settlement requires, re-read when its file changes (rotation)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._path = path
+        self._stamp: float | None = None
+        self._token: bytes | None = None
+
+    def _current(self) -> bytes | None:
+        if self._path is None:
+            return None
+        try:
+            stamp = self._path.stat().st_mtime
+            if stamp != self._stamp:
+                self._token = self._path.read_bytes().strip() or None
+                self._stamp = stamp
+        except OSError as error:
+            log.error("usage token file %s unreadable: %s", self._path, error)
+            return None
+        return self._token
+
+    def problem(self, authorization: str) -> str | None:
+        """None when ``authorization`` carries the token; else what is wrong with it."""
+        expected = self._current()
+        if expected is None:
+            return "usage settlement is disabled: the webhook has no --usage-token-file"
+        scheme, _, presented = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():
+            return "send Authorization: Bearer <usage token>"
+        if not hmac.compare_digest(presented.strip().encode(), expected):
+            return "wrong usage token"
+        return None
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    http_status: int
+    body: dict[str, Any]
+
+
+def _item(status: int, request_id: str, outcome: str, **details: str) -> ItemResult:
+    return ItemResult(status, {"request_id": request_id, "status": outcome, **details})
+
+
+class SettlementService:
+    def __init__(
+        self,
+        holder: ConfigHolder,
+        ledger: Ledger,
+        journal: DegradedJournal,
+        metrics: Metrics,
+        clock: Callable[[], dt.datetime],
+    ) -> None:
+        self._holder = holder
+        self._ledger = ledger
+        self._journal = journal
+        self._metrics = metrics
+        self._clock = clock
+
+    def parse(self, document: Any) -> list[UsageReport]:
+        """Every item, or a ValueError naming the first bad field (nothing is settled)."""
+        if isinstance(document, list):
+            if not document or len(document) > MAX_ITEMS:
+                raise ValueError(f"body: a list of 1 to {MAX_ITEMS} usage reports")
+            return [parse_usage_report(item, f"[{index}]") for index, item in enumerate(document)]
+        return [parse_usage_report(document)]
+
+    def price(self, reports: Sequence[UsageReport]) -> list[int]:
+        config = self._holder.current
+        if config is None:
+            raise LookupError("no configuration loaded: prices unknown")
+        costs = []
+        for index, report in enumerate(reports):
+            if report.cost_micros is not None:
+                costs.append(report.cost_micros)
+                continue
+            assert report.model is not None
+            assert report.usage is not None
+            try:
+                priced = config.prices.price(report.model)
+            except UnknownModelError as error:
+                where = f"[{index}].model" if len(reports) > 1 else "model"
+                raise ValueError(f"{where}: {error}") from None
+            costs.append(priced.price.cost_micros(report.usage))
+        return costs
+
+    async def settle(self, report: UsageReport, cost: int) -> ItemResult:
+        try:
+            settlement = await self._ledger.settle(report.request_id, cost, self._clock())
+        except LedgerDataLost as error:
+            return _item(409, report.request_id, "lost", message=str(error))
+        except (RedisError, OSError) as error:
+            log.warning("settlement of %s failed: %s", report.request_id, error)
+            self._metrics.ledger_errors.labels("settle").inc()
+            if self._journal.settle_later(report.request_id, cost):
+                return _item(202, report.request_id, "accepted", charged_usd=format_usd(cost))
+            return _item(
+                503,
+                report.request_id,
+                "ledger_unavailable",
+                message="the ledger cannot be reached; retry",
+            )
+        return self._result(report, cost, settlement)
+
+    def _result(self, report: UsageReport, cost: int, settlement: Settlement) -> ItemResult:
+        request_id = report.request_id
+        if settlement.status is SettlementStatus.UNKNOWN:
+            if self._journal.settle_later(request_id, cost):
+                return _item(202, request_id, "accepted", charged_usd=format_usd(cost))
+            return _item(
+                404,
+                request_id,
+                "unknown_request_id",
+                message=f"no reservation for request id {request_id!r}: use the "
+                "x-budget-request-id of the check (unsettled ones expire after the settle "
+                "deadline; settled ones are remembered for a day)",
+            )
+        if settlement.status is SettlementStatus.ALREADY:
+            charged = format_usd(settlement.charged_micros)
+            return _item(200, request_id, "already_settled", charged_usd=charged)
+        self.record_spend(settlement, report.model)
+        return _item(
+            200,
+            request_id,
+            "settled",
+            reserved_usd=format_usd(settlement.reserved_micros),
+            charged_usd=format_usd(settlement.charged_micros),
+        )
+
+    def record_spend(self, settlement: Settlement, model: str | None = None) -> None:
+        added = settlement.newly_charged_micros
+        config = self._holder.current
+        if added <= 0 or config is None:
+            return
+        attribution = settlement.attribution
+        labels = config.labels
+        self._metrics.spend.labels(
+            tenant=labels.tenant(attribution.tenant if attribution else None),
+            feature=labels.feature(attribution.feature if attribution else None),
+            model=labels.model(model or (attribution.model if attribution else None)),
+        ).inc(added / 1_000_000)
