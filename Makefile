@@ -16,6 +16,7 @@ export BUDGET_GUARD_HELM_VERSION := $(HELM_VERSION)
 
 .PHONY: help
 help:
+	@echo "make demo     the guard on example budgets, a temporary Redis and sample traffic"
 	@echo "make test     run everything (installs what is missing)"
 	@echo "make cluster  start Redis and a Kubernetes API server in the foreground"
 	@echo "make bench    run the benchmarks and write docs/benchmarks.md"
@@ -36,7 +37,11 @@ venv: $(STAMP)
 
 .PHONY: redis-server
 redis-server:
-	@command -v redis-server >/dev/null 2>&1 || tools/install-redis-server.sh
+	@tools/install-apt-package.sh redis-server redis-server
+
+.PHONY: wrk
+wrk:
+	@tools/install-apt-package.sh wrk wrk
 
 .PHONY: test-binaries
 test-binaries: $(STAMP)
@@ -68,8 +73,12 @@ test: lint typecheck imports pytest
 
 # -- for humans ------------------------------------------------------------------
 
+.PHONY: demo
+demo: $(STAMP) redis-server
+	$(BIN)/budget-guard demo --budgets examples/budgets
+
 .PHONY: bench
-bench: $(STAMP) redis-server
+bench: $(STAMP) redis-server wrk
 	$(BIN)/python -m bench
 
 .PHONY: cluster

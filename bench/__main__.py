@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import ledger, tokens
+from bench import ledger, tokens, webhook
 from bench.stats import LATENCY_HEADER
 from budget_guard.loaders.tokenizers import load_tokenizers
 from budget_guard.localservices import RedisServer, seed_offline_tiktoken_cache
@@ -123,6 +123,41 @@ sees it. The message cache counts each message once.
 """
 
 
+def webhook_section(results: webhook.WebhookResults) -> str:
+    rows = "\n".join(result.row() for result in results.wrk)
+    by_key = {(r.name.split(",")[0].split(" (")[0], r.connections): r for r in results.wrk}
+    bare1, hook1 = by_key[("bare aiohttp handler", 1)], by_key[("webhook", 1)]
+    bare32, hook32 = by_key[("bare aiohttp handler", 32)], by_key[("webhook", 32)]
+    throughput_share = hook32.requests_per_second / bare32.requests_per_second * 100
+    agent_rows = "\n".join(
+        f"| {a.cache} | {a.turns} | {a.p50_ms:.2f} | {a.p99_ms:.2f} |" for a in results.agent
+    )
+    return f"""## Webhook: the ext_authz check, end to end over HTTP
+
+`wrk` (one thread) posts a 1 KB chat completion body with identity headers to the
+check listener; four budgets apply (global, tenant, feature, per-user template), so
+each check is a token count, a price, and one atomic reservation in Redis. The
+floor is a bare aiohttp handler that reads the body and answers 200, run in the
+same way in the same run.
+
+| server | connections | p50 (µs) | p99 (µs) | requests/s | non-2xx |
+|---|---:|---:|---:|---:|---:|
+{rows}
+
+- Unloaded (1 connection): webhook p99 **{hook1.p99_us / 1000:.2f} ms** (target: under 1 ms);
+  p50 **{hook1.p50_us / bare1.p50_us:.2f}x** the bare handler's (target: at most 2x).
+- Maximum throughput (32 connections): **{throughput_share:.0f} %** of the bare handler's
+  (target: at least 35 %).
+
+A 100-turn agent conversation through the webhook (each turn resends the whole
+conversation, about 2.6 KB more per turn; 3 conversations), p50 and p99 per check:
+
+| message cache | checks | p50 (ms) | p99 (ms) |
+|---|---:|---:|---:|
+{agent_rows}
+"""
+
+
 async def run_all(rounds: int) -> str:
     with tempfile.TemporaryDirectory() as cache_dir:
         seed_offline_tiktoken_cache(Path(cache_dir))
@@ -132,6 +167,8 @@ async def run_all(rounds: int) -> str:
         loop = tokens.agent_loop(loaded.tokenizers)
     with RedisServer() as redis:
         ledger_results = await ledger.run(redis.url, rounds=rounds)
+    with RedisServer() as redis:
+        webhook_results = await asyncio.to_thread(webhook.run, redis.url)
     today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
     return f"""# Benchmarks
 
@@ -140,6 +177,7 @@ Every figure is measured beside its floor in the same run; re-run `make bench` t
 refresh this page. Latencies are wall-clock, client side, including the client
 library's own work.
 
+{webhook_section(webhook_results)}
 {ledger_section(ledger_results)}
 {tokens_section(throughput, loop, loaded.tokenizers.loaded_encodings)}
 {READING_THE_LEDGER}"""

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from budget_guard import __version__, logs
 
@@ -25,6 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Decide every LLM request inline (Envoy ext_authz HTTP) and settle usage.",
     )
     webhook_options(webhook)
+    demo = commands.add_parser(
+        "demo",
+        help="the guard on example budgets with a temporary Redis and sample traffic",
+    )
+    demo.add_argument(
+        "--budgets", type=Path, default=None, help="budget YAML (default: examples/budgets)"
+    )
     return parser
 
 
@@ -43,6 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "webhook":
         return run_webhook(args)
+    if args.command == "demo":
+        from budget_guard.demo.run import EXAMPLES
+        from budget_guard.demo.run import main as demo
+
+        return demo(args.budgets or EXAMPLES)
     parser.print_help()
     return 0
 

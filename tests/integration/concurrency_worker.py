@@ -9,8 +9,9 @@ import uuid
 
 from redis.asyncio import Redis
 
-from budget_guard.domain.decision import plan_charges
+from budget_guard.domain.decision import ChargePlanner
 from budget_guard.domain.resolution import BudgetSnapshot, RequestIdentity
+from budget_guard.store.leases import LocalLeases
 from budget_guard.store.ledger import Ledger
 from tests.factories import budget
 
@@ -29,20 +30,29 @@ def snapshot(per_user: str, tenant: str, global_cap: str) -> BudgetSnapshot:
 
 
 async def _hammer(
-    redis_url: str, worker: int, tasks: int, costs: list[int], limits: tuple[str, str, str]
+    redis_url: str,
+    worker: int,
+    tasks: int,
+    costs: list[int],
+    limits: tuple[str, str, str],
+    use_leases: bool,
 ) -> list[tuple[bool, int, str]]:
     client = Redis.from_url(redis_url, max_connections=tasks)
     ledger = Ledger(client)
-    compiled = snapshot(*limits)
+    leases = LocalLeases(ledger)
+    planner = ChargePlanner(snapshot(*limits))
     rng = random.Random(worker)
     start = asyncio.Event()
 
     async def one(task: int) -> tuple[bool, int, str]:
         user = f"user-{(worker * tasks + task) % USERS}"
         cost = rng.choice(costs)
-        charges = plan_charges(compiled, RequestIdentity(tenant="acme", user=user), NOW)
+        charges = planner.plan(RequestIdentity(tenant="acme", user=user), NOW)
         await start.wait()
-        decision = await ledger.reserve(str(uuid.uuid4()), charges, cost, NOW)
+        if use_leases:
+            decision = await leases.reserve(str(uuid.uuid4()), charges, cost, NOW, None)
+        else:
+            decision = await ledger.reserve(str(uuid.uuid4()), charges, cost, NOW)
         return decision.allowed, cost, user
 
     pending = [asyncio.create_task(one(task)) for task in range(tasks)]
@@ -51,10 +61,16 @@ async def _hammer(
     try:
         return list(await asyncio.gather(*pending))
     finally:
+        await leases.close()  # commit every local decision, return every lease
         await client.aclose()
 
 
 def run(
-    redis_url: str, worker: int, tasks: int, costs: list[int], limits: tuple[str, str, str]
+    redis_url: str,
+    worker: int,
+    tasks: int,
+    costs: list[int],
+    limits: tuple[str, str, str],
+    use_leases: bool = False,
 ) -> list[tuple[bool, int, str]]:
-    return asyncio.run(_hammer(redis_url, worker, tasks, costs, limits))
+    return asyncio.run(_hammer(redis_url, worker, tasks, costs, limits, use_leases))

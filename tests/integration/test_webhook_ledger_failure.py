@@ -39,7 +39,9 @@ async def test_redis_down_fails_open_or_closed_then_recovers_and_loses_nothing(
     tmp_path: Path,
 ) -> None:
     with RedisServer() as redis:
-        async with start_webhook(tmp_path, redis.url, BUDGETS, timeout_ms=100) as wh:
+        async with start_webhook(
+            tmp_path, redis.url, BUDGETS, timeout_ms=100, local_leases=False
+        ) as wh:
             assert (await wh.check(CHAT)).status == 200
             port = redis.port
             redis.stop_process()
@@ -76,7 +78,9 @@ async def test_redis_down_fails_open_or_closed_then_recovers_and_loses_nothing(
 
 async def test_a_slow_ledger_is_a_failure_too(tmp_path: Path) -> None:
     with RedisServer() as redis:
-        async with start_webhook(tmp_path, redis.url, BUDGETS, timeout_ms=50) as wh:
+        async with start_webhook(
+            tmp_path, redis.url, BUDGETS, timeout_ms=50, local_leases=False
+        ) as wh:
             assert (await wh.check(CHAT)).status == 200
             redis.pause()  # connections stay open, nothing answers
             try:
@@ -98,7 +102,9 @@ async def test_a_slow_ledger_is_a_failure_too(tmp_path: Path) -> None:
 
 async def test_a_fail_closed_timeout_releases_what_may_have_landed(tmp_path: Path) -> None:
     with RedisServer() as redis:
-        async with start_webhook(tmp_path, redis.url, BUDGETS, timeout_ms=50) as wh:
+        async with start_webhook(
+            tmp_path, redis.url, BUDGETS, timeout_ms=50, local_leases=False
+        ) as wh:
             redis.pause()
             try:
                 refused = await wh.check(CHAT, headers={**STRICT, "x-request-id": "refused"})

@@ -137,14 +137,14 @@ class BudgetState:
     @property
     def reached_threshold(self) -> int | None:
         """The highest soft threshold this budget's usage has reached, if any."""
-        reached = [
-            percent
-            for percent, amount in zip(
-                self.charge.budget.thresholds, self.charge.threshold_amounts, strict=True
-            )
-            if self.used >= amount
-        ]
-        return max(reached) if reached else None
+        amounts = self.charge.threshold_amounts
+        if not amounts or self.used < amounts[0]:  # the usual case, decided at once
+            return None
+        thresholds = self.charge.budget.thresholds
+        highest = len(amounts) - 1
+        while self.used < amounts[highest]:
+            highest -= 1
+        return thresholds[highest]
 
     @property
     def exhausted(self) -> bool:

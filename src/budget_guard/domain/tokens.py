@@ -27,7 +27,8 @@ MESSAGE_OVERHEAD_TOKENS = 3  # per message, as OpenAI's chat format counts it
 REPLY_PRIMING_TOKENS = 3
 OUTPUT_TOKENS_CEILING = 1_000_000  # for models whose maximum is unknown
 MAX_CHOICES = 128
-_CACHE_MIN_CHARS = 64
+_CACHE_MIN_CHARS = 64  # shorter texts are kept by value in a small dict of their own
+_SHORT_TEXTS = 4096
 
 
 class Tokenizer(Protocol):
@@ -82,6 +83,7 @@ class MessageTokenCache:
     def __init__(self, max_entries: int = 50_000) -> None:
         self.max_entries = max_entries
         self._counts: OrderedDict[tuple[str, int, int], int] = OrderedDict()
+        self._short: dict[tuple[str, str], int] = {}  # roles, names: the same few strings
         self.hits = 0
         self.misses = 0
 
@@ -89,8 +91,17 @@ class MessageTokenCache:
         return len(self._counts)
 
     def count(self, tokenizer: Tokenizer, text: str) -> int:
-        if len(text) < _CACHE_MIN_CHARS or self.max_entries <= 0:
+        if self.max_entries <= 0:
             return tokenizer.count(text)
+        if len(text) < _CACHE_MIN_CHARS:
+            short_key = (tokenizer.name, text)
+            counted = self._short.get(short_key)
+            if counted is None:
+                counted = tokenizer.count(text)
+                if len(self._short) >= _SHORT_TEXTS:
+                    self._short.clear()
+                self._short[short_key] = counted
+            return counted
         key = (tokenizer.name, len(text), hash(text))
         cached = self._counts.get(key)
         if cached is not None:

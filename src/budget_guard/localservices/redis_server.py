@@ -44,6 +44,7 @@ class RedisServer:
     def __init__(self, workdir: Path | None = None, start_timeout_seconds: float = 20.0) -> None:
         self._owns_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="budget-guard-redis-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self._start_timeout = start_timeout_seconds
         self._process: ManagedProcess | None = None
         self.port = 0

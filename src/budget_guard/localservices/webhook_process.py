@@ -31,6 +31,7 @@ class WebhookProcess:
         self.args = list(args)
         self.env = {**os.environ, **(env or {})}
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="budget-guard-webhook-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / "webhook.log"
         self._timeout = start_timeout_seconds
         self._process: ManagedProcess | None = None

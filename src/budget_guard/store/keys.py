@@ -54,6 +54,10 @@ class KeySchema:
     def request_id_of(self, reservation_key: str) -> str:
         return reservation_key.removeprefix(f"{self.prefix}:{GLOBAL_TAG}:r:")
 
+    def commit_marker(self, batch_id: str) -> str:
+        """Marks a batch of local decisions as committed, so a retry applies it once."""
+        return f"{self.prefix}:{GLOBAL_TAG}:commit:{batch_id}"
+
     def plan(self, digest: str) -> str:
         """What settling needs of a set of budgets, shared by many reservations."""
         return f"{self.prefix}:{GLOBAL_TAG}:plan:{digest}"

@@ -9,7 +9,7 @@ survives restarts and any number of processes may sweep at once.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from budget_guard.domain.decision import BudgetCharge, BudgetState, BudgetVerdict, Decision
 from budget_guard.store.keys import KeySchema
 from budget_guard.store.plans import LABEL, Attribution, EncodedPlan, PlanCache
-from budget_guard.store.scripts import RESERVE, SETTLE, bulk
+from budget_guard.store.scripts import COMMIT, RELEASE, RESERVE, SETTLE, bulk
 
 __all__ = [
     "Attribution",
@@ -28,6 +28,7 @@ __all__ = [
     "Ledger",
     "LedgerDataLost",
     "LedgerSettings",
+    "LocalReservation",
     "RequestIdTaken",
     "Settlement",
     "SettlementStatus",
@@ -107,16 +108,31 @@ def _settlement(request_id: str, answer: Sequence[Any]) -> Settlement:
 
 
 @dataclass(frozen=True, slots=True)
+class LocalReservation:
+    """A request decided in process from leases, waiting to be committed."""
+
+    request_id: str
+    plan: EncodedPlan
+    cost_micros: int
+
+
+@dataclass(frozen=True, slots=True)
 class CounterUsage:
-    used: int = 0  # spent + reserved
+    used: int = 0  # spent + reserved + leased: what no new reservation can take
     spent: int = 0
     requests: int = 0
     denied: int = 0
     would_deny: int = 0
+    leased: int = 0  # granted to processes for local decisions, not yet assigned
+
+    @property
+    def assigned(self) -> int:
+        """Spent and reserved by requests: usage without open leases."""
+        return self.used - self.leased
 
     @property
     def reserved(self) -> int:
-        return self.used - self.spent
+        return self.assigned - self.spent
 
 
 def _ms(instant: dt.datetime) -> int:
@@ -134,7 +150,7 @@ def _int(value: Any) -> int:
 def _states(charges: Sequence[BudgetCharge], answer: Sequence[Any]) -> tuple[BudgetState, ...]:
     """Decode reserve.lua's answer: usage per budget, then details where there are any."""
     details: dict[int, list[str]] = {}
-    for raw in answer[1 + len(charges) :]:
+    for raw in answer[2 + len(charges) :]:
         position, pool, pool_used, crossed, verdict = _text(raw).split(":")
         details[int(position) - 1] = [pool, pool_used, crossed, verdict]
     states = []
@@ -196,27 +212,73 @@ class Ledger:
         ``ChargePlanner`` does): its encoding is cached by identity.
         Raises ``RequestIdTaken`` when the id already has a reservation.
         """
+        decision, _ = await self.reserve_and_lease(
+            request_id, charges, cost_micros, now, attribution, force=force
+        )
+        return decision
+
+    async def reserve_and_lease(
+        self,
+        request_id: str,
+        charges: Sequence[BudgetCharge],
+        cost_micros: int,
+        now: dt.datetime,
+        attribution: Attribution | None = None,
+        *,
+        wants: Sequence[int] = (),
+        returns: Sequence[int] = (),
+        force: bool = False,
+    ) -> tuple[Decision, tuple[int, ...]]:
+        """``reserve``, and, when reserved, leases of up to ``wants[i]`` on each charge's
+        counter for deciding later requests locally (see ``store.leases``); first gives
+        back ``returns[i]`` of lease room held on them. Returns the decision and the
+        leases granted."""
         if cost_micros < 0:
             raise ValueError(f"cost must not be negative, got {cost_micros}")
         now_ms = _ms(now)
         plan = self._plans.get(charges, now, now_ms, attribution)
-        command = self._reserve_command(request_id, cost_micros, now_ms, plan, force)
+        lease_args = (
+            bulk(",".join(str(want) for want in wants))
+            + bulk(cost_micros)
+            + bulk(",".join(str(room) for room in returns))
+        )
+        command = self._reserve_command(request_id, cost_micros, now_ms, plan, force, lease_args)
         answer = await RESERVE.call(self.client, command)
         if answer[0] == _PLAN_MISSING:  # first use, or Redis lost it: send it along
             plan.stored = False
-            command = self._reserve_command(request_id, cost_micros, now_ms, plan, force)
+            command = self._reserve_command(
+                request_id, cost_micros, now_ms, plan, force, lease_args
+            )
             answer = await RESERVE.call(self.client, command)
         plan.stored = True
         if answer[0] == _ID_TAKEN:
             raise RequestIdTaken(request_id)
-        return Decision(request_id, answer[0] == _RESERVED, cost_micros, _states(charges, answer))
+        decision = Decision(
+            request_id, answer[0] == _RESERVED, cost_micros, _states(charges, answer)
+        )
+        granted = _text(answer[1 + len(charges)])
+        return decision, tuple(int(grant) for grant in granted.split(",")) if granted else ()
+
+    def plan_for(
+        self,
+        charges: Sequence[BudgetCharge],
+        now: dt.datetime,
+        attribution: Attribution | None,
+    ) -> EncodedPlan:
+        return self._plans.get(charges, now, _ms(now), attribution)
 
     def _reserve_command(
-        self, request_id: str, cost: int, now_ms: int, plan: EncodedPlan, force: bool
+        self,
+        request_id: str,
+        cost: int,
+        now_ms: int,
+        plan: EncodedPlan,
+        force: bool,
+        lease_args: bytes,
     ) -> bytes:
         return RESERVE.command(
             3 + plan.key_count,
-            8 + plan.line_count,
+            11 + plan.line_count,
             bulk(self.keys.reservation(request_id)),
             self._fixed_keys,
             plan.keys_blob,
@@ -227,8 +289,60 @@ class Ledger:
             bulk(plan.line_count),
             bulk("" if plan.stored else plan.content),
             _FORCED if force else _NOT_FORCED,
+            lease_args,
             plan.lines_blob,
         )
+
+    # -- leases ----------------------------------------------------------------
+
+    async def commit(
+        self, batch_id: str, batch: Sequence[LocalReservation], now: dt.datetime
+    ) -> list[str]:
+        """Record requests decided locally from leases, once per ``batch_id`` (retry a
+        failed commit with the same id); returns the ids that were taken already
+        (recorded under a fresh key, settled at their estimate)."""
+        if not batch:
+            return []
+        plans: dict[str, int] = {}
+        plan_contents: list[str] = []
+        assigned: dict[str, int] = {}
+        terms: dict[str, str] = {}
+        request_args: list[str] = []
+        for item in batch:
+            plan = item.plan
+            if plan.key not in plans:
+                plans[plan.key] = len(plans) + 1
+                plan_contents.append(plan.content)
+            request_args.append(f"{item.cost_micros},{plans[plan.key]},{len(plan.counter_keys)}")
+            for key, term in zip(plan.counter_keys, plan.counter_terms, strict=True):
+                assigned[key] = assigned.get(key, 0) + item.cost_micros
+                terms[key] = term
+        now_ms = _ms(now)
+        keys = [self.keys.pending, self.keys.events, self.keys.commit_marker(batch_id)]
+        keys += [self.keys.reservation(item.request_id) for item in batch]
+        keys += list(plans) + list(assigned)
+        args: list[Any] = [
+            now_ms,
+            now_ms + self.settings.reservation_ttl_ms,
+            self.settings.record_ttl_ms,
+            self.settings.event_stream_length,
+            len(batch),
+            len(plans),
+            len(assigned),
+            *request_args,
+            *plan_contents,
+            *(f"{amount}\t{terms[key]}" for key, amount in assigned.items()),
+        ]
+        answer = _text(await COMMIT.run(self.client, keys, args))
+        if answer == "applied":
+            return []
+        return [batch[int(index) - 1].request_id for index in answer.split(",") if index]
+
+    async def release(self, unused: Mapping[str, int]) -> None:
+        """Give back the unused part of leases, by counter key."""
+        returned = {key: amount for key, amount in unused.items() if amount > 0}
+        if returned:
+            await RELEASE.run(self.client, list(returned), list(returned.values()))
 
     # -- settle ----------------------------------------------------------------
 
@@ -285,7 +399,7 @@ class Ledger:
 
     async def usage(self, charges: Sequence[BudgetCharge]) -> list[CounterUsage]:
         """Current counters of ``charges``, in one pipelined round trip."""
-        fields = ("used", "spent", "requests", "denied", "would_deny")
+        fields = ("used", "spent", "requests", "denied", "would_deny", "leased")
         async with self.client.pipeline(transaction=False) as pipeline:
             for charge in charges:
                 key = self.keys.counter(charge.budget, charge.window, charge.subject)

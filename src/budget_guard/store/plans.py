@@ -60,6 +60,9 @@ class EncodedPlan:
     line_count: int
     keys_blob: bytes  # plan key, counters, pools: bulk-encoded
     lines_blob: bytes  # one line per budget for reserve.lua: bulk-encoded
+    counter_keys: tuple[str, ...] = ()  # one per budget, in order
+    # per budget "limit\tfirst threshold\texpiry\tusers index\tdescription", for commit.lua
+    counter_terms: tuple[str, ...] = ()
     stored: bool = field(default=False)
 
 
@@ -75,6 +78,7 @@ def encode_plan(
     attribution: Attribution | None,
 ) -> EncodedPlan:
     counter_keys: list[str] = []
+    counter_terms: list[str] = []
     pool_keys: list[str] = []
     reserve_lines: list[str] = []
     settle_lines: list[str] = []
@@ -97,6 +101,11 @@ def encode_plan(
                 POOL_FIELD.join((pool_key, str(pool.amount_micros), str(pool_expiry)))
             )
         first_threshold = charge.threshold_amounts[0] if charge.threshold_amounts else 0
+        counter_terms.append(
+            FIELD.join(
+                (str(charge.effective_limit), str(first_threshold), str(expiry), users, described)
+            )
+        )
         reserve_lines.append(
             FIELD.join(
                 (
@@ -142,6 +151,8 @@ def encode_plan(
         line_count=len(reserve_lines),
         keys_blob=b"".join(bulk(key) for key in all_keys),
         lines_blob=b"".join(bulk(line) for line in reserve_lines),
+        counter_keys=tuple(counter_keys),
+        counter_terms=tuple(counter_terms),
     )
 
 

@@ -86,3 +86,5 @@ async def _roundtrip(client: Redis, command: bytes) -> Any:
 
 RESERVE = LuaScript.load("reserve.lua")
 SETTLE = LuaScript.load("settle.lua")
+COMMIT = LuaScript.load("commit.lua")
+RELEASE = LuaScript.load("release.lua")

@@ -18,7 +18,7 @@ from budget_guard.domain.resolution import BudgetSnapshot
 from budget_guard.store.keys import KeySchema
 
 TOP_USERS = 5
-_COUNTER_FIELDS = ("used", "spent", "requests", "denied", "would_deny", "hwm")
+_COUNTER_FIELDS = ("used", "spent", "requests", "denied", "would_deny", "hwm", "leased")
 _POOL_FIELDS = ("used", "spent", "requests", "activated", "exhausted")
 
 
@@ -52,7 +52,8 @@ class BudgetUsage:
     budget: Budget
     window: PeriodWindow
     effective_limit: int
-    used: int = 0
+    used: int = 0  # spent + reserved by requests
+    leased: int = 0  # taken ahead by webhook processes, not yet assigned to requests
     spent: int = 0
     requests: int = 0
     denied: int = 0
@@ -69,7 +70,8 @@ class BudgetUsage:
 
     @property
     def remaining(self) -> int:
-        return max(0, self.effective_limit - self.used)
+        """What new requests can still take (open leases are taken)."""
+        return max(0, self.effective_limit - self.used - self.leased)
 
     @property
     def utilization(self) -> float:
@@ -110,9 +112,12 @@ async def read_usage(
                 "users_exhausted": int(exhausted),
             }
         else:
-            used, spent, requests, denied, would_deny, hwm = (_int(v) for v in next(answers))
+            used, spent, requests, denied, would_deny, hwm, leased = (
+                _int(v) for v in next(answers)
+            )
             counters = {
-                "used": used,
+                "used": used - leased,
+                "leased": leased,
                 "spent": spent,
                 "requests": requests,
                 "denied": denied,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import json
 import logging
 import signal
@@ -27,6 +28,7 @@ from redis.exceptions import RedisError
 from budget_guard.domain.tokens import MessageTokenCache, RequestEstimator
 from budget_guard.loaders.tokenizers import load_tokenizers
 from budget_guard.store.config import ConfigStore
+from budget_guard.store.leases import LeaseSettings, LocalLeases
 from budget_guard.store.ledger import Ledger, LedgerSettings
 from budget_guard.store.status import read_usage
 from budget_guard.webhook import openapi
@@ -49,6 +51,8 @@ from budget_guard.webhook.views import budgets_document
 log = logging.getLogger(__name__)
 
 UTILIZATION_REFRESH_SECONDS = 15.0
+OPS_SOCKET_TIMEOUT_SECONDS = 5.0
+STOP_TIMEOUT_SECONDS = 5.0
 JOURNAL_REPLAY_SECONDS = 1.0
 
 
@@ -61,8 +65,11 @@ class Guard:
     """Everything one webhook process shares between its listeners and tasks."""
 
     settings: WebhookSettings
-    redis: Redis
-    ledger: Ledger
+    redis: Redis  # settlement, sweeps, reads, config: with a socket timeout
+    decisions_redis: Redis  # the hot path: bounded by --ledger-timeout-ms instead
+    ledger: Ledger  # for decisions
+    ops_ledger: Ledger  # for everything else
+    leases: LocalLeases
     holder: ConfigHolder
     decider: Decider
     settlement: SettlementService
@@ -79,23 +86,35 @@ GUARD = web.AppKey("guard", Guard)
 
 
 def build_guard(settings: WebhookSettings, clock: Callable[[], dt.datetime] = utc_now) -> Guard:
-    redis = Redis.from_url(
+    connect_timeout = max(0.05, settings.ledger.timeout_ms / 1000)
+    # No socket timeout on the decision client: redis-py would wrap every send and read
+    # in a timer task; the decision is bounded by one asyncio.timeout instead.
+    decisions_redis = Redis.from_url(
         settings.ledger.redis_url,
-        socket_connect_timeout=max(0.05, settings.ledger.timeout_ms / 1000),
+        socket_connect_timeout=connect_timeout,
+        socket_timeout=None,
         max_connections=256,
     )
-    ledger = Ledger(
-        redis,
-        LedgerSettings(
-            reservation_ttl=dt.timedelta(seconds=settings.ledger.reservation_ttl_seconds),
-            expired_reservations=settings.ledger.expired_reservations,
-        ),
+    redis = Redis.from_url(
+        settings.ledger.redis_url,
+        socket_connect_timeout=connect_timeout,
+        socket_timeout=OPS_SOCKET_TIMEOUT_SECONDS,
+        max_connections=64,
     )
+    ledger_settings = LedgerSettings(
+        reservation_ttl=dt.timedelta(seconds=settings.ledger.reservation_ttl_seconds),
+        expired_reservations=settings.ledger.expired_reservations,
+    )
+    ledger = Ledger(decisions_redis, ledger_settings)
+    ops_ledger = Ledger(redis, ledger_settings)
     holder = ConfigHolder()
     metrics = Metrics()
     holder.listeners.append(lambda _: metrics.config_reloads.inc())
     loaded = load_tokenizers()
-    estimator = RequestEstimator(loaded.tokenizers, MessageTokenCache())
+    cache = MessageTokenCache(settings.message_cache_entries)
+    estimator = RequestEstimator(
+        loaded.tokenizers, cache if settings.message_cache_entries else None
+    )
     jwks: JwksKeys | None = None
     identity: IdentityResolver
     if settings.identity.mode == "jwt":
@@ -103,10 +122,14 @@ def build_guard(settings: WebhookSettings, clock: Callable[[], dt.datetime] = ut
         identity = JwtIdentity(settings.identity, jwks)
     else:
         identity = HeaderIdentity(settings.identity)
-    journal = DegradedJournal(ledger)
+    journal = DegradedJournal(ops_ledger)
+    leases = LocalLeases(ledger, LeaseSettings(enabled=settings.local_leases), ops_ledger)
+    metrics.count_decision_paths(
+        lambda: {"local": leases.local_decisions, "ledger": leases.ledger_decisions}
+    )
     decider = Decider(
         holder=holder,
-        ledger=ledger,
+        ledger=leases,
         estimator=estimator,
         identity=identity,
         journal=journal,
@@ -122,10 +145,13 @@ def build_guard(settings: WebhookSettings, clock: Callable[[], dt.datetime] = ut
     return Guard(
         settings=settings,
         redis=redis,
+        decisions_redis=decisions_redis,
         ledger=ledger,
+        ops_ledger=ops_ledger,
+        leases=leases,
         holder=holder,
         decider=decider,
-        settlement=SettlementService(holder, ledger, journal, metrics, clock),
+        settlement=SettlementService(holder, ops_ledger, journal, leases, metrics, clock),
         tokens=UsageTokens(settings.usage_token_file),
         metrics=metrics,
         journal=journal,
@@ -160,8 +186,7 @@ async def check(request: web.Request) -> web.StreamResponse:
             CheckRequest(request.method, path, request.headers, body)
         )
     metrics = guard.metrics
-    metrics.decisions.labels(answer.decision, answer.reason).inc()
-    metrics.decision_seconds.observe(time.perf_counter() - started)
+    metrics.count_decision(answer.decision, answer.reason, time.perf_counter() - started)
     if answer.reason in LEDGER_FAILURE_REASONS:
         metrics.ledger_errors.labels("reserve").inc()
         if answer.decision == "allow":
@@ -237,7 +262,8 @@ async def readyz(request: web.Request) -> web.Response:
     if config is None:
         problems.append(f"no config loaded: {guard.holder.last_error or 'loading'}")
     try:
-        await asyncio.wait_for(guard.ledger.ping(), 0.5)
+        async with asyncio.timeout(0.5):
+            await guard.ledger.ping()  # the decisions' connection pool, as checks see it
     except (RedisError, OSError, TimeoutError) as error:
         problems.append(f"ledger unreachable: {type(error).__name__}: {error}")
     if guard.jwks is not None and not guard.jwks.loaded:
@@ -248,6 +274,8 @@ async def readyz(request: web.Request) -> web.Response:
         "configError": guard.holder.last_error,
         "tokenizerFallbacks": guard.tokenizer_failures,
         "degradedJournal": len(guard.journal),
+        "openLeases": guard.leases.open_leases,
+        "queuedLocalDecisions": guard.leases.queued,
     }
     if problems:
         body["problems"] = problems
@@ -283,6 +311,9 @@ async def _every(
     seconds: float, work: Callable[[], Awaitable[None]], what: str, errors: Counter
 ) -> None:
     while True:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():  # a cancellation a library turned into an error
+            raise asyncio.CancelledError
         await asyncio.sleep(seconds)
         try:
             await work()
@@ -294,7 +325,7 @@ async def _every(
 
 
 async def _sweep(guard: Guard) -> None:
-    for settlement in await guard.ledger.sweep_expired(guard.clock()):
+    for settlement in await guard.ops_ledger.sweep_expired(guard.clock()):
         guard.settlement.record_spend(settlement)
 
 
@@ -308,9 +339,19 @@ async def _refresh_utilization(guard: Guard) -> None:
             gauge.labels(budget=usage.budget.id).set(usage.utilization)
 
 
-def _forget_removed_budgets(guard: Guard, config: CompiledConfig) -> None:
+def _on_new_config(guard: Guard, config: CompiledConfig) -> None:
     # Budgets may be gone from the new config; the next refresh re-fills the rest.
     guard.metrics.utilization.clear()
+    # Limits may have changed: leases taken under the old ones go back.
+    task = asyncio.get_running_loop().create_task(_return_leases(guard))
+    guard.tasks.append(task)
+
+
+async def _return_leases(guard: Guard) -> None:
+    try:
+        await guard.leases.close()
+    except (RedisError, OSError) as error:
+        log.warning("leases could not be returned after a config change: %s", error)
 
 
 async def start_background(guard: Guard, session: aiohttp.ClientSession) -> None:
@@ -318,7 +359,7 @@ async def start_background(guard: Guard, session: aiohttp.ClientSession) -> None
     labels = LabelValues(
         settings.metrics.tenants, settings.metrics.features, settings.metrics.models
     )
-    guard.holder.listeners.append(lambda config: _forget_removed_budgets(guard, config))
+    guard.holder.listeners.append(lambda config: _on_new_config(guard, config))
     if guard.jwks is not None:
         await guard.jwks.refresh(session)
         guard.tasks.append(asyncio.create_task(guard.jwks.keep_fresh(session)))
@@ -359,19 +400,27 @@ async def start_background(guard: Guard, session: aiohttp.ClientSession) -> None
             )
         ),
         asyncio.create_task(guard.journal.keep_replaying(JOURNAL_REPLAY_SECONDS, guard.clock)),
+        asyncio.create_task(guard.leases.keep_flushing()),
+        asyncio.create_task(guard.leases.keep_returning_idle()),
     ]
 
 
 async def stop_background(guard: Guard) -> None:
     for task in guard.tasks:
         task.cancel()
-    for task in guard.tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    if guard.tasks:
+        _, stuck = await asyncio.wait(guard.tasks, timeout=STOP_TIMEOUT_SECONDS)
+        for task in stuck:
+            log.error("background task %s did not stop in time", task.get_name())
     guard.tasks.clear()
+    try:
+        await guard.leases.close()  # commit local decisions, give every lease back
+    except (RedisError, OSError) as error:
+        log.error("at shutdown, local decisions or leases could not be returned: %s", error)
     if len(guard.journal):
         await guard.journal.replay(guard.clock())  # last chance to record degraded spend
     await guard.redis.aclose()
+    await guard.decisions_redis.aclose()
 
 
 @contextlib.asynccontextmanager
@@ -416,6 +465,10 @@ async def serve(settings: WebhookSettings) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with running(guard) as (check_port, api_port):
+        # Everything loaded so far (tokenizer vocabularies, config) lives as long as the
+        # process: keep it out of the garbage collector's scans, which would otherwise
+        # walk it on every full collection and show up in the decision latency.
+        gc.freeze()
         log.info(
             "webhook listening: checks on %s:%d, API on %s:%d",
             settings.listen.host,

@@ -10,17 +10,19 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import uuid
+import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
 from budget_guard.domain.budget import FailureMode
-from budget_guard.domain.decision import BudgetCharge
+from budget_guard.domain.decision import BudgetCharge, Decision
 from budget_guard.domain.pricing import PricedModel, UnknownModelError, Usage
+from budget_guard.domain.resolution import RequestIdentity
 from budget_guard.domain.tokens import RequestEstimator, TokenEstimate
-from budget_guard.store.ledger import Attribution, Ledger, RequestIdTaken
+from budget_guard.store.leases import LocalLeases
+from budget_guard.store.ledger import Attribution, RequestIdTaken
 from budget_guard.webhook.body import BadBody, ReadBody, model_from_path, read_body
 from budget_guard.webhook.config import ConfigHolder
 from budget_guard.webhook.identity import IdentityError, IdentityResolver
@@ -67,7 +69,7 @@ def _request_id(headers: Mapping[str, str]) -> str:
         and "," not in incoming
     ):
         return incoming
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 def _valid_model(value: object) -> str | None:
@@ -81,7 +83,7 @@ class Decider:
         self,
         *,
         holder: ConfigHolder,
-        ledger: Ledger,
+        ledger: LocalLeases,
         estimator: RequestEstimator,
         identity: IdentityResolver,
         journal: DegradedJournal,
@@ -126,7 +128,9 @@ class Decider:
             return error_answer(403, "unknown_model", str(error), request_id, model=model)
         estimate, cost = self._estimate(body, priced)
         scoped_model = priced.price.model if priced is not None and not priced.by_policy else model
-        identity = replace(identity, model=scoped_model)
+        identity = RequestIdentity(
+            identity.tenant, identity.user, identity.tier, identity.feature, scoped_model
+        )
         now = self._clock()
         charges = config.planner.plan(identity, now)
         attribution = Attribution(identity.tenant, identity.user, identity.feature, scoped_model)
@@ -163,21 +167,41 @@ class Decider:
         estimate: TokenEstimate,
         model: str | None,
     ) -> CheckAnswer:
-        timeout = self._settings.ledger_timeout_seconds
+        leases = self._ledger
         try:
-            try:
-                decision = await asyncio.wait_for(
-                    self._ledger.reserve(request_id, charges, cost, now, attribution), timeout
-                )
-            except RequestIdTaken:
-                request_id = uuid.uuid4().hex  # a reused x-request-id: this request gets its own
-                decision = await asyncio.wait_for(
-                    self._ledger.reserve(request_id, charges, cost, now, attribution), timeout
-                )
+            local = leases.decide_locally(request_id, charges, cost, now, attribution)
+        except RequestIdTaken:  # a reused x-request-id: this request gets its own
+            request_id = os.urandom(16).hex()
+            local = leases.decide_locally(request_id, charges, cost, now, attribution)
+        if local is not None:  # from a lease: no Redis, no timer
+            return self._answer(local, request_id, cost, now, estimate, model)
+        try:
+            # asyncio.timeout, not wait_for: no extra task per request on the hot path.
+            async with asyncio.timeout(self._settings.ledger_timeout_seconds):
+                try:
+                    decision = await leases.reserve_remotely(
+                        request_id, charges, cost, now, attribution
+                    )
+                except RequestIdTaken:  # taken in Redis by another process
+                    request_id = os.urandom(16).hex()
+                    decision = await leases.reserve_remotely(
+                        request_id, charges, cost, now, attribution
+                    )
         except (RedisError, OSError, TimeoutError) as error:
             return self._ledger_unavailable(
                 request_id, charges, cost, now, attribution, estimate, error
             )
+        return self._answer(decision, request_id, cost, now, estimate, model)
+
+    def _answer(
+        self,
+        decision: Decision,
+        request_id: str,
+        cost: int,
+        now: dt.datetime,
+        estimate: TokenEstimate,
+        model: str | None,
+    ) -> CheckAnswer:
         if not decision.allowed:
             answer = deny_answer(decision, request_id, now)
             blocking = decision.blocking

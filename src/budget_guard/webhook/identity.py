@@ -51,8 +51,28 @@ def _checked(name: str, value: object) -> str | None:
 class HeaderIdentity:
     def __init__(self, settings: IdentitySettings) -> None:
         self._settings = settings
+        # Identities seen recently, by their raw header values: a few callers send the
+        # same headers many times, and validating them again costs more than looking up.
+        self._seen: dict[tuple[str | None, ...], RequestIdentity] = {}
 
     def resolve(self, headers: Mapping[str, str]) -> RequestIdentity:
+        s = self._settings
+        raw = (
+            headers.get(s.tenant_header),
+            headers.get(s.user_header),
+            headers.get(s.tier_header),
+            headers.get(s.feature_header),
+        )
+        known = self._seen.get(raw)
+        if known is not None:
+            return known
+        identity = self._validate(headers)
+        if len(self._seen) >= _VERIFIED_CACHE_SIZE:
+            self._seen.clear()
+        self._seen[raw] = identity
+        return identity
+
+    def _validate(self, headers: Mapping[str, str]) -> RequestIdentity:
         s = self._settings
         tenant = _checked(s.tenant_header, headers.get(s.tenant_header))
         user = _checked(s.user_header, headers.get(s.user_header))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 DECISION_BUCKETS = (
     0.0002,
@@ -31,6 +35,7 @@ class Metrics:
             ["decision", "reason"],
             registry=self.registry,
         )
+        self._decision_children: dict[tuple[str, str], Counter] = {}
         self.decision_seconds = Histogram(
             "budget_guard_decision_seconds",
             "time to decide one check request, body read to answer",
@@ -66,5 +71,33 @@ class Metrics:
             registry=self.registry,
         )
 
+    def count_decision(self, decision: str, reason: str, seconds: float) -> None:
+        """One decision: its outcome and how long it took (children cached: hot path)."""
+        child = self._decision_children.get((decision, reason))
+        if child is None:
+            child = self.decisions.labels(decision, reason)
+            self._decision_children[(decision, reason)] = child
+        child.inc()
+        self.decision_seconds.observe(seconds)
+
+    def count_decision_paths(self, paths: Callable[[], dict[str, int]]) -> None:
+        """Expose, at each scrape, how many decisions took which path."""
+        self.registry.register(_DecisionPaths(paths))
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _DecisionPaths(Collector):
+    def __init__(self, paths: Callable[[], dict[str, int]]) -> None:
+        self._paths = paths
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "budget_guard_decision_paths",
+            "decisions made in process from leases (local) or with a Redis round trip (ledger)",
+            labels=["path"],
+        )
+        for path, count in self._paths().items():
+            family.add_metric([path], count)
+        yield family

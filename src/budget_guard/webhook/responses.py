@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from budget_guard.domain.budget import Budget
-from budget_guard.domain.decision import BudgetState, Decision
+from budget_guard.domain.decision import BudgetState, BudgetVerdict, Decision
 from budget_guard.domain.money import format_usd
 from budget_guard.domain.periods import Period
 
@@ -126,22 +126,42 @@ def allow_answer(
         HEADER_ESTIMATED_COST: format_usd(decision.cost_micros),
         HEADER_ESTIMATOR: estimator,
     }
-    tightest = decision.tightest
-    if tightest is not None:
-        headers[HEADER_REMAINING] = format_usd(tightest.remaining)
-    soft_limit = decision.soft_limit
+    # One pass over the budgets: this runs for every allowed request.
+    remaining: int | None = None
+    soft_limit: int | None = None
+    override: str | None = None
+    pools: list[str] = []
+    would_deny: list[str] = []
+    for state in decision.states:
+        budget = state.charge.budget
+        if budget.enforces:
+            room = state.remaining
+            if remaining is None or room < remaining:
+                remaining = room
+        reached = state.reached_threshold
+        if reached is not None:
+            soft_limit = reached if soft_limit is None else max(soft_limit, reached)
+        past_first = reached is not None or (
+            not state.charge.threshold_amounts and state.used >= state.charge.effective_limit
+        )
+        if past_first and override is None and model is not None and budget.degrade_models:
+            override = budget.degrade_models.get(model)
+        if state.pool is not None:
+            pools.append(state.pool.id)
+        if state.verdict is BudgetVerdict.WOULD_DENY:
+            would_deny.append(budget.id)
+    if remaining is not None:
+        headers[HEADER_REMAINING] = format_usd(remaining)
     if soft_limit is not None:
         headers[HEADER_SOFT_LIMIT] = str(soft_limit)
-    override = decision.model_override(model)
     if override is not None:
         headers[HEADER_MODEL_OVERRIDE] = override
     reason = "within_budget"
-    if decision.burst_pools:
-        headers[HEADER_BURST_POOL] = ",".join(pool.id for pool in decision.burst_pools)
+    if pools:
+        headers[HEADER_BURST_POOL] = ",".join(pools)
         reason = "burst_pool"
-    would_deny = decision.would_deny
     if would_deny:
-        headers[HEADER_WOULD_DENY] = ",".join(s.charge.budget.id for s in would_deny)
+        headers[HEADER_WOULD_DENY] = ",".join(would_deny)
         reason = "observe_would_deny"
     if strip_headers:
         headers[HEADER_REMOVE] = ",".join(strip_headers)

@@ -101,6 +101,8 @@ class WebhookSettings:
     strip_headers: tuple[str, ...] = ()  # removed from the upstream request on allow
     log_level: str = "INFO"
     log_allowed: bool = False  # one log line per allowed request (denials are always logged)
+    message_cache_entries: int = 50_000  # token counts of message texts; 0 turns it off
+    local_leases: bool = True  # decide most requests in process, from budget leased ahead
 
     @classmethod
     def from_args(cls, argv: Sequence[str] | None = None) -> WebhookSettings:
@@ -169,6 +171,8 @@ class WebhookSettings:
             strip_headers=strip,
             log_level=ns.log_level.upper(),
             log_allowed=ns.log_allowed,
+            message_cache_entries=ns.message_cache_entries,
+            local_leases=ns.local_leases,
         )
 
 
@@ -291,6 +295,20 @@ _OPTIONS = (
     _Option("--metrics-tenants", "tenant label values allowed on spend metrics", _csv, []),
     _Option("--metrics-features", "feature label values allowed on spend metrics", _csv, []),
     _Option("--metrics-models", "model label values allowed on spend metrics", _csv, []),
+    _Option(
+        "--message-cache-entries",
+        "token counts of message texts kept for agent loops "
+        "that resend their conversation (0: no cache)",
+        int,
+        50_000,
+    ),
+    _Option(
+        "--local-leases",
+        "decide most requests in process from budget leased ahead in "
+        "Redis (false: one Redis round trip per decision)",
+        _bool,
+        True,
+    ),
     _Option("--log-level", "DEBUG, INFO, WARNING, ERROR", str, "INFO"),
     _Option("--log-allowed", "log every allowed request too", _bool, False),
 )

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from budget_guard.domain.money import format_usd
 from budget_guard.domain.pricing import UnknownModelError
 from budget_guard.domain.usage import UsageReport, parse_usage_report
+from budget_guard.store.leases import LocalLeases
 from budget_guard.store.ledger import Ledger, LedgerDataLost, Settlement, SettlementStatus
 from budget_guard.webhook.config import ConfigHolder
 from budget_guard.webhook.journal import DegradedJournal
@@ -75,12 +76,14 @@ class SettlementService:
         holder: ConfigHolder,
         ledger: Ledger,
         journal: DegradedJournal,
+        leases: LocalLeases,
         metrics: Metrics,
         clock: Callable[[], dt.datetime],
     ) -> None:
         self._holder = holder
         self._ledger = ledger
         self._journal = journal
+        self._leases = leases
         self._metrics = metrics
         self._clock = clock
 
@@ -113,6 +116,8 @@ class SettlementService:
 
     async def settle(self, report: UsageReport, cost: int) -> ItemResult:
         try:
+            if self._leases.holds(report.request_id):
+                await self._leases.flush()  # decided here from a lease, not committed yet
             settlement = await self._ledger.settle(report.request_id, cost, self._clock())
         except LedgerDataLost as error:
             return _item(409, report.request_id, "lost", message=str(error))

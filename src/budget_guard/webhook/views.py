@@ -60,6 +60,7 @@ def budget_view(usage: BudgetUsage) -> dict[str, Any]:
             "spentUsd": format_usd(usage.spent),
             "reservedUsd": format_usd(usage.reserved),
             "usedUsd": format_usd(usage.used),
+            "leasedUsd": format_usd(usage.leased),
             "remainingUsd": format_usd(usage.remaining),
             "utilization": round(usage.utilization, 4),
             "requests": usage.requests,

@@ -27,7 +27,14 @@
 -- ARGV[7] the plan's content, or "" when the caller believes it is stored already
 -- ARGV[8] "1" to record a request that was already let through (while the ledger was
 --         unreachable): every budget counts it as Observe would, none denies; else "0"
--- ARGV[9 .. 8+n] one line per budget, fields joined by "\t", the hot ones first:
+-- ARGV[9] lease wanted per budget ("w1,w2,..." micro-USD, "" for none): once the request
+--         is reserved, each budget whose counter took it also grants the caller a lease of
+--         up to w, capped at an eighth of what is left, so the caller can decide its next
+--         requests locally (see store/leases.py); a lease below ARGV[10] is not granted
+-- ARGV[10] smallest useful lease (micro-USD)
+-- ARGV[11] lease room the caller gives back first, per budget ("r1,r2,...", "" for none):
+--         room too small for this request, returned so the request can use all that is left
+-- ARGV[12 .. 11+n] one line per budget, fields joined by "\t", the hot ones first:
 --   effective limit, enforce (1|0), counter expiry (unix ms), first soft threshold
 --   amount (0 if none), users index key ("" unless a per-user template: a sorted set
 --   of each user's usage, same hash tag as the counter), description
@@ -37,16 +44,33 @@
 --
 -- Returns {2} when the request id already has a reservation, {3} when ARGV[7] is ""
 --   but the plan is not stored (call again with it); nothing changed in either case.
---   Else {1 (reserved) | 0 (denied, nothing reserved), used after for each budget,
---   then one "index:pool:pool-used:crossed:verdict" entry per budget that drew from
---   a pool, crossed a threshold or did not simply fit}
+--   Else {1 (reserved) | 0 (denied, nothing reserved), used after for each budget
+--   (before any lease), the leases granted ("g1,g2,..."), then one
+--   "index:pool:pool-used:crossed:verdict" entry per budget that drew from a pool,
+--   crossed a threshold or did not simply fit}
 --   verdict: 0 fits, 1 would deny (Observe: reserved anyway), 2 denies.
+--
+-- A counter's "used" includes the leases granted on it ("leased", not yet assigned to
+-- requests): no lease can take what a reservation needs. Thresholds are judged on
+-- what is assigned to requests: used - leased.
 
 local record, pending, stream, plan = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local cost = tonumber(ARGV[1])
 local now, maxlen = ARGV[2], ARGV[5]
 local count = tonumber(ARGV[6])
 local forced = ARGV[8] == '1'
+
+local returned = split(ARGV[11], ',')
+for i = 1, count do
+  local room = tonumber(returned[i]) or 0
+  if room > 0 then  -- never more than the open leases (see release.lua)
+    room = math.min(room, math.max(tonumber(redis.call('HGET', KEYS[4 + i], 'leased')) or 0, 0))
+  end
+  if room > 0 then
+    redis.call('HINCRBY', KEYS[4 + i], 'used', -room)
+    redis.call('HINCRBY', KEYS[4 + i], 'leased', -room)
+  end
+end
 
 local budgets = {}
 local next_pool_key = 5 + count
@@ -95,7 +119,7 @@ local function pool_would_take(budget)
 end
 
 for i = 1, count do
-  local limit, enforce, expiry, first, users, described, pools = string.match(ARGV[8 + i],
+  local limit, enforce, expiry, first, users, described, pools = string.match(ARGV[11 + i],
     '^(%d+)\t(%d)\t(%d+)\t(%d+)\t([^\t]*)\t([^\t]*)\t(.*)$')
   local budget = {
     key = KEYS[4 + i], limit = tonumber(limit), expiry = expiry,
@@ -163,19 +187,25 @@ else
   take_back()
 end
 
+-- What is assigned to requests on a counter: its usage without the unassigned leases.
+local function assigned(budget)
+  local values = redis.call('HMGET', budget.key, 'hwm', 'leased')
+  return tonumber(values[1]) or 0, budget.used - (tonumber(values[2]) or 0)
+end
+
 local answer = {denied and 0 or 1}
 local details = {}
 for i, budget in ipairs(budgets) do
   if denied then
     if budget.verdict == 2 then
       redis.call('HINCRBY', budget.key, 'denied', 1)
-      local hwm = tonumber(redis.call('HGET', budget.key, 'hwm')) or 0
+      local hwm, usage = assigned(budget)
       if budget.used == 0 then
         redis.call('PEXPIREAT', budget.key, budget.expiry)
       end
       if hwm < 100 then
         budget.crossed = report_crossings(budget.key, hwm, budget.limit, budget.described,
-          budget.used, true, stream, maxlen, now)
+          usage, true, stream, maxlen, now)
       end
     end
   elseif budget.pool_target then
@@ -201,10 +231,10 @@ for i, budget in ipairs(budgets) do
       end
     end
     if (budget.first > 0 and budget.used >= budget.first) or budget.used >= budget.limit then
-      local hwm = tonumber(redis.call('HGET', budget.key, 'hwm')) or 0
+      local hwm, usage = assigned(budget)
       if hwm < 100 then
         budget.crossed = report_crossings(budget.key, hwm, budget.limit, budget.described,
-          budget.used, false, stream, maxlen, now)
+          usage, false, stream, maxlen, now)
       end
     end
   end
@@ -215,6 +245,25 @@ for i, budget in ipairs(budgets) do
       pool and pool.used or 0, budget.crossed, budget.verdict)
   end
 end
+-- Leases, last: they only take what no reservation of this request needs.
+local grants = {}
+local wants = split(ARGV[9], ',')
+local smallest = tonumber(ARGV[10]) or 0
+for i, budget in ipairs(budgets) do
+  local grant = 0
+  local want = tonumber(wants[i]) or 0
+  if not denied and not budget.pool_target and want > 0 then
+    grant = math.min(want, math.floor((budget.limit - budget.used) / 8))
+    if grant >= smallest and grant > 0 then
+      redis.call('HINCRBY', budget.key, 'used', grant)
+      redis.call('HINCRBY', budget.key, 'leased', grant)
+    else
+      grant = 0
+    end
+  end
+  grants[i] = string.format('%d', grant)
+end
+answer[#answer + 1] = table.concat(grants, ',')
 for _, detail in ipairs(details) do
   answer[#answer + 1] = detail
 end

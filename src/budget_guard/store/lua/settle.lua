@@ -85,9 +85,11 @@ for i, line in ipairs(split(plan[1], '\n')) do
     redis.call('ZINCRBY', users, used_change, split(described, '\31')[3])
   end
   if described ~= '' and used_change > 0 then
-    local hwm = tonumber(redis.call('HGET', key, 'hwm')) or 0
-    if hwm < 100 then
-      report_crossings(key, hwm, tonumber(limit), described, used, false, stream, maxlen, now)
+    local values = redis.call('HMGET', key, 'hwm', 'leased')
+    local hwm = tonumber(values[1]) or 0
+    if hwm < 100 then  -- judged on what is assigned to requests, without open leases
+      report_crossings(key, hwm, tonumber(limit), described, used - (tonumber(values[2]) or 0),
+        false, stream, maxlen, now)
     end
   end
 end

@@ -1,0 +1,215 @@
+"""Webhook benchmark: wrk against the running webhook and a real Redis, beside a bare
+aiohttp handler that answers 200, measured in the same run.
+
+The body is a 1 KB chat completion request; four budgets apply to it (global,
+tenant, feature, a per-user template).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+from bench.tokens import agent_conversation, text_of
+from budget_guard.localservices import WebhookProcess, seed_offline_tiktoken_cache
+from budget_guard.localservices.processes import ManagedProcess
+
+IDENTITY = {
+    "x-budget-tenant": "acme",
+    "x-budget-user": "alice",
+    "x-budget-tier": "pro",
+    "x-budget-feature": "chat",
+}
+_UNITS = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0}
+
+
+def chat_body(size: int = 1024) -> bytes:
+    body = {
+        "model": "gpt-4o-mini",
+        "max_tokens": 200,
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": ""},
+        ],
+    }
+    filler = size - len(json.dumps(body))
+    body["messages"][1]["content"] = text_of(filler, 1)
+    return json.dumps(body).encode()
+
+
+def budgets() -> list[dict[str, object]]:
+    def make(name: str, scope: dict[str, str]) -> dict[str, object]:
+        return {
+            "apiVersion": "budgetguard.io/v1alpha1",
+            "kind": "LLMBudget",
+            "metadata": {"name": name, "namespace": "bench"},
+            "spec": {"scope": scope, "limit": "100000000", "period": "Monthly"},
+        }
+
+    return [
+        make("global", {}),
+        make("tenant", {"tenant": "acme"}),
+        make("feature", {"feature": "chat"}),
+        make("pro-users", {"user": "*", "tier": "pro"}),
+    ]
+
+
+def wrk_script(path: Path, body: bytes) -> Path:
+    headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in IDENTITY.items())
+    path.write_text(
+        'wrk.method = "POST"\n'
+        'wrk.headers["content-type"] = "application/json"\n'
+        f"{headers}\n"
+        f"wrk.body = {json.dumps(body.decode())}\n"
+    )
+    return path
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    name: str
+    connections: int
+    requests_per_second: float
+    p50_us: float
+    p99_us: float
+    non_2xx: int
+
+    def row(self) -> str:
+        return (
+            f"| {self.name} | {self.connections} | {self.p50_us:,.0f} | {self.p99_us:,.0f} "
+            f"| {self.requests_per_second:,.0f} | {self.non_2xx} |"
+        )
+
+
+def _duration_us(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if match is None:
+        raise ValueError(f"unexpected wrk duration {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def run_wrk(name: str, url: str, script: Path, connections: int, seconds: int) -> WrkResult:
+    output = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
+    ).stdout
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return WrkResult(
+        name,
+        connections,
+        rps,
+        _duration_us(percentiles["50"]),
+        _duration_us(percentiles["99"]),
+        int(non_2xx.group(1)) if non_2xx else 0,
+    )
+
+
+def start_bare(workdir: Path) -> tuple[ManagedProcess, int]:
+    log = workdir / "bare.log"
+    process = ManagedProcess("bare aiohttp", [sys.executable, "-m", "bench.bare_server"], log)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        text = log.read_text() if log.exists() else ""
+        if text.strip().isdigit():
+            return process, int(text.strip())
+        time.sleep(0.05)
+    process.stop()
+    raise RuntimeError(f"bare server did not start: {log.read_text()}")
+
+
+@dataclass(frozen=True)
+class AgentTurns:
+    cache: str
+    turns: int
+    p50_ms: float
+    p99_ms: float
+
+
+async def agent_turns(check_url: str, label: str, conversations: int = 3) -> AgentTurns:
+    transcript = agent_conversation(100)
+    durations: list[float] = []
+    async with aiohttp.ClientSession() as session:
+        for conversation in range(conversations):
+            user = f"agent-{label.replace(' ', '-')}-{conversation}"
+            headers = {**IDENTITY, "x-budget-user": user}
+            for turn in range(1, 101):
+                body = {
+                    "model": "gpt-4.1",
+                    "max_tokens": 500,
+                    "messages": transcript[: 1 + 3 * turn],
+                }
+                started = time.perf_counter()
+                async with session.post(
+                    f"{check_url}/v1/chat/completions", json=body, headers=headers
+                ) as response:
+                    await response.read()
+                    assert response.status == 200, response.status
+                durations.append((time.perf_counter() - started) * 1000)
+    ordered = sorted(durations)
+    return AgentTurns(
+        label,
+        len(durations),
+        statistics.median(ordered),
+        ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+    )
+
+
+@dataclass(frozen=True)
+class WebhookResults:
+    wrk: list[WrkResult]
+    agent: list[AgentTurns]
+
+
+def run(redis_url: str, seconds: int = 8) -> WebhookResults:
+    with tempfile.TemporaryDirectory(prefix="budget-guard-bench-") as scratch:
+        workdir = Path(scratch)
+        (workdir / "budgets").mkdir()
+        (workdir / "budgets" / "bench.yaml").write_text(yaml.safe_dump_all(budgets()))
+        seed_offline_tiktoken_cache(workdir / "tiktoken")
+        env = {"TIKTOKEN_CACHE_DIR": str(workdir / "tiktoken")}
+        script = wrk_script(workdir / "chat.lua", chat_body())
+        # INFO logs start-up and config only: allowed requests are not logged by default.
+        base = [
+            "--budgets",
+            str(workdir / "budgets"),
+            "--redis-url",
+            redis_url,
+        ]
+        bare, bare_port = start_bare(workdir)
+        results: list[WrkResult] = []
+        try:
+            with WebhookProcess(base, env=env, workdir=workdir / "cached") as webhook:
+                url = webhook.check_url + "/v1/chat/completions"
+                bare_url = f"http://127.0.0.1:{bare_port}/v1/chat/completions"
+                run_wrk("warm-up", url, script, 4, 2)
+                run_wrk("warm-up", bare_url, script, 4, 2)
+                for connections in (1, 32):
+                    results.append(
+                        run_wrk(
+                            "bare aiohttp handler (floor)", bare_url, script, connections, seconds
+                        )
+                    )
+                    results.append(run_wrk("webhook, 4 budgets", url, script, connections, seconds))
+                with_cache = asyncio.run(agent_turns(webhook.check_url, "with cache"))
+            uncached = [*base, "--message-cache-entries", "0"]
+            with WebhookProcess(uncached, env=env, workdir=workdir / "uncached") as webhook:
+                without_cache = asyncio.run(agent_turns(webhook.check_url, "without cache"))
+        finally:
+            bare.stop()
+    return WebhookResults(results, [without_cache, with_cache])

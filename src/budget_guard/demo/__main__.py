@@ -1,0 +1,5 @@
+import sys
+
+from budget_guard.demo.run import main
+
+sys.exit(main())

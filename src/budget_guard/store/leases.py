@@ -1,0 +1,330 @@
+"""Leases: budget reserved ahead in Redis so most decisions need no round trip.
+
+A decision that goes to Redis (``reserve.lua``) also asks, on each of its counters,
+for a lease: an amount added to the counter's usage and handed to this process.
+Later requests with the same counters are decided in process while every lease
+has room: the cost moves from the lease to the request, and a background flush
+commits the requests to Redis in batches (``commit.lua``), where they become
+reservations like any other (records, pending index, settlement, sweeping).
+
+Why no limit is ever exceeded: a lease is taken atomically from what is left
+(at most an eighth of it), and a process decides locally only within its leases.
+What leasing gives up: near a limit, room held in one process's lease is not
+available to another until it is used or returned, so a request can be denied
+while another process still holds a little room. Leases shrink as a budget fills
+and stop altogether below one request's cost, so the last requests are exact.
+Unused leases go back when idle, when a period ends, on a new configuration, and
+at shutdown; a process that dies keeps its open leases counted (never less spend).
+
+One instance per process; not thread-safe (it lives on one event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+
+from budget_guard.domain.decision import BudgetCharge, BudgetState, Decision
+from budget_guard.store.ledger import Ledger, LocalReservation, RequestIdTaken
+from budget_guard.store.plans import Attribution
+
+log = logging.getLogger(__name__)
+
+_RECENT_IDS = 100_000
+
+
+def _stop_if_cancelled() -> None:
+    """A cancellation that a library turned into an error (or lost) still stops a loop."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+@dataclass(frozen=True)
+class LeaseSettings:
+    enabled: bool = True
+    # A lease asks for this many requests' worth, or this share of the limit, whichever
+    # is more; Redis caps it at an eighth of what is left.
+    requests_per_lease: int = 32
+    limit_share: int = 256  # 1/256 of the effective limit
+    idle_seconds: float = 10.0  # an unused lease goes back after this long
+    flush_interval_seconds: float = 0.02  # the longest a local decision waits to be committed
+    flush_batch: int = 256
+
+
+@dataclass
+class Lease:
+    counter: str
+    room: int  # granted and not yet used by this process
+    base_used: int  # the counter's usage (all leases included) when granted, less this grant
+    consumed: int = 0  # used by this process since the grant
+    last_used: float = 0.0
+
+
+class LocalLeases:
+    """``ledger`` decides (its client bounded by the caller's timeout); ``background``
+    commits and returns leases (a client with a socket timeout), by default the same."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        settings: LeaseSettings | None = None,
+        background: Ledger | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.background = background or ledger
+        self.settings = settings or LeaseSettings()
+        self._leases: dict[str, Lease] = {}
+        self._outbox: list[LocalReservation] = []
+        self._inflight: tuple[str, list[LocalReservation]] | None = None
+        self._recent_ids: OrderedDict[str, None] = OrderedDict()
+        self._pending_ids: set[str] = set()
+        self._wake = asyncio.Event()
+        self.local_decisions = 0
+        self.ledger_decisions = 0
+
+    # -- deciding --------------------------------------------------------------
+
+    async def reserve(
+        self,
+        request_id: str,
+        charges: tuple[BudgetCharge, ...],
+        cost: int,
+        now: dt.datetime,
+        attribution: Attribution | None,
+    ) -> Decision:
+        """Like ``Ledger.reserve``: locally when the leases allow it, else in Redis."""
+        local = self.decide_locally(request_id, charges, cost, now, attribution)
+        if local is not None:
+            return local
+        return await self.reserve_remotely(request_id, charges, cost, now, attribution)
+
+    def decide_locally(
+        self,
+        request_id: str,
+        charges: tuple[BudgetCharge, ...],
+        cost: int,
+        now: dt.datetime,
+        attribution: Attribution | None,
+    ) -> Decision | None:
+        """The decision from leases, with no I/O; None when Redis must decide.
+
+        Raises ``RequestIdTaken`` for an id this process reserved recently (a local
+        decision cannot see Redis, so reused ids are caught here; across processes,
+        at commit)."""
+        if request_id in self._recent_ids:
+            raise RequestIdTaken(request_id)
+        self._recent_ids[request_id] = None
+        if len(self._recent_ids) > _RECENT_IDS:
+            self._recent_ids.popitem(last=False)
+        return self._from_leases(request_id, charges, cost, now, attribution)
+
+    async def reserve_remotely(
+        self,
+        request_id: str,
+        charges: tuple[BudgetCharge, ...],
+        cost: int,
+        now: dt.datetime,
+        attribution: Attribution | None,
+    ) -> Decision:
+        """One round trip to Redis, which also tops up the leases on these counters."""
+        self.ledger_decisions += 1
+        if not self.settings.enabled or not charges:
+            return await self.ledger.reserve(request_id, charges, cost, now, attribution)
+        returns = self._detach_short_leases(charges, cost)
+        try:
+            decision, grants = await self.ledger.reserve_and_lease(
+                request_id,
+                charges,
+                cost,
+                now,
+                attribution,
+                wants=self._wants(charges, cost),
+                returns=[lease.room if lease else 0 for lease in returns],
+            )
+        except BaseException:
+            self._reattach(returns)  # the script may not have run: keep the room
+            raise
+        if decision.allowed:
+            self._take(charges, decision.states, grants)
+        return decision
+
+    def _wants(self, charges: Sequence[BudgetCharge], cost: int) -> list[int]:
+        settings = self.settings
+        return [
+            max(cost * settings.requests_per_lease, charge.effective_limit // settings.limit_share)
+            for charge in charges
+        ]
+
+    def _detach_short_leases(
+        self, charges: Sequence[BudgetCharge], cost: int
+    ) -> list[Lease | None]:
+        """Leases on these counters with room, but too little for ``cost``: taken out of
+        use here, given back by the same script that reserves, so the request can use
+        everything that is left (a lone process can then spend the very last cent)."""
+        keys = self.ledger.keys
+        detached: list[Lease | None] = []
+        for charge in charges:
+            key = keys.counter(charge.budget, charge.window, charge.subject)
+            lease = self._leases.get(key)
+            if lease is not None and 0 < lease.room < cost:
+                del self._leases[key]
+                detached.append(lease)
+            else:
+                detached.append(None)
+        return detached
+
+    def _reattach(self, leases: Sequence[Lease | None]) -> None:
+        for lease in leases:
+            if lease is None:
+                continue
+            current = self._leases.get(lease.counter)
+            if current is None:
+                self._leases[lease.counter] = lease
+            else:
+                current.room += lease.room
+
+    def _take(
+        self, charges: Sequence[BudgetCharge], states: Sequence[BudgetState], grants: Sequence[int]
+    ) -> None:
+        keys = self.ledger.keys
+        for charge, state, grant in zip(charges, states, grants, strict=False):
+            if grant <= 0:
+                continue
+            key = keys.counter(charge.budget, charge.window, charge.subject)
+            lease = self._leases.get(key)
+            if lease is None:
+                self._leases[key] = Lease(key, grant, state.used, 0, time.monotonic())
+            else:
+                lease.room += grant
+                lease.base_used = state.used - lease.consumed
+
+    def _from_leases(
+        self,
+        request_id: str,
+        charges: tuple[BudgetCharge, ...],
+        cost: int,
+        now: dt.datetime,
+        attribution: Attribution | None,
+    ) -> Decision | None:
+        if not self.settings.enabled or not charges or request_id in self._pending_ids:
+            return None
+        plan = self.ledger.plan_for(charges, now, attribution)
+        leases = []
+        for key in plan.counter_keys:
+            lease = self._leases.get(key)
+            if lease is None or lease.room < cost:
+                return None
+            leases.append(lease)
+        moment = time.monotonic()
+        states = []
+        for charge, lease in zip(charges, leases, strict=True):
+            lease.room -= cost
+            lease.consumed += cost
+            lease.last_used = moment
+            states.append(BudgetState(charge=charge, used=lease.base_used + lease.consumed))
+        self._outbox.append(LocalReservation(request_id, plan, cost))
+        self._pending_ids.add(request_id)
+        self.local_decisions += 1
+        if len(self._outbox) == 1 or len(self._outbox) >= self.settings.flush_batch:
+            self._wake.set()
+        return Decision(request_id, True, cost, tuple(states))
+
+    def holds(self, request_id: str) -> bool:
+        """Is this request decided here and not yet committed?"""
+        return request_id in self._pending_ids
+
+    # -- committing and returning ------------------------------------------------
+
+    async def flush(self, now: dt.datetime | None = None) -> int:
+        """Commit every local decision so far; returns how many. Raises on Redis errors
+        (the decisions stay queued)."""
+        if self._inflight is None:
+            if not self._outbox:
+                return 0
+            batch = self._outbox[: self.settings.flush_batch]
+            del self._outbox[: len(batch)]
+            self._inflight = (uuid.uuid4().hex, batch)
+        batch_id, batch = self._inflight
+        taken = await self.background.commit(batch_id, batch, now or dt.datetime.now(dt.UTC))
+        self._inflight = None
+        for item in batch:
+            self._pending_ids.discard(item.request_id)
+        for request_id in taken:
+            log.error(
+                "request id %s was reused: its cost is recorded under a fresh key and kept "
+                "at its estimate",
+                request_id,
+                extra={"request_id": request_id},
+            )
+        return len(batch)
+
+    async def release_idle(self, *, everything: bool = False) -> int:
+        """Give back leases unused for ``idle_seconds`` (or all of them)."""
+        cutoff = time.monotonic() - self.settings.idle_seconds
+        idle = [lease for lease in self._leases.values() if everything or lease.last_used < cutoff]
+        if not idle:
+            return 0
+        # Detached before any await, so no decision can use a lease while it goes back.
+        for lease in idle:
+            del self._leases[lease.counter]
+        try:
+            await self.background.release({lease.counter: lease.room for lease in idle})
+        except (RedisError, OSError):
+            for lease in idle:  # keep their room for the next attempt
+                current = self._leases.get(lease.counter)
+                if current is None:
+                    self._leases[lease.counter] = lease
+                else:
+                    current.room += lease.room
+            raise
+        return len(idle)
+
+    async def keep_flushing(self) -> None:
+        """Commit local decisions in small batches, soon after they are made."""
+        interval = self.settings.flush_interval_seconds
+        backoff = interval
+        while True:
+            _stop_if_cancelled()
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(interval)  # let a batch gather
+            try:
+                while await self.flush():
+                    pass
+                backoff = interval
+            except (RedisError, OSError) as error:
+                log.warning("committing local decisions failed (%s); retrying", error)
+                backoff = min(backoff * 2, 1.0)
+                await asyncio.sleep(backoff)
+                self._wake.set()
+
+    async def keep_returning_idle(self) -> None:
+        while True:
+            _stop_if_cancelled()
+            await asyncio.sleep(self.settings.idle_seconds / 2)
+            with contextlib.suppress(RedisError, OSError):
+                await self.release_idle()
+
+    async def close(self) -> None:
+        """Commit everything and give every lease back (at shutdown, on a new config)."""
+        while await self.flush():
+            pass
+        await self.release_idle(everything=True)
+
+    @property
+    def open_leases(self) -> int:
+        return len(self._leases)
+
+    @property
+    def queued(self) -> int:
+        return len(self._outbox) + (len(self._inflight[1]) if self._inflight else 0)
