@@ -76,6 +76,11 @@ def wrk_script(path: Path, body: bytes) -> Path:
     return path
 
 
+ROUNDS = 3
+BARE = "bare aiohttp handler (floor)"
+HOOK = "webhook, 4 budgets"
+
+
 @dataclass(frozen=True)
 class WrkResult:
     name: str
@@ -117,6 +122,18 @@ def run_wrk(name: str, url: str, script: Path, connections: int, seconds: int) -
         _duration_us(percentiles["50"]),
         _duration_us(percentiles["99"]),
         int(non_2xx.group(1)) if non_2xx else 0,
+    )
+
+
+def median_run(runs: list[WrkResult]) -> WrkResult:
+    """Each figure's median over the rounds."""
+    return WrkResult(
+        name=runs[0].name,
+        connections=runs[0].connections,
+        requests_per_second=statistics.median(r.requests_per_second for r in runs),
+        p50_us=statistics.median(r.p50_us for r in runs),
+        p99_us=statistics.median(r.p99_us for r in runs),
+        non_2xx=sum(r.non_2xx for r in runs),
     )
 
 
