@@ -77,6 +77,10 @@ test: lint typecheck imports pytest
 demo: $(STAMP) redis-server
 	$(BIN)/budget-guard demo --budgets examples/budgets
 
+.PHONY: crds
+crds: $(STAMP)
+	$(BIN)/budget-guard crds --write crds
+
 .PHONY: bench
 bench: $(STAMP) redis-server wrk
 	$(BIN)/python -m bench
