@@ -12,6 +12,7 @@ from budget_guard import __version__, logs
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from budget_guard.operator.settings import build_parser as operator_options
     from budget_guard.webhook.settings import build_parser as webhook_options
 
     parser = argparse.ArgumentParser(
@@ -26,6 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Decide every LLM request inline (Envoy ext_authz HTTP) and settle usage.",
     )
     webhook_options(webhook)
+    operator = commands.add_parser(
+        "operator",
+        help="the Kopf operator for LLMBudget and BurstBudget",
+        description="Reconcile budgets into the published config; status, Events and alerts "
+        "from spend.",
+    )
+    operator_options(operator)
     crds = commands.add_parser(
         "crds", help="print the CustomResourceDefinitions (or write them to a directory)"
     )
@@ -48,6 +56,15 @@ def run_webhook(args: argparse.Namespace) -> int:
     logs.configure("webhook", settings.log_level)
     asyncio.run(serve(settings))
     return 0
+
+
+def run_operator(args: argparse.Namespace) -> int:
+    from budget_guard.operator.main import run
+    from budget_guard.operator.settings import OperatorSettings
+
+    settings = OperatorSettings.from_namespace(args)
+    logs.configure("operator", settings.log_level)
+    return run(settings)
 
 
 def write_crds(directory: Path | None) -> int:
@@ -73,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "webhook":
         return run_webhook(args)
+    if args.command == "operator":
+        return run_operator(args)
     if args.command == "crds":
         return write_crds(args.write)
     if args.command == "demo":

@@ -6,6 +6,7 @@ stops them by pid, and knows nothing of budgets. Production code never imports i
 """
 
 from budget_guard.localservices.kube import KubeAPIServer, KubeBinaries
+from budget_guard.localservices.operator_process import OperatorProcess
 from budget_guard.localservices.processes import ServiceStartError
 from budget_guard.localservices.redis_server import RedisServer
 from budget_guard.localservices.tiktoken_cache import seed_offline_tiktoken_cache
@@ -14,6 +15,7 @@ from budget_guard.localservices.webhook_process import WebhookProcess
 __all__ = [
     "KubeAPIServer",
     "KubeBinaries",
+    "OperatorProcess",
     "RedisServer",
     "ServiceStartError",
     "WebhookProcess",

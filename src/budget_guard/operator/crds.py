@@ -394,7 +394,7 @@ def llmbudget_crd() -> dict[str, Any]:
             _column("Spent", ".status.spent"),
             _column("Used", ".status.utilizationPercent"),
             _column("Status", ".status.state"),
-            _column("Resets", ".status.resetsAt", "date"),
+            _column("Resets", ".status.resetsAt"),  # a "date" column shows <invalid> ahead
             _column("Age", ".metadata.creationTimestamp", "date"),
         ],
         "A hard limit on LLM spending per period, for the requests its scope covers.",
@@ -422,9 +422,46 @@ def burstbudget_crd() -> dict[str, Any]:
     )
 
 
+def kopf_peering_crd(cluster_wide: bool) -> dict[str, Any]:
+    """Where operator replicas announce themselves (Kopf peering): one active at a time."""
+    kind = "ClusterKopfPeering" if cluster_wide else "KopfPeering"
+    plural = kind.lower() + "s"
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.kopf.dev"},
+        "spec": {
+            "group": "kopf.dev",
+            "scope": "Cluster" if cluster_wide else "Namespaced",
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "Replicas of a Kopf operator and their priorities.",
+                            "properties": {
+                                "status": {
+                                    "type": "object",
+                                    "x-kubernetes-preserve-unknown-fields": True,
+                                }
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
 def all_crds() -> dict[str, dict[str, Any]]:
     """File name under crds/ -> CRD."""
     return {
         "llmbudgets.budgetguard.io.yaml": llmbudget_crd(),
         "burstbudgets.budgetguard.io.yaml": burstbudget_crd(),
+        "clusterkopfpeerings.kopf.dev.yaml": kopf_peering_crd(cluster_wide=True),
+        "kopfpeerings.kopf.dev.yaml": kopf_peering_crd(cluster_wide=False),
     }

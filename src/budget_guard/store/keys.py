@@ -28,7 +28,10 @@ class KeySchema:
 
     def counter(self, budget: Budget, window: PeriodWindow, subject: str | None) -> str:
         """Spend of one budget in one period (and one user, for templates)."""
-        key = f"{self.prefix}:{tenant_tag(budget.scope.tenant)}:c:{budget.id}:{window.key}"
+        return self.counter_key(budget, window.key, subject)
+
+    def counter_key(self, budget: Budget, period_key: str, subject: str | None) -> str:
+        key = f"{self.prefix}:{tenant_tag(budget.scope.tenant)}:c:{budget.id}:{period_key}"
         return f"{key}:u:{subject}" if subject is not None else key
 
     def users(self, budget: Budget, window: PeriodWindow) -> str:

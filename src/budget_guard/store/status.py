@@ -143,3 +143,23 @@ async def read_usage(
             )
         )
     return results
+
+
+async def read_daily_spend(
+    client: Redis,
+    budget: Budget,
+    start: dt.datetime,
+    end: dt.datetime,
+    keys: KeySchema | None = None,
+    max_days: int = 400,
+) -> dict[dt.date, int]:
+    """Settled spend of ``budget`` per local day from ``start`` to ``end`` (one pipeline)."""
+    keys = keys or KeySchema()
+    first = start.astimezone(budget.zone).date()
+    last = end.astimezone(budget.zone).date()
+    days = [first + dt.timedelta(days=n) for n in range(min((last - first).days + 1, max_days))]
+    async with client.pipeline(transaction=False) as pipeline:
+        for day in days:
+            pipeline.hget(keys.history(budget, day), "spent")
+        answers = await pipeline.execute()
+    return {day: _int(spent) for day, spent in zip(days, answers, strict=True) if spent}

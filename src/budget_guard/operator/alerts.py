@@ -1,0 +1,147 @@
+"""Alerts: the same notices as the Kubernetes Events, posted to a webhook URL.
+
+A budget's ``spec.alerts.secretRef`` names a Secret holding the URL. The payload
+is Slack-compatible (``{"text": ...}``) or a generic JSON object. Sending happens in
+background tasks with retries and doubling delays, so reconciliation never waits
+on it; the outcome is shown on the budget's ``AlertsReady`` condition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from budget_guard.operator import conditions as c
+from budget_guard.operator.kube import KubeApi, SecretMissing
+from budget_guard.operator.status import AlertState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Alert:
+    budget: str  # namespace/name
+    kind: str  # the Event reason
+    message: str
+    details: Mapping[str, Any]
+
+
+def payload(alert: Alert, style: str) -> dict[str, Any]:
+    if style == "Slack":
+        return {"text": f":warning: *{alert.kind}* — {alert.budget}: {alert.message}"}
+    return {
+        "budget": alert.budget,
+        "reason": alert.kind,
+        "message": alert.message,
+        **dict(alert.details),
+    }
+
+
+class AlertSender:
+    def __init__(
+        self,
+        kube: KubeApi,
+        session: aiohttp.ClientSession,
+        attempts: int = 6,
+        first_delay: float = 1.0,
+        recheck_seconds: float = 30.0,
+    ) -> None:
+        self._kube = kube
+        self._session = session
+        self._attempts = attempts
+        self._first_delay = first_delay
+        self._states: dict[str, AlertState] = {}
+        self._recheck = recheck_seconds
+        self._checked: dict[str, tuple[tuple[str, str], float]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def state(self, budget_key: str, spec: Mapping[str, Any]) -> AlertState | None:
+        """The AlertsReady condition's content for a budget (None: no alerts configured)."""
+        if not spec.get("alerts"):
+            return None
+        return self._states.get(
+            budget_key, AlertState(True, c.ALERTS_CONFIGURED, "alerts are configured")
+        )
+
+    async def verify(self, budget_key: str, namespace: str, spec: Mapping[str, Any]) -> None:
+        """Check the budget's Secret can be read (at most every ``recheck_seconds``)."""
+        config = spec.get("alerts")
+        if not config:
+            return
+        ref = config.get("secretRef") or {}
+        target = (str(ref.get("name")), str(ref.get("key") or "url"))
+        last = self._checked.get(budget_key)
+        now = time.monotonic()
+        if last is not None and last[0] == target and now - last[1] < self._recheck:
+            return
+        self._checked[budget_key] = (target, now)
+        try:
+            await self._kube.secret_value(namespace, *target)
+        except SecretMissing as error:
+            self._states[budget_key] = AlertState(False, c.SECRET_NOT_FOUND, str(error))
+            return
+        if budget_key in self._states and self._states[budget_key].reason == c.SECRET_NOT_FOUND:
+            del self._states[budget_key]  # the Secret is there now
+
+    def send(self, alert: Alert, namespace: str, spec: Mapping[str, Any]) -> None:
+        """Start sending in the background (no-op when the budget has no alerts)."""
+        config = spec.get("alerts")
+        if not config:
+            return
+        task = asyncio.create_task(self._deliver(alert, namespace, config))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, alert: Alert, namespace: str, config: Mapping[str, Any]) -> None:
+        secret_ref = config.get("secretRef") or {}
+        try:
+            url = await self._kube.secret_value(
+                namespace, str(secret_ref.get("name")), str(secret_ref.get("key") or "url")
+            )
+        except SecretMissing as error:
+            self._states[alert.budget] = AlertState(False, c.SECRET_NOT_FOUND, str(error))
+            log.warning("alert for %s not sent: %s", alert.budget, error)
+            return
+        body = payload(alert, str(config.get("format") or "Generic"))
+        delay = self._first_delay
+        last_error = ""
+        for attempt in range(1, self._attempts + 1):
+            try:
+                timeout = aiohttp.ClientTimeout(total=10)
+                async with self._session.post(url, json=body, timeout=timeout) as response:
+                    if response.status < 300:
+                        self._states[alert.budget] = AlertState(
+                            True, c.DELIVERED, f"last alert ({alert.kind}) delivered"
+                        )
+                        return
+                    last_error = f"HTTP {response.status}"
+            except (aiohttp.ClientError, TimeoutError) as error:
+                last_error = f"{type(error).__name__}: {error}"
+            log.warning(
+                "alert %s for %s failed (attempt %d of %d): %s",
+                alert.kind,
+                alert.budget,
+                attempt,
+                self._attempts,
+                last_error,
+            )
+            self._states[alert.budget] = AlertState(
+                False,
+                c.DELIVERY_FAILED,
+                f"{alert.kind} alert not delivered after {attempt} attempts: {last_error}",
+            )
+            if attempt < self._attempts:
+                await asyncio.sleep(delay)
+                delay *= 2
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._session.close()

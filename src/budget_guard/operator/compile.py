@@ -1,0 +1,104 @@
+"""From the resources in the cluster to one configuration: what is accepted, what is
+not and why. Pure: the controller reads the resources and publishes the result."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from budget_guard.domain.budget import Budget, BurstPool
+from budget_guard.domain.manifest import ManifestError, parse_budget, parse_burst_budget
+from budget_guard.domain.resolution import BudgetSnapshot
+from budget_guard.operator import conditions as c
+
+Manifest = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Problem:
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Compiled:
+    snapshot: BudgetSnapshot
+    budgets: dict[str, Budget]  # accepted, by namespace/name
+    pools: dict[str, BurstPool]  # accepted, by namespace/name
+    problems: dict[str, Problem]  # rejected budgets and pools, by namespace/name
+    manifests: dict[str, Manifest]  # every live resource seen, by namespace/name
+    generations: dict[str, int] = field(default_factory=dict)  # accepted ones, as published
+
+    def publishable(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The accepted manifests, trimmed to what the webhooks need."""
+        return (
+            [_trimmed(self.manifests[key]) for key in sorted(self.budgets)],
+            [_trimmed(self.manifests[key]) for key in sorted(self.pools)],
+        )
+
+
+def _key(manifest: Manifest) -> str:
+    metadata = manifest.get("metadata", {})
+    return f"{metadata.get('namespace', 'default')}/{metadata.get('name', '?')}"
+
+
+def _trimmed(manifest: Manifest) -> dict[str, Any]:
+    metadata = manifest.get("metadata", {})
+    return {
+        "apiVersion": manifest.get("apiVersion"),
+        "kind": manifest.get("kind"),
+        "metadata": {
+            name: metadata[name]
+            for name in ("name", "namespace", "uid", "generation", "creationTimestamp")
+            if name in metadata
+        },
+        "spec": dict(manifest.get("spec", {})),
+    }
+
+
+def _problem(error: ManifestError) -> Problem:
+    reason = c.INVALID_TIME_ZONE if error.field == "spec.timeZone" else c.INVALID_SPEC
+    return Problem(reason, str(error))
+
+
+def compile_resources(budgets: Iterable[Manifest], bursts: Iterable[Manifest]) -> Compiled:
+    """Validate every live resource (ones being deleted are left out) and compile."""
+    manifests: dict[str, Manifest] = {}
+    problems: dict[str, Problem] = {}
+    parsed_budgets: list[Budget] = []
+    parsed_pools: list[BurstPool] = []
+    for manifest in budgets:
+        if manifest.get("metadata", {}).get("deletionTimestamp"):
+            continue
+        key = _key(manifest)
+        manifests[key] = manifest
+        try:
+            parsed_budgets.append(parse_budget(manifest))
+        except ManifestError as error:
+            problems[key] = _problem(error)
+    for manifest in bursts:
+        if manifest.get("metadata", {}).get("deletionTimestamp"):
+            continue
+        key = _key(manifest)
+        manifests[key] = manifest
+        try:
+            parsed_pools.append(parse_burst_budget(manifest))
+        except ManifestError as error:
+            problems[key] = _problem(error)
+    snapshot = BudgetSnapshot(parsed_budgets, parsed_pools)
+    for rejection in snapshot.rejections:
+        problems[rejection.id] = Problem(rejection.reason, rejection.message)
+    accepted = {budget.id: budget for budget in snapshot.budgets}
+    pools = {pool.id: pool for pool in snapshot.pools}
+    return Compiled(
+        snapshot=snapshot,
+        budgets=accepted,
+        pools=pools,
+        problems=problems,
+        manifests=manifests,
+        generations={
+            **{key: budget.generation for key, budget in accepted.items()},
+            **{key: pool.generation for key, pool in pools.items()},
+        },
+    )

@@ -1,0 +1,81 @@
+"""Status conditions of LLMBudget and BurstBudget: types and reasons as constants.
+
+Conditions follow metav1.Condition: type, status, reason, message,
+lastTransitionTime (kept while the status does not change) and observedGeneration.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+ACCEPTED = "Accepted"
+ENFORCED = "Enforced"
+READY = "Ready"
+SOFT_LIMIT_REACHED = "SoftLimitReached"
+EXHAUSTED = "Exhausted"
+BURST_ACTIVE = "BurstActive"
+ALERTS_READY = "AlertsReady"
+
+# Reasons
+VALID = "Valid"
+INVALID_SPEC = "InvalidSpec"
+INVALID_TIME_ZONE = "InvalidTimeZone"
+DUPLICATE_SCOPE = "DuplicateScope"
+BUDGET_NOT_FOUND = "BudgetNotFound"
+PUBLISHED = "Published"
+NOT_PUBLISHED = "NotPublished"
+REJECTED = "Rejected"
+BELOW_THRESHOLDS = "BelowThresholds"
+WITHIN_LIMIT = "WithinLimit"
+LIMIT_REACHED = "LimitReached"
+NO_ACTIVE_BURST = "NoActiveBurst"
+BURST_POOL_ACTIVE = "BurstPoolActive"
+NO_ALERTS = "NoAlertsConfigured"
+ALERTS_CONFIGURED = "AlertsConfigured"
+SECRET_NOT_FOUND = "SecretNotFound"  # noqa: S105 - a reason, not a secret
+DELIVERY_FAILED = "AlertDeliveryFailed"
+DELIVERED = "AlertDelivered"
+
+# Event reasons (on the LLMBudget)
+EVENT_SOFT_LIMIT = "SoftLimitReached"
+EVENT_EXHAUSTED = "BudgetExhausted"
+EVENT_PERIOD_RESET = "PeriodReset"
+EVENT_BURST_ACTIVATED = "BurstActivated"
+EVENT_BURST_EXHAUSTED = "BurstExhausted"
+EVENT_LEDGER_RESTORED = "LedgerRestored"
+
+
+def threshold_reason(percent: int) -> str:
+    return f"Threshold{percent}Reached"
+
+
+def rfc3339(instant: dt.datetime) -> str:
+    return instant.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(
+    kind: str,
+    true: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    previous: Sequence[Mapping[str, Any]],
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """A condition, keeping its lastTransitionTime while its status stays the same."""
+    status = "True" if true else "False"
+    transition = rfc3339(now)
+    for old in previous:
+        if old.get("type") == kind and old.get("status") == status:
+            transition = str(old.get("lastTransitionTime") or transition)
+            break
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": transition,
+        "observedGeneration": generation,
+    }

@@ -1,0 +1,127 @@
+"""The few Kubernetes API calls the operator makes itself (Kopf makes the rest).
+
+The official client is synchronous: calls run in worker threads so the event loop
+never waits on the network. The client gets its own configuration object rather
+than the library's process-wide default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from budget_guard.domain.manifest import API_GROUP
+
+log = logging.getLogger(__name__)
+
+VERSION = "v1alpha1"
+PEERING_GROUP, PEERING_VERSION = "kopf.dev", "v1"
+
+
+class SecretMissing(LookupError):
+    pass
+
+
+def _api_client() -> client.ApiClient:
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+class KubeApi:
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+        self._client = api_client or _api_client()
+        self._custom = client.CustomObjectsApi(self._client)
+        self._core = client.CoreV1Api(self._client)
+
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> bool:
+        """Merge-patch the status subresource; False if the object is gone."""
+        try:
+            await asyncio.to_thread(
+                self._custom.patch_namespaced_custom_object_status,
+                API_GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+                {"status": status},
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    async def secret_value(self, namespace: str, name: str, key: str) -> str:
+        try:
+            secret = await asyncio.to_thread(self._core.read_namespaced_secret, name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                raise SecretMissing(f"Secret {namespace}/{name} does not exist") from None
+            if error.status == 403:
+                raise SecretMissing(
+                    f"the operator may not read Secret {namespace}/{name}: "
+                    "grant its ServiceAccount get on secrets"
+                ) from None
+            raise
+        data = (secret.data or {}).get(key)
+        if data is None:
+            raise SecretMissing(f"Secret {namespace}/{name} has no key {key!r}")
+        return base64.b64decode(data).decode().strip()
+
+    async def ensure_peering(self, name: str, namespaces: Sequence[str]) -> None:
+        """Create the peering object(s) replicas meet in, if missing.
+
+        Kopf only touches an existing object: without one, replicas would not see
+        each other and all would be active.
+        """
+        body = {"apiVersion": f"{PEERING_GROUP}/{PEERING_VERSION}", "metadata": {"name": name}}
+        try:
+            if not namespaces:
+                await asyncio.to_thread(
+                    self._custom.create_cluster_custom_object,
+                    PEERING_GROUP,
+                    PEERING_VERSION,
+                    "clusterkopfpeerings",
+                    body | {"kind": "ClusterKopfPeering"},
+                )
+            for namespace in namespaces:
+                await self._create_namespaced_peering(namespace, body | {"kind": "KopfPeering"})
+        except ApiException as error:
+            if error.status == 409:
+                return
+            if error.status == 404:
+                log.error(
+                    "the Kopf peering CRDs are not installed (kubectl apply -f crds/): "
+                    "the operator stays paused until they are"
+                )
+                return
+            raise
+
+    async def _create_namespaced_peering(self, namespace: str, body: dict[str, Any]) -> None:
+        try:
+            await asyncio.to_thread(
+                self._custom.create_namespaced_custom_object,
+                PEERING_GROUP,
+                PEERING_VERSION,
+                namespace,
+                "kopfpeerings",
+                body,
+            )
+        except ApiException as error:
+            if error.status != 409:
+                raise
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,104 @@
+"""What the operator hears from the webhooks, and remembers having said.
+
+The webhooks' scripts append threshold crossings, exhaustion and burst events to a
+bounded stream. The operator reads it from a cursor kept in Redis (so a restart
+neither replays nor skips), and marks each notice it turns into a Kubernetes Event
+or an alert with a key of its own (so each is said once, across restarts and
+replicas).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from budget_guard.domain.budget import Budget
+from budget_guard.store.keys import GLOBAL_TAG, KeySchema
+from budget_guard.store.scripts import LuaScript
+
+RESTORE = LuaScript.load("restore.lua")
+_CURSOR_START = "0-0"
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One entry of the event stream."""
+
+    id: str
+    kind: str  # soft_limit, exhausted, burst_activated, burst_exhausted
+    budget: str  # namespace/name
+    period: str = ""
+    subject: str = ""
+    threshold: int = 0
+    used: int = 0
+    limit: int = 0
+    pool: str = ""
+
+    @classmethod
+    def parse(cls, entry_id: str, fields: Mapping[str, str]) -> Notice:
+        return cls(
+            id=entry_id,
+            kind=fields.get("kind", ""),
+            budget=fields.get("budget", ""),
+            period=fields.get("period", ""),
+            subject=fields.get("subject", ""),
+            threshold=int(fields.get("threshold") or 0),
+            used=int(fields.get("used") or 0),
+            limit=int(fields.get("limit") or 0),
+            pool=fields.get("pool", ""),
+        )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Notices:
+    def __init__(self, client: Redis, keys: KeySchema | None = None) -> None:
+        self.client = client
+        self.keys = keys or KeySchema()
+        self._cursor_key = f"{self.keys.prefix}:{GLOBAL_TAG}:operator:cursor"
+
+    async def read(self, block_ms: int = 1000, count: int = 500) -> list[Notice]:
+        """Notices after the stored cursor, waiting up to ``block_ms`` for some."""
+        cursor = await self.client.get(self._cursor_key)
+        start = _text(cursor) if cursor is not None else _CURSOR_START
+        answer: Any = await self.client.xread(
+            {self.keys.events: start}, count=count, block=block_ms
+        )
+        notices = []
+        for _, entries in answer or []:
+            for entry_id, fields in entries:
+                decoded = {_text(k): _text(v) for k, v in fields.items()}
+                notices.append(Notice.parse(_text(entry_id), decoded))
+        return notices
+
+    async def done(self, notice: Notice) -> None:
+        """Move the cursor past ``notice``."""
+        await self.client.set(self._cursor_key, notice.id)
+
+    async def first_time(self, marker: str, ttl: dt.timedelta) -> bool:
+        """True exactly once per ``marker`` (until it expires): say it now."""
+        key = f"{self.keys.prefix}:{GLOBAL_TAG}:said:{marker}"
+        return bool(await self.client.set(key, "1", nx=True, px=int(ttl.total_seconds() * 1000)))
+
+    async def restore(
+        self,
+        budget: Budget,
+        window_key: str,
+        recorded_spent: int,
+        expiry_ms: int,
+        reached_percent: int = 0,
+    ) -> int:
+        """Raise a lost counter back to the spend its status recorded; returns the gap.
+
+        ``reached_percent`` is the highest crossing already announced, so it is not
+        announced again.
+        """
+        key = self.keys.counter_key(budget, window_key, None)
+        args = [recorded_spent, expiry_ms, reached_percent]
+        return int(await RESTORE.run(self.client, [key], args))
