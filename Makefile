@@ -82,8 +82,9 @@ crds: $(STAMP)
 	$(BIN)/budget-guard crds --write crds
 
 .PHONY: bench
-bench: $(STAMP) redis-server wrk
-	$(BIN)/python -m bench
+bench: $(STAMP) redis-server wrk test-binaries
+	BUDGET_GUARD_TEST_BIN_DIR="$$(tail -n 1 $(VENV)/.test-bin-dir)" \
+	  $(BIN)/python -m bench
 
 .PHONY: cluster
 cluster: $(STAMP) redis-server test-binaries

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import ledger, tokens, webhook
+from bench import ledger, operator, tokens, webhook
 from bench.stats import LATENCY_HEADER
 from budget_guard.loaders.tokenizers import load_tokenizers
 from budget_guard.localservices import RedisServer, seed_offline_tiktoken_cache
@@ -162,6 +162,36 @@ conversation, about 2.6 KB more per turn; 3 conversations), p50 and p99 per chec
 """
 
 
+def operator_section(results: operator.OperatorResults) -> str:
+    sync = operator.median(results.sync_ms)
+    ping = operator.median(results.redis_roundtrip_ms)
+    return f"""## Operator: {results.budgets:,} LLMBudgets
+
+{results.budgets:,} LLMBudgets in 10 namespaces ({results.templates} of them per-user
+templates) exist before the operator starts (`--standalone`, a fresh Redis). The
+floor is what the operator cannot avoid: one status write per budget, sent straight
+to the same API server, 8 at a time, from the same client library.
+
+| measure | operator | floor |
+|---|---:|---:|
+| start until every budget is `Ready` (s) | {results.ready_seconds:.1f} | \
+{results.floor_patch_seconds:.1f} (status writes only) |
+| one status sync, nothing to write (ms, median of {len(results.sync_ms)}) | {sync:.0f} | \
+{ping:.2f} (one Redis round trip) |
+| published snapshot in Redis (KB) | {results.snapshot_bytes / 1024:.0f} | |
+| operator peak memory, VmHWM (MiB) | {results.peak_rss_mib:.0f} | |
+
+A sync lists both kinds from the API server's watch cache, reads every budget's
+usage in one Redis pipeline, and compares {results.budgets:,} statuses; it runs every
+15 s by default and at once when a threshold is crossed. Time to `Ready` includes
+Kopf adding its finalizer to each budget ({OPERATOR_WORKERS} resources at a time, the
+`--kopf-workers` default: Kopf's client opens one connection per request in flight).
+"""
+
+
+OPERATOR_WORKERS = 32
+
+
 async def run_all(rounds: int) -> str:
     with tempfile.TemporaryDirectory() as cache_dir:
         seed_offline_tiktoken_cache(Path(cache_dir))
@@ -173,6 +203,7 @@ async def run_all(rounds: int) -> str:
         ledger_results = await ledger.run(redis.url, rounds=rounds)
     with RedisServer() as redis:
         webhook_results = await asyncio.to_thread(webhook.run, redis.url, WRK_SECONDS)
+    operator_results = await asyncio.to_thread(operator.run)
     today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
     return f"""# Benchmarks
 
@@ -183,6 +214,7 @@ library's own work.
 
 {webhook_section(webhook_results, WRK_SECONDS)}
 {ledger_section(ledger_results)}
+{operator_section(operator_results)}
 {tokens_section(throughput, loop, loaded.tokenizers.loaded_encodings)}
 {READING_THE_LEDGER}"""
 

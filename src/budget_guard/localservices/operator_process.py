@@ -62,6 +62,12 @@ class OperatorProcess:
         raise ServiceStartError(f"the operator did not start; its log:\n{tail}")
 
     @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError("the operator is not running")
+        return self._process.pid
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.running()
 

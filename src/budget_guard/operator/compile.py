@@ -38,6 +38,28 @@ class Compiled:
         )
 
 
+_KEPT_METADATA = (
+    "name",
+    "namespace",
+    "uid",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+)
+
+
+def trim(resource: Manifest) -> dict[str, Any]:
+    """What the operator keeps of a listed resource: no managedFields, no annotations."""
+    metadata = resource.get("metadata", {})
+    return {
+        "apiVersion": resource.get("apiVersion"),
+        "kind": resource.get("kind"),
+        "metadata": {k: metadata[k] for k in _KEPT_METADATA if k in metadata},
+        "spec": resource.get("spec", {}),
+        "status": resource.get("status", {}),
+    }
+
+
 def _key(manifest: Manifest) -> str:
     metadata = manifest.get("metadata", {})
     return f"{metadata.get('namespace', 'default')}/{metadata.get('name', '?')}"

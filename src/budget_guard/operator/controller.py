@@ -4,7 +4,9 @@ Events and alerts.
 One loop per operator, in the active replica. Kopf runs a daemon per resource and
 stops them all in a replica that peering pauses; of the daemons of one replica,
 the one with the smallest uid runs the loop (``take_turns``) and the others wait
-to take over. Each turn: compile every resource and publish if the
+to take over. The loop lists the resources itself (from the API server's watch
+cache) when it publishes or syncs: a complete picture each time, with no cache
+of its own to keep consistent. Each turn: compile every resource and publish if the
 config changed; read the webhooks' notices (waiting up to a second for some);
 refresh every status from spend when notices arrived or the sync interval passed.
 All Redis reads of a sync are one pipeline.
@@ -29,7 +31,7 @@ from budget_guard.domain.budget import Budget
 from budget_guard.domain.money import format_usd, parse_usd
 from budget_guard.operator import conditions as c
 from budget_guard.operator.alerts import Alert, AlertSender
-from budget_guard.operator.compile import Compiled, Manifest, compile_resources
+from budget_guard.operator.compile import Compiled, Manifest, compile_resources, trim
 from budget_guard.operator.kube import KubeApi
 from budget_guard.operator.settings import OperatorSettings
 from budget_guard.operator.status import (
@@ -49,7 +51,6 @@ log = logging.getLogger(__name__)
 NOTICE_MEMORY = dt.timedelta(days=400)  # said once: remembered longer than any period
 LLMBUDGETS, BURSTBUDGETS = "llmbudgets", "burstbudgets"
 STATUS_WRITERS = 8  # status patches in flight at once
-Manifests = Callable[[], Iterable[Manifest]]
 
 
 def utc_now() -> dt.datetime:
@@ -111,15 +112,14 @@ class Controller:
 
     # -- one loop per replica ----------------------------------------------------------
 
-    async def take_turns(
-        self, uid: str, stopped: Callable[[], bool], budgets: Manifests, bursts: Manifests
-    ) -> None:
+    async def take_turns(self, uid: str, stopped: Callable[[], bool]) -> None:
         """Run the loop while ``uid`` is the smallest candidate; wait otherwise."""
         self._enter(uid)
         try:
-            while not stopped():
+            while not stopped() and not self._closing:
                 if self._leader == uid:
-                    await self.lead(budgets, bursts, lambda: not stopped() and self._leader == uid)
+                    async with self._running:  # the previous leader ends its turn first
+                        await self.lead(lambda: self._leads(uid, stopped))
                 else:
                     changed = self._leader_changed
                     with contextlib.suppress(TimeoutError):
@@ -147,14 +147,12 @@ class Controller:
 
     # -- the loop ------------------------------------------------------------------
 
-    async def lead(
-        self, budgets: Manifests, bursts: Manifests, still_leading: Callable[[], bool]
-    ) -> None:
+    async def lead(self, still_leading: Callable[[], bool]) -> None:
         """Run turns while this daemon leads; survives Redis and API outages."""
         log.info("operator loop started")
         while still_leading():
             try:
-                await self.turn(budgets, bursts)
+                await self.turn()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -162,25 +160,42 @@ class Controller:
                 await asyncio.sleep(1.0)
         log.info("operator loop stopped")
 
-    async def turn(self, budgets: Manifests, bursts: Manifests) -> None:
-        sync_now = False
+    async def turn(self) -> None:
+        listed: tuple[list[Manifest], list[Manifest]] | None = None
         if self.dirty.is_set() or self.compiled is None:
             self.dirty.clear()
             await asyncio.sleep(self.settings.publish_delay_seconds)  # gather a burst of edits
-            await self.publish(budgets(), bursts())
-            sync_now = True
+            listed = await self.resources()
+            await self.publish(*listed)
         wait_ms = int(max(0.0, min(1.0, self._next_sync - time.monotonic())) * 1000)
         notices = await self.notices.read(block_ms=max(wait_ms, 1))
+        known = self.compiled.manifests if self.compiled else {}
+        if any(notice.budget not in known for notice in notices):
+            listed = await self.resources()  # a budget newer than the last sync
+            self.compiled = compile_resources(*listed)
         for notice in notices:
             await self.relay(notice)
             await self.notices.done(notice)
-        if notices or sync_now or time.monotonic() >= self._next_sync:
+        if notices or listed or time.monotonic() >= self._next_sync:
             if await self.config.version() != self.version:
                 self.dirty.set()  # Redis lost the config (a flush, a failover): publish again
                 self.version = None
-            self.compiled = compile_resources(budgets(), bursts())  # current statuses too
+            self.compiled = compile_resources(*(listed or await self.resources()))
             await self.sync()
             self._next_sync = time.monotonic() + self.settings.sync_interval_seconds
+
+    async def resources(self) -> tuple[list[Manifest], list[Manifest]]:
+        """Every LLMBudget and BurstBudget, as the API server has them now."""
+        namespaces = self.settings.namespaces
+        budgets, bursts = await asyncio.gather(
+            self.kube.list_resources(LLMBUDGETS, namespaces),
+            self.kube.list_resources(BURSTBUDGETS, namespaces),
+        )
+        return [trim(b) for b in budgets], [trim(b) for b in bursts]
+
+    async def unpublish(self, key: str) -> None:
+        """Publish the config without ``key`` (namespace/name), which is being deleted."""
+        await self.publish(*await self.resources(), without=key)
 
     async def publish(
         self, budgets: Iterable[Manifest], bursts: Iterable[Manifest], *, without: str = ""

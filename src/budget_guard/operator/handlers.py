@@ -1,8 +1,5 @@
 """Every Kopf registration of the operator, in one place; the logic is in ``controller``.
 
-- Indexes keep a trimmed copy of every LLMBudget and BurstBudget: the loop compiles
-  them all at once, and Kopf fills them before any handler runs, so the first
-  published config already holds every budget.
 - Create, update and resume only mark the config dirty; the loop publishes.
 - Deletion (through a finalizer) publishes the config without the resource before
   the resource goes; its spend stays in Redis for chargeback.
@@ -12,13 +9,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 import kopf
 
 from budget_guard.domain.manifest import API_GROUP
-from budget_guard.operator.compile import Manifest
 from budget_guard.operator.controller import Controller
 from budget_guard.operator.kube import VERSION
 from budget_guard.operator.settings import OperatorSettings
@@ -26,38 +21,6 @@ from budget_guard.operator.settings import OperatorSettings
 log = logging.getLogger(__name__)
 
 KINDS = ("llmbudgets", "burstbudgets")
-_KEPT_METADATA = (
-    "name",
-    "namespace",
-    "uid",
-    "generation",
-    "creationTimestamp",
-    "deletionTimestamp",
-)
-
-
-def trimmed(body: Mapping[str, Any]) -> dict[str, Any]:
-    """What the loop needs of a resource: no managedFields, no annotations."""
-    metadata = body.get("metadata", {})
-    return {
-        "apiVersion": body.get("apiVersion"),
-        "kind": body.get("kind"),
-        "metadata": {k: metadata[k] for k in _KEPT_METADATA if k in metadata},
-        "spec": _plain(body.get("spec", {})),
-        "status": _plain(body.get("status", {})),
-    }
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
-def manifests(index: kopf.Index[str, Manifest]) -> Iterable[Manifest]:
-    return [manifest for store in index.values() for manifest in store]
 
 
 def controller_of(memo: kopf.Memo) -> Controller:
@@ -100,12 +63,6 @@ def build_registry(ours: OperatorSettings) -> kopf.OperatorRegistry:
 
 
 def _register_kind(registry: kopf.OperatorRegistry, plural: str) -> None:
-    index_id = "budgets" if plural == "llmbudgets" else "bursts"
-
-    @kopf.index(API_GROUP, VERSION, plural, registry=registry, id=index_id)
-    def index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[str, Manifest]:
-        return {f"{namespace}/{name}": trimmed(body)}
-
     @kopf.on.resume(API_GROUP, VERSION, plural, registry=registry, id="resume")
     @kopf.on.create(API_GROUP, VERSION, plural, registry=registry, id="create")
     @kopf.on.update(API_GROUP, VERSION, plural, registry=registry, id="update")
@@ -113,10 +70,9 @@ def _register_kind(registry: kopf.OperatorRegistry, plural: str) -> None:
         controller_of(memo).dirty.set()
 
     @kopf.on.delete(API_GROUP, VERSION, plural, registry=registry, id="unpublish")
-    async def unpublish(namespace: str | None, name: str, memo: Any, **indexes: Any) -> None:
+    async def unpublish(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
         key = f"{namespace}/{name}"
-        budgets, bursts = manifests(indexes["budgets"]), manifests(indexes["bursts"])
-        await controller_of(memo).publish(budgets, bursts, without=key)
+        await controller_of(memo).unpublish(key)
         log.info("%s %s removed from the published config", plural, key)
 
     # Told to stop (deletion, pause, exit), a daemon ends its turn or is cancelled a
@@ -130,11 +86,8 @@ def _register_kind(registry: kopf.OperatorRegistry, plural: str) -> None:
         cancellation_backoff=1.0,
         cancellation_timeout=10.0,
     )
-    async def loop(uid: str, stopped: kopf.DaemonStopped, memo: Any, **indexes: Any) -> None:
-        budgets, bursts = indexes["budgets"], indexes["bursts"]
-        await controller_of(memo).take_turns(
-            uid, lambda: bool(stopped), lambda: manifests(budgets), lambda: manifests(bursts)
-        )
+    async def loop(uid: str, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
+        await controller_of(memo).take_turns(uid, lambda: bool(stopped))
 
 
 def configure_kopf(kopf_settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
@@ -146,3 +99,9 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, ours: OperatorSettings)
     kopf_settings.watching.server_timeout = 300  # re-list now and then: no silent stale watch
     kopf_settings.watching.client_timeout = 330
     kopf_settings.posting.loggers = False  # only the Events the controller raises
+    # Kopf's client opens a connection per request in flight, without a limit: a worker
+    # per resource at once (a start among a thousand budgets) would hold a thousand TLS
+    # connections. Bounded workers, that exit soon after their resource goes quiet.
+    kopf_settings.queueing.worker_limit = ours.kopf_workers
+    kopf_settings.queueing.idle_timeout = 0.5
+    kopf_settings.posting.worker_limit = 4

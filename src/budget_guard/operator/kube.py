@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,7 +35,10 @@ def _api_client() -> client.ApiClient:
     try:
         config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
-        config.load_kube_config(client_configuration=configuration)
+        # $KUBECONFIG read now: the library reads it once, when first imported.
+        config.load_kube_config(
+            config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+        )
     return client.ApiClient(configuration)
 
 
@@ -62,6 +67,33 @@ class KubeApi:
                 return False
             raise
         return True
+
+    async def list_resources(self, plural: str, namespaces: Sequence[str]) -> list[dict[str, Any]]:
+        """Every resource of a kind, from the API server's watch cache (resourceVersion 0)."""
+        if not namespaces:
+            return await self._list(
+                self._custom.list_cluster_custom_object, API_GROUP, VERSION, plural
+            )
+        lists = await asyncio.gather(
+            *(
+                self._list(
+                    self._custom.list_namespaced_custom_object,
+                    API_GROUP,
+                    VERSION,
+                    namespace,
+                    plural,
+                )
+                for namespace in namespaces
+            )
+        )
+        return [item for items in lists for item in items]
+
+    async def _list(self, call: Any, *args: str) -> list[dict[str, Any]]:
+        # Raw JSON: the client's own deserialization costs more than the request.
+        response = await asyncio.to_thread(
+            call, *args, resource_version="0", _preload_content=False
+        )
+        return list(json.loads(response.data)["items"])
 
     async def secret_value(self, namespace: str, name: str, key: str) -> str:
         try:

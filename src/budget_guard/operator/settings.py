@@ -22,6 +22,7 @@ class OperatorSettings:
     peering_name: str = "llm-budget-guard"
     peering_lifetime_seconds: int = 60  # a silent replica is considered gone after this
     liveness_endpoint: str = ""  # e.g. http://0.0.0.0:8080/healthz; empty: none
+    kopf_workers: int = 32  # resources Kopf processes at once (each may hold a connection)
     alert_attempts: int = 6  # first try, then retries with doubling delays
     alert_first_delay_seconds: float = 1.0
     log_level: str = "INFO"
@@ -37,6 +38,7 @@ class OperatorSettings:
             peering_name=ns.peering_name,
             peering_lifetime_seconds=ns.peering_lifetime_seconds,
             liveness_endpoint=ns.liveness_endpoint,
+            kopf_workers=ns.kopf_workers,
             alert_attempts=ns.alert_attempts,
             log_level=ns.log_level.upper(),
         )
@@ -100,6 +102,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "--liveness-endpoint",
         "serve Kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz",
         default=_default("--liveness-endpoint", ""),
+    )
+    option(
+        "--kopf-workers",
+        "resources processed at once (each may hold an API connection)",
+        type=int,
+        default=int(_default("--kopf-workers", "32") or 32),
     )
     option(
         "--alert-attempts",

@@ -257,4 +257,5 @@ def changed(current: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> boo
         ]
         return stripped
 
-    return any(strip(current).get(name) != value for name, value in strip(wanted).items())
+    have = strip(current)
+    return any(have.get(name) != value for name, value in strip(wanted).items())

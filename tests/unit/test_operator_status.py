@@ -1,0 +1,188 @@
+"""What the operator writes, given what it knows: conditions, spend fields, phases,
+and the once-only markers' inputs. Pure: no services."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from budget_guard.domain.money import parse_usd
+from budget_guard.operator import conditions as c
+from budget_guard.operator.alerts import Alert, payload
+from budget_guard.operator.compile import compile_resources
+from budget_guard.operator.status import (
+    AlertState,
+    budget_status,
+    burst_status,
+    changed,
+    pool_phase,
+    reached_percent,
+)
+from budget_guard.store.status import BudgetUsage, PoolUsage
+
+NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
+
+
+def llmbudget(name: str, limit: str = "10", generation: int = 1, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "budgetguard.io/v1alpha1",
+        "kind": "LLMBudget",
+        "metadata": {
+            "name": name,
+            "namespace": "team",
+            "uid": f"uid-{name}",
+            "generation": generation,
+            "creationTimestamp": spec.pop("created", "2026-11-01T00:00:00Z"),
+        },
+        "spec": {"limit": limit, **spec},
+    }
+
+
+def burstbudget(name: str, budget_name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "budgetguard.io/v1alpha1",
+        "kind": "BurstBudget",
+        "metadata": {"name": name, "namespace": "team", "uid": f"uid-{name}", "generation": 1},
+        "spec": {
+            "budgetRef": {"name": budget_name},
+            "amount": "5",
+            "validFrom": "2026-11-27T00:00:00Z",
+            "validUntil": "2026-11-30T00:00:00Z",
+            "approvedBy": "cfo@example.com",
+            **spec,
+        },
+    }
+
+
+def conditions_of(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {cond["type"]: cond for cond in status["conditions"]}
+
+
+def usage_of(compiled: Any, key: str, used: str) -> BudgetUsage:
+    budget = compiled.budgets[key]
+    window = budget.window(NOW)
+    amount = parse_usd(used, "used", allow_zero=True)
+    return BudgetUsage(budget, window, budget.effective_limit(window), used=amount, spent=amount)
+
+
+def test_a_published_budget_is_ready_and_reports_spend() -> None:
+    compiled = compile_resources([llmbudget("acme", scope={"tenant": "acme"})], [])
+    key = "team/acme"
+    usage = usage_of(compiled, key, "8.5")
+    status = budget_status(key, compiled, {key: 1}, usage, None, NOW)
+    conds = conditions_of(status)
+    assert conds[c.ACCEPTED]["status"] == "True"
+    assert conds[c.ENFORCED]["status"] == conds[c.READY]["status"] == "True"
+    assert conds[c.SOFT_LIMIT_REACHED]["reason"] == "Threshold80Reached"
+    assert conds[c.EXHAUSTED]["status"] == "False"
+    assert {cond["observedGeneration"] for cond in conds.values()} == {1}
+    assert status["spent"] == "8.50"
+    assert status["remaining"] == "1.50"
+    assert status["utilizationPercent"] == "85.0%"
+    assert status["state"] == "SoftLimit 80%"
+    assert status["resetsAt"] == "2026-12-01T00:00:00Z"
+    assert status["periodKey"] == "2026-11"
+
+
+def test_a_new_generation_is_not_ready_until_published() -> None:
+    compiled = compile_resources([llmbudget("acme", generation=2)], [])
+    status = budget_status("team/acme", compiled, {"team/acme": 1}, None, None, NOW)
+    conds = conditions_of(status)
+    assert conds[c.ACCEPTED]["status"] == "True"
+    assert conds[c.ENFORCED]["status"] == "False"
+    assert conds[c.ENFORCED]["reason"] == c.NOT_PUBLISHED
+    assert conds[c.READY]["observedGeneration"] == 2
+    assert status["state"] == "Pending"
+
+
+def test_problems_name_the_fix_and_leave_the_others_alone() -> None:
+    compiled = compile_resources(
+        [
+            llmbudget("older", created="2026-11-01T00:00:00Z", scope={"tenant": "a"}),
+            llmbudget("newer", created="2026-11-02T00:00:00Z", scope={"tenant": "a"}),
+            llmbudget("mars", scope={"tenant": "m"}, timeZone="Mars/Olympus_Mons"),
+            {
+                **llmbudget("leaving"),
+                "metadata": {
+                    **llmbudget("leaving")["metadata"],
+                    "deletionTimestamp": "2026-11-28T00:00:00Z",
+                },
+            },
+        ],
+        [burstbudget("orphan", "nowhere")],
+    )
+    assert sorted(compiled.budgets) == ["team/older"]
+    assert "team/leaving" not in compiled.manifests  # being deleted: out of the config
+    assert compiled.problems["team/newer"].reason == c.DUPLICATE_SCOPE
+    assert compiled.problems["team/mars"].reason == c.INVALID_TIME_ZONE
+    assert "Mars/Olympus_Mons" in compiled.problems["team/mars"].message
+    assert compiled.problems["team/orphan"].reason == c.BUDGET_NOT_FOUND
+    rejected = budget_status("team/newer", compiled, {}, None, None, NOW)
+    assert conditions_of(rejected)[c.ACCEPTED]["reason"] == c.DUPLICATE_SCOPE
+    assert rejected["state"] == "Rejected"
+    published, bursts = compiled.publishable()
+    assert [m["metadata"]["name"] for m in published] == ["older"]
+    assert bursts == []
+
+
+def test_transition_times_stay_while_a_condition_holds() -> None:
+    compiled = compile_resources([llmbudget("acme")], [])
+    first = budget_status("team/acme", compiled, {"team/acme": 1}, None, None, NOW)
+    later = NOW + dt.timedelta(hours=1)
+    manifest = {**compiled.manifests["team/acme"], "status": first}
+    recompiled = compile_resources([manifest], [])
+    again = budget_status("team/acme", recompiled, {"team/acme": 1}, None, None, later)
+    assert conditions_of(again)[c.READY]["lastTransitionTime"] == c.rfc3339(NOW)
+    assert not changed(first, again)  # nothing to write
+    unpublished = budget_status("team/acme", recompiled, {}, None, None, later)
+    assert conditions_of(unpublished)[c.READY]["lastTransitionTime"] == c.rfc3339(later)
+    assert changed(first, unpublished)
+
+
+def test_alerts_condition_and_payloads() -> None:
+    compiled = compile_resources([llmbudget("acme", alerts={"secretRef": {"name": "s"}})], [])
+    missing = AlertState(False, c.SECRET_NOT_FOUND, "Secret team/s does not exist")
+    status = budget_status("team/acme", compiled, {"team/acme": 1}, None, missing, NOW)
+    assert conditions_of(status)[c.ALERTS_READY]["reason"] == c.SECRET_NOT_FOUND
+    alert = Alert("team/acme", c.EVENT_SOFT_LIMIT, "80% reached", {"threshold": 80})
+    assert payload(alert, "Slack") == {
+        "text": ":warning: *SoftLimitReached* — team/acme: 80% reached"
+    }
+    assert payload(alert, "Generic") == {
+        "budget": "team/acme",
+        "reason": "SoftLimitReached",
+        "message": "80% reached",
+        "threshold": 80,
+    }
+
+
+def test_reached_percent_reads_the_status_conditions() -> None:
+    def status(soft: tuple[str, str], exhausted: str) -> dict[str, Any]:
+        return {
+            "conditions": [
+                {"type": c.SOFT_LIMIT_REACHED, "status": soft[0], "reason": soft[1]},
+                {"type": c.EXHAUSTED, "status": exhausted, "reason": "x"},
+            ]
+        }
+
+    assert reached_percent({}) == 0
+    assert reached_percent(status(("False", c.BELOW_THRESHOLDS), "False")) == 0
+    assert reached_percent(status(("True", "Threshold80Reached"), "False")) == 80
+    assert reached_percent(status(("True", "Threshold90Reached"), "True")) == 100
+
+
+def test_burst_phases_and_status() -> None:
+    compiled = compile_resources([llmbudget("acme")], [burstbudget("extra", "acme")])
+    pool = compiled.pools["team/extra"]
+    assert pool_phase(pool, None, dt.datetime(2026, 11, 26, tzinfo=dt.UTC)) == "Pending"
+    assert pool_phase(pool, None, NOW) == "Active"
+    assert pool_phase(pool, None, dt.datetime(2026, 12, 1, tzinfo=dt.UTC)) == "Expired"
+    spent = PoolUsage(
+        pool, used=5_000_000, spent=5_000_000, requests=3, activated_at_ms=1, exhausted_at_ms=None
+    )
+    assert pool_phase(pool, spent, NOW) == "Exhausted"
+    status = burst_status("team/extra", compiled, spent, {"spent": "5.00"}, NOW)
+    assert status["phase"] == "Exhausted"
+    assert status["remaining"] == "0.00"
+    assert status["requests"] == 3
+    assert status["review"] == {"spent": "5.00"}
