@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 from redis.asyncio import Redis
 
 from budget_guard.localservices import KubeAPIServer, RedisServer
@@ -25,6 +26,7 @@ from tests.fixtures.webhook import RunningWebhook, start_webhook
 
 pytestmark = [pytest.mark.kube, pytest.mark.redis]
 
+ROOT = Path(__file__).resolve().parents[2]
 CHAT = {"model": "gpt-4o-mini", "max_tokens": 10, "messages": [{"role": "user", "content": "Hi"}]}
 THRESHOLDS = [70, 80, 90]
 
@@ -388,3 +390,35 @@ async def test_two_replicas_one_active_and_the_other_takes_over(
         )
         cluster.budget("later", "2.00", scope={"tenant": "later"})
         await eventually(lambda: ready(cluster, "later"), bool, what="later Ready")
+
+
+async def test_the_examples_become_ready(
+    crds: KubeAPIServer, redis_server: RedisServer, redis_client: Redis, tmp_path: Path
+) -> None:
+    files = sorted((ROOT / "examples" / "budgets").glob("*.yaml"))
+    documents = [doc for file in files for doc in yaml.safe_load_all(file.read_text())]
+    namespaces = sorted({doc["metadata"]["namespace"] for doc in documents})
+    for ns in namespaces:
+        crds.request("POST", "/api/v1/namespaces", {"metadata": {"name": ns}})  # 409: fine
+    for file in files:
+        applied = crds.kubectl("apply", "-f", str(file))
+        assert applied.returncode == 0, applied.stderr
+    clusters = {ns: Cluster(crds, ns) for ns in namespaces}
+    extra = [arg for ns in namespaces for arg in ("--namespace", ns)]
+    workdir = tmp_path / "op"
+    with running_operator(clusters[namespaces[0]], redis_server.url, workdir, *extra):
+        for doc in documents:
+            cluster = clusters[doc["metadata"]["namespace"]]
+            name = doc["metadata"]["name"]
+            if doc["kind"] == "LLMBudget":
+                await eventually(lambda c=cluster, n=name: ready(c, n), bool, what=f"{name} Ready")
+            else:
+                accepted = await eventually(
+                    lambda c=cluster, n=name: c.condition("burstbudgets", n, "Accepted"),
+                    lambda cond: cond.get("status") == "True",
+                    what=f"{name} Accepted",
+                )
+                assert accepted["reason"] == "Valid"
+        published = await ConfigStore(redis_client).read()
+        assert published is not None
+        assert len(published.budgets) == sum(d["kind"] == "LLMBudget" for d in documents)

@@ -57,6 +57,9 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+EventSink = Callable[[Manifest, str, str, str], None]  # resource, type, reason, message
+
+
 class Controller:
     def __init__(
         self,
@@ -65,12 +68,14 @@ class Controller:
         kube: KubeApi,
         alerts: AlertSender,
         clock: Callable[[], dt.datetime] = utc_now,
+        post_event: EventSink | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
         self.kube = kube
         self.alerts = alerts
         self.clock = clock
+        self.post_event = post_event or post_with_kopf
         self.keys = KeySchema()
         self.config = ConfigStore(redis, self.keys)
         self.notices = Notices(redis, self.keys)
@@ -298,10 +303,11 @@ class Controller:
         )
         if restored <= 0:
             return usage
-        kopf.warn(
-            _reference(manifest),
-            reason=c.EVENT_LEDGER_RESTORED,
-            message=f"the ledger held ${format_usd(usage.spent)} spent this period, below the "
+        self.post_event(
+            manifest,
+            "Warning",
+            c.EVENT_LEDGER_RESTORED,
+            f"the ledger held ${format_usd(usage.spent)} spent this period, below the "
             f"${format_usd(recorded)} last recorded: restored ${format_usd(restored)}",
         )
         log.warning("restored %s micro-USD of lost spend on %s", restored, budget.id)
@@ -315,10 +321,11 @@ class Controller:
             return
         uid = manifest.get("metadata", {}).get("uid", budget.id)
         if await self.notices.first_time(f"{uid}:reset:{usage.window.key}", NOTICE_MEMORY):
-            kopf.info(
-                _reference(manifest),
-                reason=c.EVENT_PERIOD_RESET,
-                message=f"a new {budget.period.value.lower()} period began: {usage.window.key} "
+            self.post_event(
+                manifest,
+                "Normal",
+                c.EVENT_PERIOD_RESET,
+                f"a new {budget.period.value.lower()} period began: {usage.window.key} "
                 f"(the last one, {previous}, ended)",
             )
 
@@ -370,7 +377,7 @@ class Controller:
         if not await self.notices.first_time(marker, NOTICE_MEMORY):
             return
         kind, reason, message = _describe(notice)
-        kopf.event(_reference(manifest), type=kind, reason=reason, message=message)
+        self.post_event(manifest, kind, reason, message)
         details = {
             "period": notice.period,
             "subject": notice.subject or None,
@@ -390,6 +397,11 @@ class Controller:
 def _key(manifest: Mapping[str, Any]) -> str:
     metadata = manifest.get("metadata", {})
     return f"{metadata.get('namespace', 'default')}/{metadata.get('name', '?')}"
+
+
+def post_with_kopf(manifest: Manifest, kind: str, reason: str, message: str) -> None:
+    """Queue a Kubernetes Event on the resource with Kopf's poster (in the background)."""
+    kopf.event(_reference(manifest), type=kind, reason=reason, message=message)
 
 
 def _reference(manifest: Manifest) -> kopf.Body:

@@ -1,0 +1,95 @@
+"""The operator's loop in process, against the real API server and Redis, with a
+clock the test moves: what only time can show (a period ending)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from budget_guard.localservices import KubeAPIServer
+from budget_guard.operator.alerts import AlertSender
+from budget_guard.operator.compile import compile_resources
+from budget_guard.operator.controller import Controller
+from budget_guard.operator.kube import KubeApi
+from budget_guard.operator.settings import OperatorSettings
+from tests.fixtures.operator import Cluster
+from tests.fixtures.webhook import Clock
+
+pytestmark = [pytest.mark.kube, pytest.mark.redis]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str, str]] = []
+
+    def __call__(self, manifest: Any, kind: str, reason: str, message: str) -> None:
+        self.events.append((manifest["metadata"]["name"], kind, reason, message))
+
+    def reasons(self) -> list[str]:
+        return [reason for _, _, reason, _ in self.events]
+
+
+@pytest.fixture
+async def loop(
+    crds: KubeAPIServer, redis_client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Controller, Cluster, Clock, Recorder]]:
+    monkeypatch.setenv("KUBECONFIG", str(crds.kubeconfig_path))
+    cluster = Cluster.fresh(crds, "loop")
+    settings = OperatorSettings(namespaces=(cluster.namespace,), publish_delay_seconds=0)
+    kube = KubeApi()
+    clock = Clock(dt.datetime(2026, 11, 28, 23, 50, tzinfo=dt.UTC))
+    recorder = Recorder()
+    alerts = AlertSender(kube, aiohttp.ClientSession())
+    controller = Controller(settings, redis_client, kube, alerts, clock, recorder)
+    try:
+        yield controller, cluster, clock, recorder
+    finally:
+        await alerts.close()
+        kube.close()
+
+
+async def sync(controller: Controller) -> None:
+    controller.compiled = compile_resources(*await controller.resources())
+    await controller.sync()
+
+
+async def test_a_new_period_is_announced_once(
+    loop: tuple[Controller, Cluster, Clock, Recorder],
+) -> None:
+    controller, cluster, clock, recorder = loop
+    cluster.budget("daily", "1.00", scope={"tenant": "acme"}, period="Daily")
+    await controller.turn()  # publishes, then syncs
+    status = cluster.status("llmbudgets", "daily")
+    assert status["periodKey"] == "2026-11-28"
+    assert status["resetsAt"] == "2026-11-29T00:00:00Z"
+    assert cluster.condition("llmbudgets", "daily", "Ready")["status"] == "True"
+
+    assert clock.now is not None
+    clock.now += dt.timedelta(minutes=15)  # 00:05 the next day
+    await sync(controller)
+    await sync(controller)
+    assert recorder.reasons() == ["PeriodReset"]
+    name, kind, _, message = recorder.events[0]
+    assert (name, kind) == ("daily", "Normal")
+    assert "2026-11-29" in message and "2026-11-28" in message
+    assert cluster.status("llmbudgets", "daily")["periodKey"] == "2026-11-29"
+
+
+async def test_a_status_is_written_only_when_it_changes(
+    loop: tuple[Controller, Cluster, Clock, Recorder],
+) -> None:
+    controller, cluster, _, _ = loop
+    cluster.budget("quiet", "1.00", scope={"tenant": "quiet"})
+    await controller.turn()
+    first = cluster.get("llmbudgets", "quiet")
+    assert first is not None
+    await sync(controller)
+    await sync(controller)
+    again = cluster.get("llmbudgets", "quiet")
+    assert again is not None
+    assert again["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
