@@ -31,7 +31,7 @@ class OperatorSettings:
     def from_namespace(cls, ns: argparse.Namespace) -> OperatorSettings:
         return cls(
             redis_url=ns.redis_url,
-            namespaces=tuple(ns.namespace or ()),
+            namespaces=tuple(ns.namespace or _env_list("--namespace")),
             sync_interval_seconds=ns.sync_interval_seconds,
             standalone=ns.standalone,
             priority=ns.priority if ns.priority is not None else random.randint(1, 32_000),  # noqa: S311
@@ -46,6 +46,10 @@ class OperatorSettings:
 
 def _env(flag: str) -> str:
     return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def _env_list(flag: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(_env(flag), "").split(",") if item.strip()]
 
 
 def _default(flag: str, fallback: str | None) -> str | None:
@@ -65,7 +69,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     )
     option(
         "--namespace",
-        "watch only this namespace (repeatable; default: all)",
+        "watch only this namespace (repeatable, or comma-separated in the variable; default: all)",
         action="append",
         default=None,
     )
