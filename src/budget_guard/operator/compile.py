@@ -3,9 +3,9 @@ not and why. Pure: the controller reads the resources and publishes the result."
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from budget_guard.domain.budget import Budget, BurstPool
 from budget_guard.domain.manifest import ManifestError, parse_budget, parse_burst_budget
@@ -13,6 +13,7 @@ from budget_guard.domain.resolution import BudgetSnapshot
 from budget_guard.operator import conditions as c
 
 Manifest = Mapping[str, Any]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -84,30 +85,32 @@ def _problem(error: ManifestError) -> Problem:
     return Problem(reason, str(error))
 
 
+def _parse_live(
+    resources: Iterable[Manifest],
+    parse: Callable[[Manifest], T],
+    manifests: dict[str, Manifest],
+    problems: dict[str, Problem],
+) -> list[T]:
+    """Parse each resource not being deleted; record it, and its problem if any."""
+    parsed: list[T] = []
+    for manifest in resources:
+        if manifest.get("metadata", {}).get("deletionTimestamp"):
+            continue
+        key = _key(manifest)
+        manifests[key] = manifest
+        try:
+            parsed.append(parse(manifest))
+        except ManifestError as error:
+            problems[key] = _problem(error)
+    return parsed
+
+
 def compile_resources(budgets: Iterable[Manifest], bursts: Iterable[Manifest]) -> Compiled:
     """Validate every live resource (ones being deleted are left out) and compile."""
     manifests: dict[str, Manifest] = {}
     problems: dict[str, Problem] = {}
-    parsed_budgets: list[Budget] = []
-    parsed_pools: list[BurstPool] = []
-    for manifest in budgets:
-        if manifest.get("metadata", {}).get("deletionTimestamp"):
-            continue
-        key = _key(manifest)
-        manifests[key] = manifest
-        try:
-            parsed_budgets.append(parse_budget(manifest))
-        except ManifestError as error:
-            problems[key] = _problem(error)
-    for manifest in bursts:
-        if manifest.get("metadata", {}).get("deletionTimestamp"):
-            continue
-        key = _key(manifest)
-        manifests[key] = manifest
-        try:
-            parsed_pools.append(parse_burst_budget(manifest))
-        except ManifestError as error:
-            problems[key] = _problem(error)
+    parsed_budgets = _parse_live(budgets, parse_budget, manifests, problems)
+    parsed_pools = _parse_live(bursts, parse_burst_budget, manifests, problems)
     snapshot = BudgetSnapshot(parsed_budgets, parsed_pools)
     for rejection in snapshot.rejections:
         problems[rejection.id] = Problem(rejection.reason, rejection.message)
