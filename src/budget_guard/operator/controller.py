@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 NOTICE_MEMORY = dt.timedelta(days=400)  # said once: remembered longer than any period
 LLMBUDGETS, BURSTBUDGETS = "llmbudgets", "burstbudgets"
 STATUS_WRITERS = 8  # status patches in flight at once
+SYNC_GAP_SECONDS = 1.0  # the shortest time between two syncs (a sync lists every resource)
 
 
 def utc_now() -> dt.datetime:
@@ -85,6 +86,7 @@ class Controller:
         self.version: str | None = None
         self._publish_lock = asyncio.Lock()
         self._next_sync = 0.0
+        self._last_sync = -SYNC_GAP_SECONDS
         self._reviews: dict[str, dict[str, Any]] = {}
         self._candidates: set[str] = set()
         self._leader: str | None = None
@@ -181,7 +183,10 @@ class Controller:
         for notice in notices:
             await self.relay(notice)
             await self.notices.done(notice)
-        if notices or listed or time.monotonic() >= self._next_sync:
+        if notices or listed:  # sync soon, but at most every SYNC_GAP in a storm of notices
+            self._next_sync = min(self._next_sync, self._last_sync + SYNC_GAP_SECONDS)
+        if time.monotonic() >= self._next_sync:
+            self._last_sync = time.monotonic()
             if await self.config.version() != self.version:
                 self.dirty.set()  # Redis lost the config (a flush, a failover): publish again
                 self.version = None
