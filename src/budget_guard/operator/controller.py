@@ -1,12 +1,10 @@
 """The operator's loop: publish the config, turn spend into status, and notices into
 Events and alerts.
 
-One loop per operator, in the active replica. Kopf runs a daemon per resource and
-stops them all in a replica that peering pauses; of the daemons of one replica,
-the one with the smallest uid runs the loop (``take_turns``) and the others wait
-to take over. The loop lists the resources itself (from the API server's watch
-cache) when it publishes or syncs: a complete picture each time, with no cache
-of its own to keep consistent. Each turn: compile every resource and publish if the
+One loop per operator, in the active replica (see ``leadership``). The loop lists
+the resources itself (from the API server's watch cache) when it publishes or
+syncs: a complete picture each time, with no cache of its own to keep consistent.
+Each turn: compile every resource and publish if the
 config changed; read the webhooks' notices (waiting up to a second for some);
 refresh every status from spend when notices arrived or the sync interval passed.
 All Redis reads of a sync are one pipeline.
@@ -15,7 +13,6 @@ All Redis reads of a sync are one pipeline.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import time
@@ -33,6 +30,7 @@ from budget_guard.operator import conditions as c
 from budget_guard.operator.alerts import Alert, AlertSender
 from budget_guard.operator.compile import Compiled, Manifest, compile_resources, trim
 from budget_guard.operator.kube import KubeApi
+from budget_guard.operator.leadership import Leadership
 from budget_guard.operator.settings import OperatorSettings
 from budget_guard.operator.status import (
     budget_status,
@@ -88,12 +86,8 @@ class Controller:
         self._next_sync = 0.0
         self._last_sync = -SYNC_GAP_SECONDS
         self._reviews: dict[str, dict[str, Any]] = {}
-        self._candidates: set[str] = set()
-        self._leader: str | None = None
-        self._leader_changed = asyncio.Event()
         self._writers = asyncio.Semaphore(STATUS_WRITERS)
-        self._running = asyncio.Lock()  # held by the one loop of this process
-        self._closing = False
+        self.leadership = Leadership()
 
     @classmethod
     def open(cls, settings: OperatorSettings) -> Controller:
@@ -109,48 +103,14 @@ class Controller:
 
     async def close(self, grace_seconds: float = 5.0) -> None:
         """Let the loop finish its turn, then close the clients."""
-        self._closing = True
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(grace_seconds), self._running:
-                pass
+        await self.leadership.close(grace_seconds)
         await self.alerts.close()
         await self.redis.aclose()
         self.kube.close()
 
-    # -- one loop per replica ----------------------------------------------------------
-
     async def take_turns(self, uid: str, stopped: Callable[[], bool]) -> None:
-        """Run the loop while ``uid`` is the smallest candidate; wait otherwise."""
-        self._enter(uid)
-        try:
-            while not stopped() and not self._closing:
-                if self._leader == uid:
-                    async with self._running:  # the previous leader ends its turn first
-                        await self.lead(lambda: self._leads(uid, stopped))
-                else:
-                    changed = self._leader_changed
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(changed.wait(), timeout=30)
-        finally:
-            self._leave(uid)
-
-    def _leads(self, uid: str, stopped: Callable[[], bool]) -> bool:
-        return self._leader == uid and not stopped() and not self._closing
-
-    def _enter(self, uid: str) -> None:
-        self._candidates.add(uid)
-        if self._leader is None or uid < self._leader:
-            self._set_leader(uid)
-
-    def _leave(self, uid: str) -> None:
-        self._candidates.discard(uid)
-        if self._leader == uid:
-            self._set_leader(min(self._candidates, default=None))
-
-    def _set_leader(self, uid: str | None) -> None:
-        self._leader = uid
-        self._leader_changed.set()  # wakes every waiting candidate once
-        self._leader_changed = asyncio.Event()
+        """The daemon of resource ``uid``: run the loop when it leads (see leadership)."""
+        await self.leadership.take_turns(uid, stopped, self.lead)
 
     # -- the loop ------------------------------------------------------------------
 
