@@ -33,3 +33,12 @@ def test_replicas_get_different_priorities_by_default(monkeypatch: pytest.Monkey
     monkeypatch.delenv("BUDGET_GUARD_PRIORITY", raising=False)
     priorities = {parse([]).priority for _ in range(20)}
     assert len(priorities) > 1
+
+
+def test_a_bad_variable_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BUDGET_GUARD_SYNC_INTERVAL_SECONDS", "soon")
+    with pytest.raises(SystemExit):
+        parse([])
+    assert "BUDGET_GUARD_SYNC_INTERVAL_SECONDS" in capsys.readouterr().err

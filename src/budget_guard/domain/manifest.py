@@ -34,7 +34,8 @@ from budget_guard.domain.money import InvalidAmount, parse_usd
 from budget_guard.domain.periods import Period, load_zone
 
 API_GROUP = "budgetguard.io"
-API_VERSION = f"{API_GROUP}/v1alpha1"
+VERSION = "v1alpha1"
+API_VERSION = f"{API_GROUP}/{VERSION}"
 KIND_BUDGET = "LLMBudget"
 KIND_BURST = "BurstBudget"
 DEFAULT_NAMESPACE = "default"

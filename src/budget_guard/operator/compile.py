@@ -34,8 +34,8 @@ class Compiled:
     def publishable(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The accepted manifests, trimmed to what the webhooks need."""
         return (
-            [_trimmed(self.manifests[key]) for key in sorted(self.budgets)],
-            [_trimmed(self.manifests[key]) for key in sorted(self.pools)],
+            [_published(self.manifests[key]) for key in sorted(self.budgets)],
+            [_published(self.manifests[key]) for key in sorted(self.pools)],
         )
 
 
@@ -61,23 +61,15 @@ def trim(resource: Manifest) -> dict[str, Any]:
     }
 
 
-def _key(manifest: Manifest) -> str:
+def key_of(manifest: Manifest) -> str:
+    """namespace/name: how the operator names a resource."""
     metadata = manifest.get("metadata", {})
     return f"{metadata.get('namespace', 'default')}/{metadata.get('name', '?')}"
 
 
-def _trimmed(manifest: Manifest) -> dict[str, Any]:
-    metadata = manifest.get("metadata", {})
-    return {
-        "apiVersion": manifest.get("apiVersion"),
-        "kind": manifest.get("kind"),
-        "metadata": {
-            name: metadata[name]
-            for name in ("name", "namespace", "uid", "generation", "creationTimestamp")
-            if name in metadata
-        },
-        "spec": dict(manifest.get("spec", {})),
-    }
+def _published(manifest: Manifest) -> dict[str, Any]:
+    """What the webhooks get of an accepted resource: no status (live ones only)."""
+    return {name: value for name, value in trim(manifest).items() if name != "status"}
 
 
 def _problem(error: ManifestError) -> Problem:
@@ -96,7 +88,7 @@ def _parse_live(
     for manifest in resources:
         if manifest.get("metadata", {}).get("deletionTimestamp"):
             continue
-        key = _key(manifest)
+        key = key_of(manifest)
         manifests[key] = manifest
         try:
             parsed.append(parse(manifest))

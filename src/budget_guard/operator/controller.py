@@ -16,7 +16,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any, cast
 
@@ -28,7 +28,13 @@ from budget_guard.domain.budget import Budget
 from budget_guard.domain.money import format_usd, parse_usd
 from budget_guard.operator import conditions as c
 from budget_guard.operator.alerts import Alert, AlertSender
-from budget_guard.operator.compile import Compiled, Manifest, compile_resources, trim
+from budget_guard.operator.compile import (
+    Compiled,
+    Manifest,
+    compile_resources,
+    key_of,
+    trim,
+)
 from budget_guard.operator.kube import KubeApi
 from budget_guard.operator.leadership import Leadership
 from budget_guard.operator.settings import OperatorSettings
@@ -173,8 +179,8 @@ class Controller:
         """Compile every live resource (less ``without``) and publish it if it changed."""
         async with self._publish_lock:
             compiled = compile_resources(
-                (m for m in budgets if _key(m) != without),
-                (m for m in bursts if _key(m) != without),
+                (m for m in budgets if key_of(m) != without),
+                (m for m in bursts if key_of(m) != without),
             )
             budget_manifests, burst_manifests = compiled.publishable()
             version = config_version(budget_manifests, burst_manifests)
@@ -357,11 +363,6 @@ class Controller:
             namespace,
             manifest.get("spec", {}),
         )
-
-
-def _key(manifest: Mapping[str, Any]) -> str:
-    metadata = manifest.get("metadata", {})
-    return f"{metadata.get('namespace', 'default')}/{metadata.get('name', '?')}"
 
 
 def post_with_kopf(manifest: Manifest, kind: str, reason: str, message: str) -> None:

@@ -19,11 +19,16 @@ from budget_guard.domain.budget import (
     Enforcement,
     FailureMode,
 )
-from budget_guard.domain.manifest import API_GROUP, KIND_BUDGET, KIND_BURST, MAX_MULTIPLIER
+from budget_guard.domain.manifest import (
+    API_GROUP,
+    KIND_BUDGET,
+    KIND_BURST,
+    MAX_MULTIPLIER,
+    VERSION,
+)
 from budget_guard.domain.money import MAX_DECIMALS
 from budget_guard.domain.periods import Period
 
-VERSION = "v1alpha1"
 CATEGORY = "budgets"
 
 # A positive decimal amount of USD with at most six decimals, as a string.

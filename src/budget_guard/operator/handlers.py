@@ -13,9 +13,8 @@ from typing import Any, cast
 
 import kopf
 
-from budget_guard.domain.manifest import API_GROUP
+from budget_guard.domain.manifest import API_GROUP, VERSION
 from budget_guard.operator.controller import Controller
-from budget_guard.operator.kube import VERSION
 from budget_guard.operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)

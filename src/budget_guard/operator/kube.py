@@ -18,11 +18,10 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from budget_guard.domain.manifest import API_GROUP
+from budget_guard.domain.manifest import API_GROUP, VERSION
 
 log = logging.getLogger(__name__)
 
-VERSION = "v1alpha1"
 PEERING_GROUP, PEERING_VERSION = "kopf.dev", "v1"
 
 

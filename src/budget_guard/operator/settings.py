@@ -1,14 +1,13 @@
-"""The operator's settings: typed, from flags or ``BUDGET_GUARD_<NAME>`` variables."""
+"""The operator's settings: typed, from flags or ``BUDGET_GUARD_<FLAG>`` variables."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-ENV_PREFIX = "BUDGET_GUARD_"
+from budget_guard.options import Option, add_options
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,7 @@ class OperatorSettings:
     def from_namespace(cls, ns: argparse.Namespace) -> OperatorSettings:
         return cls(
             redis_url=ns.redis_url,
-            namespaces=tuple(ns.namespace or _env_list("--namespace")),
+            namespaces=tuple(ns.namespace),
             sync_interval_seconds=ns.sync_interval_seconds,
             standalone=ns.standalone,
             priority=ns.priority if ns.priority is not None else random.randint(1, 32_000),  # noqa: S311
@@ -44,82 +43,59 @@ class OperatorSettings:
         )
 
 
-def _env(flag: str) -> str:
-    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
-
-
-def _env_list(flag: str) -> list[str]:
-    return [item.strip() for item in os.environ.get(_env(flag), "").split(",") if item.strip()]
-
-
-def _default(flag: str, fallback: str | None) -> str | None:
-    return os.environ.get(_env(flag), fallback)
+_DEFAULTS = OperatorSettings()
+_OPTIONS = (
+    Option("--redis-url", "the ledger's Redis", str, _DEFAULTS.redis_url),
+    Option(
+        "--namespace",
+        "watch only this namespace (repeatable, or comma-separated in the variable; default: all)",
+        kind="list",
+    ),
+    Option(
+        "--sync-interval-seconds",
+        "how often status is refreshed from spend",
+        float,
+        _DEFAULTS.sync_interval_seconds,
+    ),
+    Option("--standalone", "run without peering (a single replica)", kind="switch"),
+    Option("--priority", "peering priority (default: random, so replicas never tie)", int),
+    Option(
+        "--peering-name",
+        "the ClusterKopfPeering / KopfPeering object replicas share",
+        str,
+        _DEFAULTS.peering_name,
+    ),
+    Option(
+        "--peering-lifetime-seconds",
+        "after how long without a keep-alive a replica counts as gone",
+        int,
+        _DEFAULTS.peering_lifetime_seconds,
+    ),
+    Option(
+        "--liveness-endpoint",
+        "serve Kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz",
+        str,
+        "",
+    ),
+    Option(
+        "--kopf-workers",
+        "resources processed at once (each may hold an API connection)",
+        int,
+        _DEFAULTS.kopf_workers,
+    ),
+    Option(
+        "--alert-attempts",
+        "tries per alert before it is reported failed",
+        int,
+        _DEFAULTS.alert_attempts,
+    ),
+    Option("--log-level", "DEBUG, INFO, WARNING, ERROR", str, _DEFAULTS.log_level),
+)
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="budget-guard operator")
-
-    def option(flag: str, help_text: str, **kwargs: object) -> None:
-        parser.add_argument(flag, help=f"{help_text} [env {_env(flag)}]", **kwargs)  # type: ignore[arg-type]
-
-    option(
-        "--redis-url",
-        "the ledger's Redis",
-        default=_default("--redis-url", OperatorSettings.redis_url),
-    )
-    option(
-        "--namespace",
-        "watch only this namespace (repeatable, or comma-separated in the variable; default: all)",
-        action="append",
-        default=None,
-    )
-    option(
-        "--sync-interval-seconds",
-        "how often status is refreshed from spend",
-        type=float,
-        default=float(_default("--sync-interval-seconds", "15") or 15),
-    )
-    option(
-        "--standalone",
-        "run without peering (a single replica)",
-        action="store_true",
-        default=_default("--standalone", "") in ("1", "true", "yes"),
-    )
-    option(
-        "--priority",
-        "peering priority (default: random, so replicas never tie)",
-        type=int,
-        default=_default("--priority", None),
-    )
-    option(
-        "--peering-name",
-        "the ClusterKopfPeering / KopfPeering object replicas share",
-        default=_default("--peering-name", OperatorSettings.peering_name),
-    )
-    option(
-        "--peering-lifetime-seconds",
-        "after how long without a keep-alive a replica counts as gone",
-        type=int,
-        default=int(_default("--peering-lifetime-seconds", "60") or 60),
-    )
-    option(
-        "--liveness-endpoint",
-        "serve Kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz",
-        default=_default("--liveness-endpoint", ""),
-    )
-    option(
-        "--kopf-workers",
-        "resources processed at once (each may hold an API connection)",
-        type=int,
-        default=int(_default("--kopf-workers", "32") or 32),
-    )
-    option(
-        "--alert-attempts",
-        "tries per alert before it is reported failed",
-        type=int,
-        default=int(_default("--alert-attempts", "6") or 6),
-    )
-    option("--log-level", "DEBUG, INFO, WARNING, ERROR", default=_default("--log-level", "INFO"))
+    add_options(parser, _OPTIONS)
     return parser
 
 

@@ -8,17 +8,14 @@ read: the rest of the webhook receives these frozen dataclasses.
 from __future__ import annotations
 
 import argparse
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from budget_guard.domain.budget import is_valid_scope_value
 from budget_guard.domain.resolution import RequestIdentity
+from budget_guard.options import Option, add_options, parse_bool
 from budget_guard.store.ledger import ExpiredReservations
-
-ENV_PREFIX = "BUDGET_GUARD_"
 
 
 @dataclass(frozen=True)
@@ -193,147 +190,112 @@ def _identity(text: str) -> RequestIdentity:
     return RequestIdentity(**values)
 
 
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off", ""):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean")
-
-
-@dataclass(frozen=True)
-class _Option:
-    flag: str
-    help: str
-    type: Callable[[str], Any] = str
-    default: Any = None
-    choices: Sequence[str] | None = None
-
-
 _OPTIONS = (
-    _Option(
+    Option(
         "--budgets",
         "standalone mode: a file or directory of LLMBudget/BurstBudget YAML "
         "(without it, read the operator's published config from Redis)",
         Path,
     ),
-    _Option("--pricing", "price table YAML or JSON merged over the shipped defaults", Path),
-    _Option("--redis-url", "the ledger's Redis", str, LedgerOptions.redis_url),
-    _Option(
+    Option("--pricing", "price table YAML or JSON merged over the shipped defaults", Path),
+    Option("--redis-url", "the ledger's Redis", str, LedgerOptions.redis_url),
+    Option(
         "--ledger-timeout-ms",
         "give up on the ledger after this long; then each budget's failureMode decides",
         int,
         LedgerOptions.timeout_ms,
     ),
-    _Option(
+    Option(
         "--reservation-ttl-seconds",
         "settle deadline of a reservation",
         int,
         LedgerOptions.reservation_ttl_seconds,
     ),
-    _Option(
+    Option(
         "--expired-reservations",
         "what an unsettled reservation costs: Keep (its estimate) or Release (nothing)",
         str,
         "Keep",
         ("Keep", "Release"),
     ),
-    _Option(
+    Option(
         "--sweep-interval-seconds",
         "how often overdue reservations are settled",
         float,
         LedgerOptions.sweep_interval_seconds,
     ),
-    _Option("--usage-token-file", "file holding the bearer token POST /v1/usage requires", Path),
-    _Option("--identity", "where identity comes from", str, "headers", ("headers", "jwt")),
-    _Option("--tenant-header", "identity header (headers mode)", str, "x-budget-tenant"),
-    _Option("--user-header", "identity header (headers mode)", str, "x-budget-user"),
-    _Option("--tier-header", "identity header (headers mode)", str, "x-budget-tier"),
-    _Option("--feature-header", "identity header (headers mode)", str, "x-budget-feature"),
-    _Option("--model-header", "model header, when the body names none", str, "x-budget-model"),
-    _Option(
+    Option("--usage-token-file", "file holding the bearer token POST /v1/usage requires", Path),
+    Option("--identity", "where identity comes from", str, "headers", ("headers", "jwt")),
+    Option("--tenant-header", "identity header (headers mode)", str, "x-budget-tenant"),
+    Option("--user-header", "identity header (headers mode)", str, "x-budget-user"),
+    Option("--tier-header", "identity header (headers mode)", str, "x-budget-tier"),
+    Option("--feature-header", "identity header (headers mode)", str, "x-budget-feature"),
+    Option("--model-header", "model header, when the body names none", str, "x-budget-model"),
+    Option(
         "--anonymous-identity",
         "identity for requests without one, e.g. "
         "tenant=public,user=anonymous (default: answer 401)",
         _identity,
     ),
-    _Option("--jwt-jwks-file", "JWKS file of the token issuer's keys (jwt mode)", Path),
-    _Option("--jwt-jwks-url", "JWKS URL of the token issuer's keys (jwt mode)"),
-    _Option("--jwt-issuer", "required iss claim (jwt mode)"),
-    _Option("--jwt-audience", "required aud claim (jwt mode)"),
-    _Option("--jwt-algorithms", "accepted signature algorithms", _csv, ["RS256", "ES256"]),
-    _Option("--jwt-tenant-claim", "claim holding the tenant", str, "tenant"),
-    _Option("--jwt-user-claim", "claim holding the user", str, "sub"),
-    _Option("--jwt-tier-claim", "claim holding the tier", str, "tier"),
-    _Option("--jwt-feature-claim", "claim holding the feature", str, "feature"),
-    _Option(
+    Option("--jwt-jwks-file", "JWKS file of the token issuer's keys (jwt mode)", Path),
+    Option("--jwt-jwks-url", "JWKS URL of the token issuer's keys (jwt mode)"),
+    Option("--jwt-issuer", "required iss claim (jwt mode)"),
+    Option("--jwt-audience", "required aud claim (jwt mode)"),
+    Option("--jwt-algorithms", "accepted signature algorithms", _csv, ["RS256", "ES256"]),
+    Option("--jwt-tenant-claim", "claim holding the tenant", str, "tenant"),
+    Option("--jwt-user-claim", "claim holding the user", str, "sub"),
+    Option("--jwt-tier-claim", "claim holding the tier", str, "tier"),
+    Option("--jwt-feature-claim", "claim holding the feature", str, "feature"),
+    Option(
         "--strip-headers",
         "headers to remove from the upstream request on allow "
         "(jwt mode default: the identity headers)",
         _csv,
         [],
     ),
-    _Option("--host", "listen address", str, ListenSettings.host),
-    _Option("--check-port", "ext_authz check listener: every method and path", int, 8080),
-    _Option("--api-port", "API listener: /v1/usage, /v1/budgets, health, metrics", int, 8081),
-    _Option("--path-prefix", "prefix Envoy adds to checked paths (path_prefix)", str, ""),
-    _Option(
+    Option("--host", "listen address", str, ListenSettings.host),
+    Option("--check-port", "ext_authz check listener: every method and path", int, 8080),
+    Option("--api-port", "API listener: /v1/usage, /v1/budgets, health, metrics", int, 8081),
+    Option("--path-prefix", "prefix Envoy adds to checked paths (path_prefix)", str, ""),
+    Option(
         "--max-body-bytes",
         "largest body accepted (size it to Envoy's max_request_bytes)",
         int,
         ListenSettings.max_body_bytes,
     ),
-    _Option(
+    Option(
         "--max-header-bytes", "largest header line accepted", int, ListenSettings.max_header_bytes
     ),
-    _Option(
+    Option(
         "--reload-interval-seconds",
         "how often standalone budget files are checked",
         float,
         ConfigSourceSettings.reload_interval_seconds,
     ),
-    _Option("--metrics-tenants", "tenant label values allowed on spend metrics", _csv, []),
-    _Option("--metrics-features", "feature label values allowed on spend metrics", _csv, []),
-    _Option("--metrics-models", "model label values allowed on spend metrics", _csv, []),
-    _Option(
+    Option("--metrics-tenants", "tenant label values allowed on spend metrics", _csv, []),
+    Option("--metrics-features", "feature label values allowed on spend metrics", _csv, []),
+    Option("--metrics-models", "model label values allowed on spend metrics", _csv, []),
+    Option(
         "--message-cache-entries",
         "token counts of message texts kept for agent loops "
         "that resend their conversation (0: no cache)",
         int,
         50_000,
     ),
-    _Option(
+    Option(
         "--local-leases",
         "decide most requests in process from budget leased ahead in "
         "Redis (false: one Redis round trip per decision)",
-        _bool,
+        parse_bool,
         True,
     ),
-    _Option("--log-level", "DEBUG, INFO, WARNING, ERROR", str, "INFO"),
-    _Option("--log-allowed", "log every allowed request too", _bool, False),
+    Option("--log-level", "DEBUG, INFO, WARNING, ERROR", str, "INFO"),
+    Option("--log-allowed", "log every allowed request too", parse_bool, False),
 )
-
-
-def env_name(flag: str) -> str:
-    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """Add every option to ``parser``; an environment variable supplies its default."""
     parser = parser or argparse.ArgumentParser(prog="budget-guard webhook")
-    for option in _OPTIONS:
-        variable = env_name(option.flag)
-        default = option.default
-        if variable in os.environ:
-            try:
-                default = option.type(os.environ[variable])
-            except (ValueError, argparse.ArgumentTypeError) as error:
-                parser.error(f"{variable}: {error}")
-        parser.add_argument(
-            option.flag,
-            type=option.type,
-            default=default,
-            choices=option.choices,
-            help=f"{option.help} [env {variable}]",
-        )
+    add_options(parser, _OPTIONS)
     return parser
