@@ -217,12 +217,11 @@ def run(redis_url: str, seconds: int = 8) -> WebhookResults:
                 run_wrk("warm-up", url, script, 4, 2)
                 run_wrk("warm-up", bare_url, script, 4, 2)
                 for connections in (1, 32):
-                    results.append(
-                        run_wrk(
-                            "bare aiohttp handler (floor)", bare_url, script, connections, seconds
-                        )
-                    )
-                    results.append(run_wrk("webhook, 4 budgets", url, script, connections, seconds))
+                    bare_runs, hook_runs = [], []
+                    for _ in range(ROUNDS):  # alternated, so drifts hit both servers
+                        bare_runs.append(run_wrk(BARE, bare_url, script, connections, seconds))
+                        hook_runs.append(run_wrk(HOOK, url, script, connections, seconds))
+                    results += [median_run(bare_runs), median_run(hook_runs)]
                 with_cache = asyncio.run(agent_turns(webhook.check_url, "with cache"))
             uncached = [*base, "--message-cache-entries", "0"]
             with WebhookProcess(uncached, env=env, workdir=workdir / "uncached") as webhook:

@@ -3,6 +3,10 @@
 ``plan_charges`` turns the budgets that apply to a request into ``BudgetCharge``s
 (window, effective limit, threshold amounts, active burst pools) at one instant;
 the ledger checks and reserves them atomically and answers a ``Decision``.
+
+Values made for every request (``BudgetState``, ``Decision``) are NamedTuples:
+immutable like the frozen dataclasses elsewhere, and several times cheaper to
+build, which the webhook's hot path notices.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 from budget_guard.domain.budget import HARD_LIMIT_PERCENT, Budget, BurstPool
 from budget_guard.domain.periods import PeriodWindow
@@ -112,8 +117,7 @@ class BudgetVerdict(IntEnum):
     DENIES = 2
 
 
-@dataclass(frozen=True, slots=True)
-class BudgetState:
+class BudgetState(NamedTuple):
     """One budget after a decision: its usage, and how it judged the request."""
 
     charge: BudgetCharge
@@ -151,8 +155,7 @@ class BudgetState:
         return self.used >= self.charge.effective_limit
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     request_id: str
     allowed: bool
     cost_micros: int

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from budget_guard.domain.default_prices import DEFAULT_PRICE_TABLE
 from budget_guard.domain.money import InvalidAmount, parse_usd
@@ -46,8 +46,7 @@ class UnknownModelError(LookupError):
         self.model = model
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(NamedTuple):  # per request: a NamedTuple is cheap to build
     """Tokens one call used, split by how each kind is priced."""
 
     input_tokens: int = 0  # not served from cache
@@ -87,8 +86,7 @@ class ModelPrice:
         return min(requested, self.max_output_tokens)
 
 
-@dataclass(frozen=True, slots=True)
-class PricedModel:
+class PricedModel(NamedTuple):  # per request
     """The price used for a request's model, and whether the unknown-model policy chose it."""
 
     requested: str

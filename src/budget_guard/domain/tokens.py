@@ -15,8 +15,7 @@ import json
 import math
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from budget_guard.domain.pricing import ModelPrice
 
@@ -116,8 +115,7 @@ class MessageTokenCache:
         return counted
 
 
-@dataclass(frozen=True, slots=True)
-class TokenEstimate:
+class TokenEstimate(NamedTuple):  # per request: a NamedTuple is cheap to build
     input_tokens: int
     output_tokens: int
     estimator: str

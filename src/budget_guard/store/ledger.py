@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 
@@ -107,8 +107,7 @@ def _settlement(request_id: str, answer: Sequence[Any]) -> Settlement:
     return Settlement(request_id, status, int(answer[1]), int(answer[2]), previous, attribution)
 
 
-@dataclass(frozen=True, slots=True)
-class LocalReservation:
+class LocalReservation(NamedTuple):
     """A request decided in process from leases, waiting to be committed."""
 
     request_id: str
@@ -303,23 +302,30 @@ class Ledger:
         (recorded under a fresh key, settled at their estimate)."""
         if not batch:
             return []
-        plans: dict[str, int] = {}
-        plan_contents: list[str] = []
-        assigned: dict[str, int] = {}
-        terms: dict[str, str] = {}
+        # Per plan first (a batch names few plans), then per counter: this runs on the
+        # event loop that decides requests, so it stays at one dict update per request.
+        plans: dict[str, tuple[int, EncodedPlan]] = {}
+        per_plan: dict[str, int] = {}
         request_args: list[str] = []
+        reservation = self.keys.reservation
         for item in batch:
             plan = item.plan
-            if plan.key not in plans:
-                plans[plan.key] = len(plans) + 1
-                plan_contents.append(plan.content)
-            request_args.append(f"{item.cost_micros},{plans[plan.key]},{len(plan.counter_keys)}")
+            known = plans.get(plan.key)
+            if known is None:
+                known = plans[plan.key] = (len(plans) + 1, plan)
+                per_plan[plan.key] = 0
+            per_plan[plan.key] += item.cost_micros
+            request_args.append(f"{item.cost_micros},{known[0]},{len(plan.counter_keys)}")
+        assigned: dict[str, int] = {}
+        terms: dict[str, str] = {}
+        for plan_key, (_, plan) in plans.items():
             for key, term in zip(plan.counter_keys, plan.counter_terms, strict=True):
-                assigned[key] = assigned.get(key, 0) + item.cost_micros
+                assigned[key] = assigned.get(key, 0) + per_plan[plan_key]
                 terms[key] = term
+        plan_contents = [plan.content for _, plan in plans.values()]
         now_ms = _ms(now)
         keys = [self.keys.pending, self.keys.events, self.keys.commit_marker(batch_id)]
-        keys += [self.keys.reservation(item.request_id) for item in batch]
+        keys += [reservation(item.request_id) for item in batch]
         keys += list(plans) + list(assigned)
         args: list[Any] = [
             now_ms,

@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from budget_guard.domain.decision import BudgetCharge
 from budget_guard.store.keys import KeySchema
@@ -34,8 +35,7 @@ def _ms(instant: dt.datetime) -> int:
     return int(instant.timestamp() * 1000)
 
 
-@dataclass(frozen=True, slots=True)
-class Attribution:
+class Attribution(NamedTuple):  # per request: a NamedTuple is cheap to build
     """Who and what a request's spend is reported under, in chargeback."""
 
     tenant: str | None = None

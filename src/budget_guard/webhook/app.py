@@ -21,6 +21,10 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
 from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -170,8 +174,7 @@ def _strip_prefix(path: str, prefix: str) -> str:
     return path
 
 
-async def check(request: web.Request) -> web.StreamResponse:
-    guard = request.app[GUARD]
+async def check(guard: Guard, request: web.BaseRequest) -> web.StreamResponse:
     started = time.perf_counter()
     try:
         body = await request.read()
@@ -194,11 +197,27 @@ async def check(request: web.Request) -> web.StreamResponse:
     return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
 
 
-def build_check_app(guard: Guard) -> web.Application:
-    app = web.Application(client_max_size=guard.settings.listen.max_body_bytes)
-    app[GUARD] = guard
-    app.router.add_route("*", "/{tail:.*}", check)
-    return app
+def build_check_server(guard: Guard, **handler_options: Any) -> web.Server:
+    """aiohttp's low-level server: every method and path is a check, so the
+    application layer (router, middlewares, signals) would only add work per request."""
+    max_body_bytes = guard.settings.listen.max_body_bytes
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        return await check(guard, request)
+
+    def make_request(
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        loop = asyncio.get_running_loop()
+        return web.BaseRequest(
+            message, payload, protocol, writer, task, loop, client_max_size=max_body_bytes
+        )
+
+    return web.Server(handle, request_factory=make_request, **handler_options)
 
 
 # -- the API listener ----------------------------------------------------------------
@@ -427,16 +446,16 @@ async def stop_background(guard: Guard) -> None:
 async def running(guard: Guard) -> AsyncIterator[tuple[int, int]]:
     """Both listeners and the background work; yields the bound (check, api) ports."""
     listen = guard.settings.listen
-    runner_options: dict[str, Any] = {
+    handler_options: dict[str, Any] = {
         "access_log": None,
         "keepalive_timeout": listen.keepalive_seconds,
         "max_line_size": listen.max_header_bytes,
         "max_field_size": listen.max_header_bytes,
-        "handle_signals": False,
     }
     # The check listener reads bodies as Envoy forwarded them (decompressed by us, bounded).
-    check_runner = web.AppRunner(build_check_app(guard), auto_decompress=False, **runner_options)
-    api_runner = web.AppRunner(build_api_app(guard), **runner_options)
+    check_server = build_check_server(guard, auto_decompress=False, **handler_options)
+    check_runner = web.ServerRunner(check_server, handle_signals=False)
+    api_runner = web.AppRunner(build_api_app(guard), handle_signals=False, **handler_options)
     async with aiohttp.ClientSession() as session:
         await start_background(guard, session)
         await check_runner.setup()
@@ -453,7 +472,7 @@ async def running(guard: Guard) -> AsyncIterator[tuple[int, int]]:
             await stop_background(guard)
 
 
-def _bound_port(runner: web.AppRunner) -> int:
+def _bound_port(runner: web.BaseRunner) -> int:
     server = runner.addresses[0]
     return int(server[1])
 

@@ -11,8 +11,7 @@ import json
 import re
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -29,8 +28,7 @@ class BadBody(Exception):
         self.message = message
 
 
-@dataclass(frozen=True, slots=True)
-class ReadBody:
+class ReadBody(NamedTuple):  # per request: a NamedTuple is cheap to build
     document: Mapping[str, Any] | None  # the parsed JSON object, when readable
     length: int  # bytes, after decompression when that succeeded
     model_hint: str | None = None  # a model found in an unreadable body's prefix

@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from redis.exceptions import RedisError
 
@@ -42,8 +43,7 @@ _REQUEST_ID_MAX = 200
 _MODEL_MAX = 200
 
 
-@dataclass(frozen=True)
-class CheckRequest:
+class CheckRequest(NamedTuple):  # per request: a NamedTuple is cheap to build
     method: str
     path: str
     headers: Mapping[str, str]  # lower-case names (aiohttp's CIMultiDict is case-insensitive)

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from budget_guard.domain.budget import Budget
 from budget_guard.domain.decision import BudgetState, BudgetVerdict, Decision
@@ -47,13 +46,12 @@ _PERIOD_NOUN = {
 }
 
 
-@dataclass(frozen=True)
-class CheckAnswer:
+class CheckAnswer(NamedTuple):  # per request: a NamedTuple is cheap to build
     status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-    decision: str = "allow"  # allow | deny | error, for metrics and logs
-    reason: str = "within_budget"
+    headers: dict[str, str]
+    body: bytes
+    decision: str  # allow | deny | error, for metrics and logs
+    reason: str
 
 
 def rfc3339(instant: dt.datetime) -> str:
