@@ -126,7 +126,11 @@ def test_defaults_are_filled_in(crds: KubeAPIServer) -> None:
         "UTC",
         [70, 80, 90],
     )
-    assert (spec["enforcement"], spec["failureMode"]) == ("Enforce", "Open")
+    assert (spec["enforcement"], spec["failureMode"], spec["reservation"]) == (
+        "Enforce",
+        "Open",
+        "Estimate",
+    )
 
 
 @pytest.mark.parametrize(
@@ -162,6 +166,13 @@ def test_defaults_are_filled_in(crds: KubeAPIServer) -> None:
             "multiplier must be a decimal above 0 and at most 10",
         ),
         ({"upgradeURL": "ftp://x"}, "upgradeURL must be an http(s) URL"),
+        (
+            {"failureMode": "Closed", "failOpenLimit": "5"},
+            "failOpenLimit applies only with failureMode: Open; remove it or use Open",
+        ),
+        ({"failOpenLimit": "0"}, "failOpenLimit must be a positive amount of USD"),
+        ({"failOpenLimit": "2.50", "reservation": "WorstCase"}, None),
+        ({"reservation": "Maximum"}, 'Unsupported value: "Maximum"'),
     ],
 )
 def test_bad_budgets_are_refused_with_what_to_fix(

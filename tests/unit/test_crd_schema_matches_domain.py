@@ -8,7 +8,12 @@ from typing import Any
 
 import pytest
 
-from budget_guard.domain.budget import DEFAULT_THRESHOLDS, Enforcement, FailureMode
+from budget_guard.domain.budget import (
+    DEFAULT_THRESHOLDS,
+    Enforcement,
+    FailureMode,
+    Reservation,
+)
 from budget_guard.domain.manifest import parse_budget, parse_burst_budget
 from budget_guard.domain.periods import Period
 from budget_guard.operator.crds import burstbudget_crd, llmbudget_crd
@@ -70,7 +75,9 @@ FULL_BUDGET = {
     "timeZone": "UTC",
     "thresholds": [50],
     "enforcement": "Observe",
-    "failureMode": "Closed",
+    "failureMode": "Open",
+    "failOpenLimit": "0.50",
+    "reservation": "WorstCase",
     "onSoftLimit": {"degradeModels": {"gpt-4o": "gpt-4o-mini"}},
     "schedule": [{"months": [12], "multiplier": "2"}],
     "upgradeURL": "https://x.example",
@@ -114,6 +121,7 @@ def test_enums_and_defaults_match_the_domain() -> None:
     assert props["period"]["enum"] == [p.value for p in Period]
     assert props["enforcement"]["enum"] == [e.value for e in Enforcement]
     assert props["failureMode"]["enum"] == [f.value for f in FailureMode]
+    assert props["reservation"]["enum"] == [r.value for r in Reservation]
     assert props["thresholds"]["default"] == list(DEFAULT_THRESHOLDS)
     defaults = parse_budget(
         {"kind": "LLMBudget", "metadata": {"name": "d"}, "spec": {"limit": "1"}}
@@ -121,4 +129,5 @@ def test_enums_and_defaults_match_the_domain() -> None:
     assert props["period"]["default"] == defaults.period.value
     assert props["enforcement"]["default"] == defaults.enforcement.value
     assert props["failureMode"]["default"] == defaults.failure_mode.value
+    assert props["reservation"]["default"] == defaults.reservation.value
     assert props["timeZone"]["default"] == defaults.zone.key

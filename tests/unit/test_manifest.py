@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from budget_guard.domain.budget import Enforcement, FailureMode, Scope
+from budget_guard.domain.budget import Enforcement, FailureMode, Reservation, Scope
 from budget_guard.domain.manifest import (
     ManifestError,
     parse_budget,
@@ -88,6 +88,29 @@ def test_defaults() -> None:
     assert budget.thresholds == (70, 80, 90)
     assert budget.enforcement is Enforcement.ENFORCE
     assert budget.failure_mode is FailureMode.OPEN
+    assert budget.reservation is Reservation.ESTIMATE
+    assert budget.fail_open_limit_micros is None
+    assert budget.fail_open_allowance(10_000_000) == 500_000  # 5 % of the limit
+
+
+def test_fail_open_limit_and_worst_case() -> None:
+    budget = parse_budget(
+        {
+            "kind": "LLMBudget",
+            "metadata": {"name": "g"},
+            "spec": {"limit": "10", "failOpenLimit": "0.25", "reservation": "WorstCase"},
+        }
+    )
+    assert budget.fail_open_allowance(10_000_000) == 250_000
+    assert budget.reservation is Reservation.WORST_CASE
+    closed = parse_budget(
+        {
+            "kind": "LLMBudget",
+            "metadata": {"name": "c"},
+            "spec": {"limit": "10", "failureMode": "Closed"},
+        }
+    )
+    assert closed.fail_open_allowance(10_000_000) == 0
 
 
 @pytest.mark.parametrize(
@@ -109,6 +132,17 @@ def test_defaults() -> None:
         ({"timeZone": "Mars/Olympus"}, "spec.timeZone", "unknown IANA time zone"),
         ({"enforcement": "Block"}, "spec.enforcement", "must be one of Enforce, Observe"),
         ({"failureMode": "open"}, "spec.failureMode", "must be one of Open, Closed"),
+        (
+            {"failureMode": "Closed", "failOpenLimit": "1"},
+            "spec.failOpenLimit",
+            "applies only with failureMode: Open",
+        ),
+        (
+            {"failureMode": "Open", "failOpenLimit": 0.5},
+            "spec.failOpenLimit",
+            "must be a decimal string of USD",
+        ),
+        ({"reservation": "worst"}, "spec.reservation", "must be one of Estimate, WorstCase"),
         ({"scope": {"tenant": "*"}}, "spec.scope.tenant", '"*" is only allowed as the whole'),
         ({"scope": {"user": "al*"}}, "spec.scope.user", '"*" is only allowed as the whole'),
         ({"scope": {"team": "x"}}, "spec.scope.team", "unknown scope field"),

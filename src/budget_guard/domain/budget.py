@@ -32,6 +32,22 @@ class FailureMode(StrEnum):
     CLOSED = "Closed"  # answer 503 when the ledger cannot be reached
 
 
+class Reservation(StrEnum):
+    """What a request reserves before its call; settlement then charges the real cost."""
+
+    # The prompt's tokens and the request's output cap, or the model's typical output
+    # when it sets none: a settlement above the estimate can carry spend past the limit.
+    ESTIMATE = "Estimate"
+    # The model's maximum output when the request sets no cap: settlement can only
+    # lower the charge, so the limit holds exactly, at the price of earlier denials.
+    WORST_CASE = "WorstCase"
+
+
+# With failureMode Open and no failOpenLimit: the share of the effective limit each
+# webhook replica may let through on a budget during one ledger outage.
+DEFAULT_FAIL_OPEN_PERCENT = 5
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class BudgetRef:
     """A budget's identity in the cluster: namespace and name (stable across re-creation)."""
@@ -108,6 +124,8 @@ class Budget:
     thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS
     enforcement: Enforcement = Enforcement.ENFORCE
     failure_mode: FailureMode = FailureMode.OPEN
+    fail_open_limit_micros: int | None = None  # None: DEFAULT_FAIL_OPEN_PERCENT of the limit
+    reservation: Reservation = Reservation.ESTIMATE
     degrade_models: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     schedule: tuple[SeasonalMultiplier, ...] = ()
     upgrade_url: str | None = None
@@ -140,6 +158,14 @@ class Budget:
         if multiplier == 1:
             return self.limit_micros
         return int((self.limit_micros * multiplier).to_integral_value(rounding=ROUND_FLOOR))
+
+    def fail_open_allowance(self, effective_limit: int) -> int:
+        """The most one replica lets through on this budget during one ledger outage."""
+        if self.failure_mode is FailureMode.CLOSED:
+            return 0
+        if self.fail_open_limit_micros is not None:
+            return self.fail_open_limit_micros
+        return effective_limit * DEFAULT_FAIL_OPEN_PERCENT // HARD_LIMIT_PERCENT
 
     def threshold_amounts(self, effective_limit: int) -> tuple[int, ...]:
         """Spend at which each soft threshold is reached, rounded up to whole micro-USD."""

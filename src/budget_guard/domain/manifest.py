@@ -26,6 +26,7 @@ from budget_guard.domain.budget import (
     BurstPool,
     Enforcement,
     FailureMode,
+    Reservation,
     Scope,
     SeasonalMultiplier,
     is_valid_scope_value,
@@ -77,7 +78,7 @@ def _string(value: object, field: str, *, required: bool = False) -> str | None:
     return value
 
 
-_E = TypeVar("_E", Period, Enforcement, FailureMode)
+_E = TypeVar("_E", Period, Enforcement, FailureMode, Reservation)
 
 
 def _enum(enum: type[_E], value: object, field: str, default: _E) -> _E:
@@ -231,6 +232,17 @@ def _money(value: object, field: str, *, required: bool = True) -> int | None:
         raise ManifestError(field, str(error).split(": ", 1)[1]) from None
 
 
+def _fail_open_limit(spec: Mapping[str, Any]) -> int | None:
+    value = spec.get("failOpenLimit")
+    if value is None:
+        return None
+    if spec.get("failureMode") == FailureMode.CLOSED.value:
+        raise ManifestError(
+            "spec.failOpenLimit", "applies only with failureMode: Open; remove it or use Open"
+        )
+    return _money(value, "spec.failOpenLimit")
+
+
 def parse_budget(manifest: Mapping[str, Any]) -> Budget:
     """An LLMBudget manifest as a ``Budget``; ``ManifestError`` names the bad field."""
     _kind(manifest, KIND_BUDGET)
@@ -260,6 +272,10 @@ def parse_budget(manifest: Mapping[str, Any]) -> Budget:
         ),
         failure_mode=_enum(
             FailureMode, spec.get("failureMode"), "spec.failureMode", FailureMode.OPEN
+        ),
+        fail_open_limit_micros=_fail_open_limit(spec),
+        reservation=_enum(
+            Reservation, spec.get("reservation"), "spec.reservation", Reservation.ESTIMATE
         ),
         degrade_models=parse_degrade_models(
             on_soft_limit.get("degradeModels"), "spec.onSoftLimit.degradeModels"

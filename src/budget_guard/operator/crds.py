@@ -13,11 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 from budget_guard.domain.budget import (
+    DEFAULT_FAIL_OPEN_PERCENT,
     DEFAULT_THRESHOLDS,
     SCOPE_FIELDS,
     SCOPE_VALUE_RULE,
     Enforcement,
     FailureMode,
+    Reservation,
 )
 from budget_guard.domain.manifest import (
     API_GROUP,
@@ -99,6 +101,12 @@ def _budget_spec() -> dict[str, Any]:
     return {
         "type": "object",
         "required": ["limit"],
+        "x-kubernetes-validations": [
+            _rule(
+                "!has(self.failOpenLimit) || self.failureMode == 'Open'",
+                "failOpenLimit applies only with failureMode: Open; remove it or use Open",
+            )
+        ],
         "properties": {
             "scope": _scope_schema(),
             "limit": _amount("the hard limit per period, in USD", "limit"),
@@ -140,6 +148,22 @@ def _budget_spec() -> dict[str, Any]:
                 "type": "string",
                 "enum": [mode.value for mode in FailureMode],
                 "default": FailureMode.OPEN.value,
+            },
+            "failOpenLimit": _amount(
+                "with failureMode Open: the most each webhook replica lets through on this "
+                "budget during one ledger outage, in USD; past it the budget fails closed "
+                f"(default: {DEFAULT_FAIL_OPEN_PERCENT}% of the limit)",
+                "failOpenLimit",
+            ),
+            "reservation": {
+                "type": "string",
+                "enum": [mode.value for mode in Reservation],
+                "default": Reservation.ESTIMATE.value,
+                "description": "what a request reserves before its call: Estimate (its "
+                "output cap, or the model's typical output when it sets none; a settlement "
+                "above the estimate can end past the limit) or WorstCase (the model's "
+                "maximum output when it sets none: the limit holds exactly, denials come "
+                "earlier)",
             },
             "onSoftLimit": {
                 "type": "object",
