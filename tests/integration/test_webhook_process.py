@@ -29,6 +29,7 @@ async def test_configured_by_environment_logs_json_and_never_the_prompt(
         "BUDGET_GUARD_USAGE_TOKEN_FILE": str(token),
         "BUDGET_GUARD_LOG_ALLOWED": "true",
         "BUDGET_GUARD_LEDGER_TIMEOUT_MS": "250",
+        "BUDGET_GUARD_GATEWAY_TIMEOUT_MS": "1000",
     }
     chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": SECRET_PROMPT}]}
     with WebhookProcess([], env=env, workdir=tmp_path) as webhook:

@@ -278,11 +278,21 @@ def _choices(body: Mapping[str, Any]) -> int:
     return min(value, MAX_CHOICES)
 
 
-def estimate_output_tokens(body: Mapping[str, Any], price: ModelPrice) -> int:
-    """The request's own output cap (capped at the model's maximum), else the model's default."""
+def uncapped_output_tokens(price: ModelPrice, worst_case: bool) -> int:
+    """Output of a request that sets no cap: the model's typical output, or its most."""
+    if not worst_case:
+        return price.default_output_tokens
+    return price.max_output_tokens or OUTPUT_TOKENS_CEILING
+
+
+def estimate_output_tokens(
+    body: Mapping[str, Any], price: ModelPrice, worst_case: bool = False
+) -> int:
+    """The request's own output cap (capped at the model's maximum), else the model's
+    default, or with ``worst_case`` its maximum (the most the call can produce)."""
     requested = _requested_output(body)
     if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
-        per_choice = price.default_output_tokens
+        per_choice = uncapped_output_tokens(price, worst_case)
     else:
         per_choice = price.cap_output_tokens(requested)
     per_choice = min(per_choice, OUTPUT_TOKENS_CEILING)
@@ -303,19 +313,23 @@ class RequestEstimator:
         self.tokenizers = tokenizers
         self.cache = cache
 
-    def estimate(self, body: Mapping[str, Any], price: ModelPrice) -> TokenEstimate:
+    def estimate(
+        self, body: Mapping[str, Any], price: ModelPrice, worst_case: bool = False
+    ) -> TokenEstimate:
         tokenizer, label = self.tokenizers.for_encoding(price.encoding)
         raw_input = count_input_tokens(body, tokenizer, self.cache)
         return TokenEstimate(
             input_tokens=corrected(raw_input, price),
-            output_tokens=estimate_output_tokens(body, price),
+            output_tokens=estimate_output_tokens(body, price, worst_case),
             estimator=label,
         )
 
-    def estimate_from_length(self, body_length: int, price: ModelPrice) -> TokenEstimate:
+    def estimate_from_length(
+        self, body_length: int, price: ModelPrice, worst_case: bool = False
+    ) -> TokenEstimate:
         """For a body that cannot be read (cut short by Envoy, or not JSON)."""
         return TokenEstimate(
             input_tokens=corrected(HeuristicTokenizer.count_bytes(body_length), price),
-            output_tokens=price.default_output_tokens,
+            output_tokens=uncapped_output_tokens(price, worst_case),
             estimator=HEURISTIC_NAME,
         )

@@ -7,14 +7,17 @@ has room: the cost moves from the lease to the request, and a background flush
 commits the requests to Redis in batches (``commit.lua``), where they become
 reservations like any other (records, pending index, settlement, sweeping).
 
-Why no limit is ever exceeded: a lease is taken atomically from what is left
-(at most an eighth of it), and a process decides locally only within its leases.
-What leasing gives up: near a limit, room held in one process's lease is not
-available to another until it is used or returned, so a request can be denied
-while another process still holds a little room. Leases shrink as a budget fills
-and stop altogether below one request's cost, so the last requests are exact.
-Unused leases go back when idle, when a period ends, on a new configuration, and
-at shutdown; a process that dies keeps its open leases counted (never less spend).
+Why no limit is ever exceeded: a lease is taken atomically from what is left, and
+a process decides locally only within its leases. Why leases never starve a shared
+budget: a process tops its lease up to a target (some requests' worth, or a small
+share of the limit) and never asks for more, and Redis keeps all open leases on a
+counter, whoever holds them, within an eighth of what is not yet assigned. So a
+SaaS with many one-shot users keeps one modest lease on the tenant's counter, and
+a denial leaves at most about one request's cost held in other processes' leases.
+Leases shrink as a budget fills and stop altogether below one request's cost, so
+the last requests are exact. Unused leases go back when idle, when a period ends,
+on a new configuration, and at shutdown; a process that dies keeps its open leases
+counted (never less spend).
 
 One instance per process; not thread-safe (it lives on one event loop).
 """
@@ -68,8 +71,8 @@ class LeaseSettings:
 class Lease:
     counter: str
     room: int  # granted and not yet used by this process
-    base_used: int  # the counter's usage (all leases included) when granted, less this grant
-    consumed: int = 0  # used by this process since the grant
+    base_used: int  # assigned on the counter at the last reply from Redis
+    consumed: int = 0  # decided here since that reply
     last_used: float = 0.0
 
 
@@ -92,6 +95,8 @@ class LocalLeases:
         self._recent_ids: OrderedDict[str, None] = OrderedDict()
         self._pending_ids: set[str] = set()
         self._wake = asyncio.Event()
+        # What Redis last said is assigned on a counter (for the fail-open allowance).
+        self._last_seen: dict[str, int] = {}
         self.local_decisions = 0
         self.ledger_decisions = 0
 
@@ -157,16 +162,45 @@ class LocalLeases:
         except BaseException:
             self._reattach(returns)  # the script may not have run: keep the room
             raise
+        self._remember(charges, decision.states)
         if decision.allowed:
             self._take(charges, decision.states, grants)
         return decision
 
     def _wants(self, charges: Sequence[BudgetCharge], cost: int) -> list[int]:
+        """Per counter, what tops its lease up to the target; never more."""
         settings = self.settings
-        return [
-            max(cost * settings.requests_per_lease, charge.effective_limit // settings.limit_share)
-            for charge in charges
-        ]
+        keys = self.ledger.keys
+        wants = []
+        for charge in charges:
+            target = max(
+                cost * settings.requests_per_lease, charge.effective_limit // settings.limit_share
+            )
+            lease = self._leases.get(keys.counter(charge.budget, charge.window, charge.subject))
+            wants.append(max(0, target - (lease.room if lease is not None else 0)))
+        return wants
+
+    def _remember(self, charges: Sequence[BudgetCharge], states: Sequence[BudgetState]) -> None:
+        if len(self._last_seen) > _RECENT_IDS:
+            self._last_seen.clear()
+        keys = self.ledger.keys
+        for charge, state in zip(charges, states, strict=False):
+            key = keys.counter(charge.budget, charge.window, charge.subject)
+            self._last_seen[key] = state.used
+            lease = self._leases.get(key)
+            if lease is not None:
+                lease.base_used, lease.consumed = state.used, 0
+
+    def known_assigned(self, counter: str) -> int | None:
+        """What is assigned on ``counter`` as far as this process knows, or None."""
+        lease = self._leases.get(counter)
+        if lease is not None:
+            return lease.base_used + lease.consumed
+        return self._last_seen.get(counter)
+
+    def count_unrecorded(self, counter: str, cost: int) -> None:
+        """Spend let through without the ledger (fail-open), recorded once it is back."""
+        self._last_seen[counter] = (self.known_assigned(counter) or 0) + cost
 
     def _detach_short_leases(
         self, charges: Sequence[BudgetCharge], cost: int
@@ -209,7 +243,6 @@ class LocalLeases:
                 self._leases[key] = Lease(key, grant, state.used, 0, time.monotonic())
             else:
                 lease.room += grant
-                lease.base_used = state.used - lease.consumed
 
     def _from_leases(
         self,

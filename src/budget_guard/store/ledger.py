@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from redis.asyncio import Redis
 
 from budget_guard.domain.decision import BudgetCharge, BudgetState, BudgetVerdict, Decision
+from budget_guard.store.channel import LedgerChannel
 from budget_guard.store.keys import KeySchema
 from budget_guard.store.plans import LABEL, Attribution, EncodedPlan, PlanCache
 from budget_guard.store.scripts import COMMIT, RELEASE, RESERVE, SETTLE, bulk
@@ -174,15 +175,21 @@ def _states(charges: Sequence[BudgetCharge], answer: Sequence[Any]) -> tuple[Bud
 
 
 class Ledger:
-    """Spend counters in Redis; one instance per process, shared by all requests."""
+    """Spend counters in Redis; one instance per process, shared by all requests.
+
+    Reservations go through ``channel`` when one is given (pipelined with other
+    requests' on one connection; see ``store.channel``), else through ``client``."""
 
     def __init__(
         self,
         client: Redis,
         settings: LedgerSettings | None = None,
         keys: KeySchema | None = None,
+        channel: LedgerChannel | None = None,
     ) -> None:
         self.client = client
+        self.channel = channel
+        self._reservations: Redis | LedgerChannel = channel or client
         self.settings = settings or LedgerSettings()
         self.keys = keys or KeySchema()
         self._plans = PlanCache(self.keys)
@@ -242,13 +249,13 @@ class Ledger:
             + bulk(",".join(str(room) for room in returns))
         )
         command = self._reserve_command(request_id, cost_micros, now_ms, plan, force, lease_args)
-        answer = await RESERVE.call(self.client, command)
+        answer = await RESERVE.call(self._reservations, command)
         if answer[0] == _PLAN_MISSING:  # first use, or Redis lost it: send it along
             plan.stored = False
             command = self._reserve_command(
                 request_id, cost_micros, now_ms, plan, force, lease_args
             )
-            answer = await RESERVE.call(self.client, command)
+            answer = await RESERVE.call(self._reservations, command)
         plan.stored = True
         if answer[0] == _ID_TAKEN:
             raise RequestIdTaken(request_id)

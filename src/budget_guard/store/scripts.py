@@ -16,6 +16,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
+from budget_guard.store.channel import LedgerChannel
+
 _SHARED = "_shared.lua"
 
 
@@ -38,11 +40,14 @@ class LuaScript:
     source: str
     sha: str = field(init=False)
     _evalsha: bytes = field(init=False, repr=False)
+    load_command: bytes = field(init=False, repr=False)  # SCRIPT LOAD, pre-encoded
 
     def __post_init__(self) -> None:
         sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
         object.__setattr__(self, "sha", sha)
         object.__setattr__(self, "_evalsha", bulk("EVALSHA") + bulk(sha))
+        load = b"*3\r\n" + bulk("SCRIPT") + bulk("LOAD") + bulk(self.source)
+        object.__setattr__(self, "load_command", load)
 
     @classmethod
     def load(cls, name: str) -> LuaScript:
@@ -54,13 +59,22 @@ class LuaScript:
         header = b"*%d\r\n" % (3 + key_count + arg_count)
         return b"".join((header, self._evalsha, bulk(key_count), *encoded))
 
-    async def call(self, client: Redis, command: bytes) -> Any:
-        """Send a ``command``; load the script and retry once if the server lacks it."""
+    async def call(self, target: Redis | LedgerChannel, command: bytes) -> Any:
+        """Send a ``command``; load the script and retry once if the server lacks it.
+
+        Through a ``LedgerChannel``, the command is pipelined with other callers';
+        through a client, it takes a pooled connection for its round trip."""
+        if isinstance(target, LedgerChannel):
+            try:
+                return await target.call(command)
+            except NoScriptError:
+                await target.call(self.load_command)
+                return await target.call(command)
         try:
-            return await _roundtrip(client, command)
+            return await _roundtrip(target, command)
         except NoScriptError:
-            await client.script_load(self.source)
-            return await _roundtrip(client, command)
+            await target.script_load(self.source)
+            return await _roundtrip(target, command)
 
     async def run(self, client: Redis, keys: list[str], args: list[Any]) -> Any:
         """Encode and call (for paths where encoding once does not pay)."""

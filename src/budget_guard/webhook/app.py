@@ -13,6 +13,7 @@ import datetime as dt
 import gc
 import json
 import logging
+import os
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,15 +28,20 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 from prometheus_client import Counter
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from budget_guard.domain.tokens import MessageTokenCache, RequestEstimator
 from budget_guard.loaders.tokenizers import load_tokenizers
+from budget_guard.store.channel import ChannelSettings, LedgerChannel
 from budget_guard.store.config import ConfigStore
 from budget_guard.store.leases import LeaseSettings, LocalLeases
 from budget_guard.store.ledger import Ledger, LedgerSettings
+from budget_guard.store.scripts import RESERVE
 from budget_guard.store.status import read_usage
 from budget_guard.webhook import openapi
+from budget_guard.webhook.admission import Admission, AdmissionSettings
 from budget_guard.webhook.config import (
     CompiledConfig,
     ConfigHolder,
@@ -47,7 +53,13 @@ from budget_guard.webhook.decide import CheckRequest, Decider, DecisionSettings
 from budget_guard.webhook.identity import HeaderIdentity, IdentityResolver, JwksKeys, JwtIdentity
 from budget_guard.webhook.journal import DegradedJournal
 from budget_guard.webhook.metrics import Metrics
-from budget_guard.webhook.responses import JSON, LEDGER_FAILURE_REASONS, error_answer
+from budget_guard.webhook.responses import (
+    JSON,
+    LEDGER_FAILURE_REASONS,
+    CheckAnswer,
+    error_answer,
+    overloaded_answer,
+)
 from budget_guard.webhook.settings import WebhookSettings
 from budget_guard.webhook.settlement import SettlementService, UsageTokens
 from budget_guard.webhook.views import budgets_document
@@ -70,11 +82,13 @@ class Guard:
 
     settings: WebhookSettings
     redis: Redis  # settlement, sweeps, reads, config: with a socket timeout
-    decisions_redis: Redis  # the hot path: bounded by --ledger-timeout-ms instead
+    decisions_redis: Redis  # the hot path's connections (see channel)
+    channel: LedgerChannel  # reservations, pipelined; stalls judged by --ledger-timeout-ms
     ledger: Ledger  # for decisions
     ops_ledger: Ledger  # for everything else
     leases: LocalLeases
     holder: ConfigHolder
+    admission: Admission
     decider: Decider
     settlement: SettlementService
     tokens: UsageTokens
@@ -90,14 +104,23 @@ GUARD = web.AppKey("guard", Guard)
 
 
 def build_guard(settings: WebhookSettings, clock: Callable[[], dt.datetime] = utc_now) -> Guard:
-    connect_timeout = max(0.05, settings.ledger.timeout_ms / 1000)
-    # No socket timeout on the decision client: redis-py would wrap every send and read
-    # in a timer task; the decision is bounded by one asyncio.timeout instead.
+    ledger_timeout = settings.ledger.timeout_ms / 1000
+    connect_timeout = max(0.05, ledger_timeout)
+    # No socket timeout and no retries on the decision client: the channel judges
+    # Redis's health itself, and a retry would only hide an outage from it.
     decisions_redis = Redis.from_url(
         settings.ledger.redis_url,
         socket_connect_timeout=connect_timeout,
         socket_timeout=None,
-        max_connections=256,
+        max_connections=8,
+        retry=Retry(NoBackoff(), 0),
+    )
+    channel = LedgerChannel(
+        decisions_redis.connection_pool,
+        ChannelSettings(
+            stall_timeout_seconds=ledger_timeout, connect_timeout_seconds=ledger_timeout
+        ),
+        preload=[RESERVE.load_command],
     )
     redis = Redis.from_url(
         settings.ledger.redis_url,
@@ -109,7 +132,7 @@ def build_guard(settings: WebhookSettings, clock: Callable[[], dt.datetime] = ut
         reservation_ttl=dt.timedelta(seconds=settings.ledger.reservation_ttl_seconds),
         expired_reservations=settings.ledger.expired_reservations,
     )
-    ledger = Ledger(decisions_redis, ledger_settings)
+    ledger = Ledger(decisions_redis, ledger_settings, channel=channel)
     ops_ledger = Ledger(redis, ledger_settings)
     holder = ConfigHolder()
     metrics = Metrics()
@@ -128,32 +151,51 @@ def build_guard(settings: WebhookSettings, clock: Callable[[], dt.datetime] = ut
         identity = HeaderIdentity(settings.identity)
     journal = DegradedJournal(ops_ledger)
     leases = LocalLeases(ledger, LeaseSettings(enabled=settings.local_leases), ops_ledger)
+    admission = Admission(
+        AdmissionSettings(
+            max_inflight=settings.listen.max_inflight_decisions,
+            gateway_timeout_seconds=settings.listen.gateway_timeout_ms / 1000,
+            ledger_timeout_seconds=ledger_timeout,
+        )
+    )
     metrics.count_decision_paths(
         lambda: {"local": leases.local_decisions, "ledger": leases.ledger_decisions}
     )
+    metrics.count_shed(lambda: dict(admission.shed))
+    metrics.watch_ledger_channel(
+        lambda: {
+            "commands": channel.commands,
+            "writes": channel.batches,
+            "stalls": channel.stalls,
+            "outages": channel.outages,
+        }
+    )
     decider = Decider(
         holder=holder,
-        ledger=leases,
+        leases=leases,
         estimator=estimator,
         identity=identity,
         journal=journal,
+        admission=admission,
         settings=DecisionSettings(
             max_body_bytes=settings.listen.max_body_bytes,
-            ledger_timeout_seconds=settings.ledger.timeout_ms / 1000,
             model_header=settings.identity.model_header,
             strip_headers=settings.strip_headers,
             log_allowed=settings.log_allowed,
         ),
+        outage=lambda: channel.outages,
         clock=clock,
     )
     return Guard(
         settings=settings,
         redis=redis,
         decisions_redis=decisions_redis,
+        channel=channel,
         ledger=ledger,
         ops_ledger=ops_ledger,
         leases=leases,
         holder=holder,
+        admission=admission,
         decider=decider,
         settlement=SettlementService(holder, ops_ledger, journal, leases, metrics, clock),
         tokens=UsageTokens(settings.usage_token_file),
@@ -176,18 +218,14 @@ def _strip_prefix(path: str, prefix: str) -> str:
 
 async def check(guard: Guard, request: web.BaseRequest) -> web.StreamResponse:
     started = time.perf_counter()
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        limit = guard.settings.listen.max_body_bytes
-        answer = error_answer(
-            413, "body_too_large", f"the body exceeds {limit} bytes, the most that is checked"
-        )
+    admission = guard.admission
+    if not admission.enter():
+        answer = overloaded_answer(os.urandom(16).hex(), "too many checks in flight")
     else:
-        path = _strip_prefix(request.path_qs, guard.settings.listen.path_prefix)
-        answer = await guard.decider.decide(
-            CheckRequest(request.method, path, request.headers, body)
-        )
+        try:
+            answer = await _decide(guard, request, started)
+        finally:
+            admission.leave()
     metrics = guard.metrics
     metrics.count_decision(answer.decision, answer.reason, time.perf_counter() - started)
     if answer.reason in LEDGER_FAILURE_REASONS:
@@ -195,6 +233,20 @@ async def check(guard: Guard, request: web.BaseRequest) -> web.StreamResponse:
         if answer.decision == "allow":
             metrics.fail_open.inc()
     return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
+
+
+async def _decide(guard: Guard, request: web.BaseRequest, started: float) -> CheckAnswer:
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = guard.settings.listen.max_body_bytes
+        return error_answer(
+            413, "body_too_large", f"the body exceeds {limit} bytes, the most that is checked"
+        )
+    path = _strip_prefix(request.path_qs, guard.settings.listen.path_prefix)
+    return await guard.decider.decide(
+        CheckRequest(request.method, path, request.headers, body, started)
+    )
 
 
 def build_check_server(guard: Guard, **handler_options: Any) -> web.Server:
@@ -438,6 +490,7 @@ async def stop_background(guard: Guard) -> None:
         log.error("at shutdown, local decisions or leases could not be returned: %s", error)
     if len(guard.journal):
         await guard.journal.replay(guard.clock())  # last chance to record degraded spend
+    await guard.channel.aclose()
     await guard.redis.aclose()
     await guard.decisions_redis.aclose()
 

@@ -7,25 +7,27 @@ one atomic reservation in Redis -> answer. Everything that can be prepared ahead
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from redis.exceptions import RedisError
 
-from budget_guard.domain.budget import FailureMode
+from budget_guard.domain.budget import FailureMode, Reservation
 from budget_guard.domain.decision import BudgetCharge, Decision
 from budget_guard.domain.pricing import PricedModel, UnknownModelError, Usage
 from budget_guard.domain.resolution import RequestIdentity
 from budget_guard.domain.tokens import RequestEstimator, TokenEstimate
+from budget_guard.store.channel import LedgerUnavailable
 from budget_guard.store.leases import LocalLeases
 from budget_guard.store.ledger import Attribution, RequestIdTaken
+from budget_guard.webhook.admission import Admission
 from budget_guard.webhook.body import BadBody, ReadBody, model_from_path, read_body
 from budget_guard.webhook.config import ConfigHolder
+from budget_guard.webhook.failopen import FailOpenAllowance
 from budget_guard.webhook.identity import IdentityError, IdentityResolver
 from budget_guard.webhook.journal import DegradedJournal, Entry
 from budget_guard.webhook.responses import (
@@ -34,6 +36,7 @@ from budget_guard.webhook.responses import (
     degraded_answer,
     deny_answer,
     error_answer,
+    overloaded_answer,
     unavailable_answer,
 )
 
@@ -48,15 +51,23 @@ class CheckRequest(NamedTuple):  # per request: a NamedTuple is cheap to build
     path: str
     headers: Mapping[str, str]  # lower-case names (aiohttp's CIMultiDict is case-insensitive)
     body: bytes
+    arrived: float  # time.perf_counter() when the check was taken on
 
 
 @dataclass(frozen=True)
 class DecisionSettings:
     max_body_bytes: int
-    ledger_timeout_seconds: float
     model_header: str
     strip_headers: tuple[str, ...]
     log_allowed: bool
+
+
+def reserves_worst_case(charges: Sequence[BudgetCharge]) -> bool:
+    """Does a hard budget among ``charges`` ask for worst-case reservations?"""
+    return any(
+        charge.budget.reservation is Reservation.WORST_CASE and charge.budget.enforces
+        for charge in charges
+    )
 
 
 def _request_id(headers: Mapping[str, str]) -> str:
@@ -83,19 +94,25 @@ class Decider:
         self,
         *,
         holder: ConfigHolder,
-        ledger: LocalLeases,
+        leases: LocalLeases,
         estimator: RequestEstimator,
         identity: IdentityResolver,
         journal: DegradedJournal,
+        admission: Admission,
         settings: DecisionSettings,
+        outage: Callable[[], int],
         clock: Callable[[], dt.datetime],
     ) -> None:
+        """``outage`` numbers the ledger's outages so far (see ``FailOpenAllowance``)."""
         self._holder = holder
-        self._ledger = ledger
+        self._leases = leases
         self._estimator = estimator
         self._identity = identity
         self._journal = journal
+        self._admission = admission
+        self._allowance = FailOpenAllowance(leases)
         self._settings = settings
+        self._outage = outage
         self._clock = clock
 
     async def decide(self, request: CheckRequest) -> CheckAnswer:
@@ -126,15 +143,16 @@ class Decider:
             priced = config.prices.price(model) if model is not None else None
         except UnknownModelError as error:
             return error_answer(403, "unknown_model", str(error), request_id, model=model)
-        estimate, cost = self._estimate(body, priced)
         scoped_model = priced.price.model if priced is not None and not priced.by_policy else model
         identity = RequestIdentity(
             identity.tenant, identity.user, identity.tier, identity.feature, scoped_model
         )
         now = self._clock()
         charges = config.planner.plan(identity, now)
+        estimate, cost = self._estimate(body, priced, reserves_worst_case(charges))
         attribution = Attribution(identity.tenant, identity.user, identity.feature, scoped_model)
-        return await self._reserve(request_id, charges, cost, now, attribution, estimate, model)
+        pending = _Pending(request_id, charges, cost, now, attribution, estimate, model)
+        return await self._reserve(pending, request.arrived)
 
     def _model(self, body: ReadBody, request: CheckRequest) -> str | None:
         if body.document is not None:
@@ -147,63 +165,46 @@ class Decider:
             or model_from_path(request.path)
         )
 
-    def _estimate(self, body: ReadBody, priced: PricedModel | None) -> tuple[TokenEstimate, int]:
+    def _estimate(
+        self, body: ReadBody, priced: PricedModel | None, worst_case: bool
+    ) -> tuple[TokenEstimate, int]:
         if priced is None:  # no model and no body (e.g. GET /v1/models): nothing to price
             return TokenEstimate(0, 0, "none"), 0
         if body.document is not None:
-            estimate = self._estimator.estimate(body.document, priced.price)
+            estimate = self._estimator.estimate(body.document, priced.price, worst_case)
         else:
-            estimate = self._estimator.estimate_from_length(body.length, priced.price)
+            estimate = self._estimator.estimate_from_length(body.length, priced.price, worst_case)
         usage = Usage(input_tokens=estimate.input_tokens, output_tokens=estimate.output_tokens)
         return estimate, priced.price.cost_micros(usage)
 
-    async def _reserve(
-        self,
-        request_id: str,
-        charges: tuple[BudgetCharge, ...],
-        cost: int,
-        now: dt.datetime,
-        attribution: Attribution,
-        estimate: TokenEstimate,
-        model: str | None,
-    ) -> CheckAnswer:
-        leases = self._ledger
+    async def _reserve(self, pending: _Pending, arrived: float) -> CheckAnswer:
+        leases = self._leases
+        request_id = pending.request_id
         try:
-            local = leases.decide_locally(request_id, charges, cost, now, attribution)
+            local = leases.decide_locally(request_id, *pending.reservation)
         except RequestIdTaken:  # a reused x-request-id: this request gets its own
-            request_id = os.urandom(16).hex()
-            local = leases.decide_locally(request_id, charges, cost, now, attribution)
-        if local is not None:  # from a lease: no Redis, no timer
-            return self._answer(local, request_id, cost, now, estimate, model)
+            pending = pending._replace(request_id=os.urandom(16).hex())
+            local = leases.decide_locally(pending.request_id, *pending.reservation)
+        if local is not None:  # from a lease: no Redis
+            return self._answer(local, pending)
+        if not self._admission.may_send(arrived):
+            return overloaded_answer(request_id, "no time left to ask the ledger")
         try:
-            # asyncio.timeout, not wait_for: no extra task per request on the hot path.
-            async with asyncio.timeout(self._settings.ledger_timeout_seconds):
-                try:
-                    decision = await leases.reserve_remotely(
-                        request_id, charges, cost, now, attribution
-                    )
-                except RequestIdTaken:  # taken in Redis by another process
-                    request_id = os.urandom(16).hex()
-                    decision = await leases.reserve_remotely(
-                        request_id, charges, cost, now, attribution
-                    )
-        except (RedisError, OSError, TimeoutError) as error:
-            return self._ledger_unavailable(
-                request_id, charges, cost, now, attribution, estimate, error
-            )
-        return self._answer(decision, request_id, cost, now, estimate, model)
+            try:
+                decision = await leases.reserve_remotely(pending.request_id, *pending.reservation)
+            except RequestIdTaken:  # taken in Redis by another process
+                pending = pending._replace(request_id=os.urandom(16).hex())
+                decision = await leases.reserve_remotely(pending.request_id, *pending.reservation)
+        except LedgerUnavailable as error:
+            return self._ledger_unavailable(pending, error, sent=error.sent)
+        except (RedisError, OSError) as error:  # an error reply (OOM, READONLY, ...)
+            return self._ledger_unavailable(pending, error, sent=True)
+        return self._answer(decision, pending)
 
-    def _answer(
-        self,
-        decision: Decision,
-        request_id: str,
-        cost: int,
-        now: dt.datetime,
-        estimate: TokenEstimate,
-        model: str | None,
-    ) -> CheckAnswer:
+    def _answer(self, decision: Decision, pending: _Pending) -> CheckAnswer:
+        request_id, cost = pending.request_id, pending.cost
         if not decision.allowed:
-            answer = deny_answer(decision, request_id, now)
+            answer = deny_answer(decision, request_id, pending.now)
             blocking = decision.blocking
             log.info(
                 "denied %s: budget %s exhausted",
@@ -213,7 +214,11 @@ class Decider:
             )
             return answer
         answer = allow_answer(
-            decision, request_id, estimate.estimator, model, self._settings.strip_headers
+            decision,
+            request_id,
+            pending.estimate.estimator,
+            pending.model,
+            self._settings.strip_headers,
         )
         if self._settings.log_allowed or decision.would_deny:
             log.info(
@@ -225,25 +230,52 @@ class Decider:
         return answer
 
     def _ledger_unavailable(
-        self,
-        request_id: str,
-        charges: tuple[BudgetCharge, ...],
-        cost: int,
-        now: dt.datetime,
-        attribution: Attribution,
-        estimate: TokenEstimate,
-        error: BaseException,
+        self, pending: _Pending, error: BaseException, *, sent: bool
     ) -> CheckAnswer:
+        """Redis itself failed: each budget's failure mode decides, within its allowance."""
+        request_id, charges, cost = pending.request_id, pending.charges, pending.cost
         closed = [c.budget.id for c in charges if c.budget.failure_mode is FailureMode.CLOSED]
-        entry = Entry(request_id, charges, cost, now, attribution, release=bool(closed))
-        self._journal.record(entry)
+        spent_allowance = None
+        if not closed:
+            counters = self._leases.ledger.plan_for(charges, pending.now, pending.attribution)
+            spent_allowance = self._allowance.take(
+                charges, counters.counter_keys, cost, self._outage()
+            )
+            if spent_allowance is not None:
+                closed = [spent_allowance.budget.id]
+        if not closed or sent:  # what let through is replayed; what may have landed, released
+            self._journal.record(
+                Entry(request_id, charges, cost, pending.now, pending.attribution, bool(closed))
+            )
         log.warning(
-            "ledger unavailable for %s (%s): %s",
+            "ledger unavailable for %s (%s: %s): %s",
             request_id,
-            type(error).__name__ or "timeout",
+            type(error).__name__,
+            error,
             "fail closed" if closed else "fail open",
             extra={"request_id": request_id, "decision": "error" if closed else "allow"},
         )
         if closed:
-            return unavailable_answer(request_id, closed)
-        return degraded_answer(request_id, estimate.estimator, cost)
+            return unavailable_answer(
+                request_id, closed, allowance_used=spent_allowance is not None
+            )
+        return degraded_answer(request_id, pending.estimate.estimator, cost)
+
+
+class _Pending(NamedTuple):
+    """A check that is priced and planned, waiting for its reservation."""
+
+    request_id: str
+    charges: tuple[BudgetCharge, ...]
+    cost: int
+    now: dt.datetime
+    attribution: Attribution
+    estimate: TokenEstimate
+    model: str | None
+
+    @property
+    def reservation(
+        self,
+    ) -> tuple[tuple[BudgetCharge, ...], int, dt.datetime, Attribution]:
+        """The arguments of a reservation after its request id."""
+        return self.charges, self.cost, self.now, self.attribution

@@ -82,22 +82,54 @@ class Metrics:
 
     def count_decision_paths(self, paths: Callable[[], dict[str, int]]) -> None:
         """Expose, at each scrape, how many decisions took which path."""
-        self.registry.register(_DecisionPaths(paths))
+        self.registry.register(
+            _CountersOf(
+                "budget_guard_decision_paths",
+                "decisions made in process from leases (local) or with a Redis round trip (ledger)",
+                "path",
+                paths,
+            )
+        )
+
+    def count_shed(self, shed: Callable[[], dict[str, int]]) -> None:
+        """Expose the checks turned away under overload, by rule (see webhook.admission)."""
+        self.registry.register(
+            _CountersOf(
+                "budget_guard_overload_shed",
+                "checks answered 429 overloaded: too many in flight (inflight) or too late "
+                "to ask the ledger before the gateway's timeout (deadline)",
+                "reason",
+                shed,
+            )
+        )
+
+    def watch_ledger_channel(self, counts: Callable[[], dict[str, int]]) -> None:
+        """Expose the decision path's pipelined Redis connection (see store.channel)."""
+        self.registry.register(
+            _CountersOf(
+                "budget_guard_ledger_channel",
+                "the decision path's Redis connection: commands sent, writes (batches), "
+                "stalls (no reply within --ledger-timeout-ms) and outages",
+                "event",
+                counts,
+            )
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
 
-class _DecisionPaths(Collector):
-    def __init__(self, paths: Callable[[], dict[str, int]]) -> None:
-        self._paths = paths
+class _CountersOf(Collector):
+    """Counters kept elsewhere (plain ints on the hot path), read at each scrape."""
+
+    def __init__(
+        self, name: str, documentation: str, label: str, values: Callable[[], dict[str, int]]
+    ) -> None:
+        self._name, self._documentation, self._label = name, documentation, label
+        self._values = values
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily(
-            "budget_guard_decision_paths",
-            "decisions made in process from leases (local) or with a Redis round trip (ledger)",
-            labels=["path"],
-        )
-        for path, count in self._paths().items():
-            family.add_metric([path], count)
+        family = CounterMetricFamily(self._name, self._documentation, labels=[self._label])
+        for value, count in self._values().items():
+            family.add_metric([value], count)
         yield family

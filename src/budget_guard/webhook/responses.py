@@ -36,6 +36,7 @@ HEADER_REMOVE = "x-envoy-auth-headers-to-remove"
 FAIL_OPEN_REASON = "ledger_unavailable_fail_open"
 FAIL_CLOSED_REASON = "ledger_unavailable"
 LEDGER_FAILURE_REASONS = frozenset({FAIL_OPEN_REASON, FAIL_CLOSED_REASON})
+OVERLOADED_REASON = "overloaded"
 
 _PERIOD_NOUN = {
     Period.DAILY: "day",
@@ -186,6 +187,12 @@ def _budget_exceeded(
         f"{_PERIOD_NOUN[budget.period]} ({window.key}), and this request needs about "
         f"${format_usd(cost)}. It resets in {humanize(retry_after)}, at {resets_at}."
     )
+    over = state.used - charge.effective_limit
+    if over > 0:
+        message += (
+            f" Calls allowed earlier cost ${format_usd(over)} more than their estimates "
+            "when settled, past the limit (reservation: Estimate; WorstCase prevents it)."
+        )
     if budget.upgrade_url:
         message += f" To raise the limit: {budget.upgrade_url}"
     scope = scope_text(budget, charge.subject)
@@ -230,15 +237,36 @@ def degraded_answer(request_id: str, estimator: str, cost: int) -> CheckAnswer:
     )
 
 
-def unavailable_answer(request_id: str, closed_budgets: list[str]) -> CheckAnswer:
+def unavailable_answer(
+    request_id: str, closed_budgets: list[str], *, allowance_used: bool = False
+) -> CheckAnswer:
+    why = (
+        "has let through all it may while the ledger is away (failOpenLimit)"
+        if allowance_used
+        else "fails closed"
+    )
     answer = error_answer(
         503,
         "budget_unavailable",
-        "The budget ledger cannot be reached and budget "
-        f"{', '.join(closed_budgets)} fails closed; retry shortly.",
+        f"The budget ledger cannot be reached and budget {', '.join(closed_budgets)} "
+        f"{why}; retry shortly.",
         request_id,
         budgets=closed_budgets,
     )
     return CheckAnswer(
         503, {**answer.headers, "retry-after": "1"}, answer.body, "error", FAIL_CLOSED_REASON
     )
+
+
+def overloaded_answer(request_id: str, why: str) -> CheckAnswer:
+    """A check this process could not decide before the gateway's deadline (see
+    ``webhook.admission``): a deny the gateway passes on, to be retried."""
+    answer = error_answer(
+        429,
+        OVERLOADED_REASON,
+        f"The budget guard is overloaded ({why}) and did not decide this request; "
+        "no budget was charged. Retry shortly.",
+        request_id,
+    )
+    headers = {**answer.headers, "retry-after": "1", "x-should-retry": "true"}
+    return CheckAnswer(429, headers, answer.body, "deny", OVERLOADED_REASON)

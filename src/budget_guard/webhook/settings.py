@@ -27,6 +27,8 @@ class ListenSettings:
     max_body_bytes: int = 1024 * 1024
     max_header_bytes: int = 16 * 1024
     keepalive_seconds: float = 620.0  # longer than Envoy's default upstream idle timeout
+    gateway_timeout_ms: int = 200  # the gateway's ext_authz timeout: every answer comes sooner
+    max_inflight_decisions: int = 512  # checks decided at once; more are turned away
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,17 @@ class WebhookSettings:
     message_cache_entries: int = 50_000  # token counts of message texts; 0 turns it off
     local_leases: bool = True  # decide most requests in process, from budget leased ahead
 
+    def __post_init__(self) -> None:
+        if self.ledger.timeout_ms >= self.listen.gateway_timeout_ms:
+            raise ValueError(
+                f"--ledger-timeout-ms ({self.ledger.timeout_ms}) must be below "
+                f"--gateway-timeout-ms ({self.listen.gateway_timeout_ms}): a stalled ledger "
+                "must leave time to answer by the budgets' failure modes before the gateway "
+                "gives up"
+            )
+        if self.listen.max_inflight_decisions < 1:
+            raise ValueError("--max-inflight-decisions must be at least 1")
+
     @classmethod
     def from_args(cls, argv: Sequence[str] | None = None) -> WebhookSettings:
         parser = build_parser()
@@ -137,6 +150,15 @@ class WebhookSettings:
         strip = tuple(h.lower() for h in ns.strip_headers)
         if identity_mode == "jwt" and not strip:
             strip = identity.identity_headers  # never let client-sent copies reach upstream
+        try:
+            return cls._build(ns, identity, strip)
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
+
+    @classmethod
+    def _build(
+        cls, ns: argparse.Namespace, identity: IdentitySettings, strip: tuple[str, ...]
+    ) -> WebhookSettings:
         return cls(
             listen=ListenSettings(
                 host=ns.host,
@@ -145,6 +167,8 @@ class WebhookSettings:
                 path_prefix=ns.path_prefix.rstrip("/"),
                 max_body_bytes=ns.max_body_bytes,
                 max_header_bytes=ns.max_header_bytes,
+                gateway_timeout_ms=ns.gateway_timeout_ms,
+                max_inflight_decisions=ns.max_inflight_decisions,
             ),
             identity=identity,
             ledger=LedgerOptions(
@@ -201,9 +225,25 @@ _OPTIONS = (
     Option("--redis-url", "the ledger's Redis", str, LedgerOptions.redis_url),
     Option(
         "--ledger-timeout-ms",
-        "give up on the ledger after this long; then each budget's failureMode decides",
+        "Redis counts as unavailable when it sends no reply for this long while commands "
+        "are outstanding; then each budget's failureMode decides (below --gateway-timeout-ms)",
         int,
         LedgerOptions.timeout_ms,
+    ),
+    Option(
+        "--gateway-timeout-ms",
+        "the gateway's ext_authz timeout (Envoy's default: 200): a check that cannot be sent "
+        "to Redis within this minus --ledger-timeout-ms of its arrival is answered 429 "
+        "overloaded",
+        int,
+        ListenSettings.gateway_timeout_ms,
+    ),
+    Option(
+        "--max-inflight-decisions",
+        "checks decided at once (each holds its body in memory); more are answered 429 "
+        "overloaded at once",
+        int,
+        ListenSettings.max_inflight_decisions,
     ),
     Option(
         "--reservation-ttl-seconds",

@@ -29,8 +29,9 @@
 --         unreachable): every budget counts it as Observe would, none denies; else "0"
 -- ARGV[9] lease wanted per budget ("w1,w2,..." micro-USD, "" for none): once the request
 --         is reserved, each budget whose counter took it also grants the caller a lease of
---         up to w, capped at an eighth of what is left, so the caller can decide its next
---         requests locally (see store/leases.py); a lease below ARGV[10] is not granted
+--         up to w, so the caller can decide its next requests locally (see
+--         store/leases.py), within the cap on all leases (below); a lease below ARGV[10]
+--         is not granted
 -- ARGV[10] smallest useful lease (micro-USD)
 -- ARGV[11] lease room the caller gives back first, per budget ("r1,r2,...", "" for none):
 --         room too small for this request, returned so the request can use all that is left
@@ -44,15 +45,18 @@
 --
 -- Returns {2} when the request id already has a reservation, {3} when ARGV[7] is ""
 --   but the plan is not stored (call again with it); nothing changed in either case.
---   Else {1 (reserved) | 0 (denied, nothing reserved), used after for each budget
---   (before any lease), the leases granted ("g1,g2,..."), then one
---   "index:pool:pool-used:crossed:verdict" entry per budget that drew from a pool,
---   crossed a threshold or did not simply fit}
+--   Else {1 (reserved) | 0 (denied, nothing reserved), what is assigned to requests
+--   on each budget after this decision (used - leased: open leases are not spend),
+--   the leases granted ("g1,g2,..."), then one "index:pool:pool-used:crossed:verdict"
+--   entry per budget that drew from a pool, crossed a threshold or did not simply fit}
 --   verdict: 0 fits, 1 would deny (Observe: reserved anyway), 2 denies.
 --
 -- A counter's "used" includes the leases granted on it ("leased", not yet assigned to
 -- requests): no lease can take what a reservation needs. Thresholds are judged on
--- what is assigned to requests: used - leased.
+-- what is assigned to requests: used - leased. All open leases on a counter together
+-- never exceed an eighth of what is not assigned, whoever holds them: so leases
+-- cannot starve a shared budget, and a denial leaves at most about one request's
+-- cost held in leases elsewhere.
 
 local record, pending, stream, plan = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local cost = tonumber(ARGV[1])
@@ -238,7 +242,8 @@ for i, budget in ipairs(budgets) do
       end
     end
   end
-  answer[#answer + 1] = budget.used
+  budget.leased = math.max(tonumber(redis.call('HGET', budget.key, 'leased')) or 0, 0)
+  answer[#answer + 1] = budget.used - budget.leased
   local pool = budget.pool_target
   if pool or budget.crossed ~= '' or budget.verdict > 0 then
     details[#details + 1] = string.format('%d:%d:%d:%s:%d', i, pool and pool.index or 0,
@@ -253,7 +258,8 @@ for i, budget in ipairs(budgets) do
   local grant = 0
   local want = tonumber(wants[i]) or 0
   if not denied and not budget.pool_target and want > 0 then
-    grant = math.min(want, math.floor((budget.limit - budget.used) / 8))
+    local unassigned = budget.limit - (budget.used - budget.leased)
+    grant = math.min(want, math.floor(unassigned / 8) - budget.leased)
     if grant >= smallest and grant > 0 then
       redis.call('HINCRBY', budget.key, 'used', grant)
       redis.call('HINCRBY', budget.key, 'leased', grant)
