@@ -2,22 +2,27 @@
 
 Why not redis-py's pool on the decision path: there, each caller holds a pooled
 connection for its whole round trip, so a burst of N decisions costs N connections
-and N writes and reads, and waits for a free connection count as waiting for Redis.
-Here every command submitted in one turn of the event loop goes out in one write,
-and replies are read back in order by one reader: a burst costs a system call each
-way per batch, and Redis runs the pipelined scripts one after the other, each as
-atomic as it was alone. redis-py still makes the connection (TLS, ACL login,
+and N writes and reads, and waiting for a free connection counts as waiting for
+Redis. Here every command submitted in one turn of the event loop goes out in one
+write, and replies are read back in order by one reader: a burst costs a system
+call each way per batch, and Redis runs the pipelined scripts one after the other,
+each as atomic as it was alone. redis-py still makes the connection (TLS, ACL login,
 database, Sentinel discovery); only the pipelining is ours.
 
-Redis health is judged on the connection, never on a caller's own wait: Redis is
-*stalled* when commands are outstanding and no reply has come back for
-``stall_timeout_seconds``, and *down* when the connection fails or cannot be made.
-Either fails the outstanding calls with ``LedgerUnavailable``; for a while after
-(a growing back-off), new calls fail at once instead of waiting. A caller that
-waited long in this process's own queue before its command was sent is never told
-the ledger failed: that is the caller's overload, not Redis's.
+Redis health is judged on the connection, never on a caller's own wait:
 
-One instance per process, on one event loop.
+- *stalled*: commands are outstanding and no reply has come back for
+  ``stall_timeout_seconds``, counted from the write (a busy event loop that has
+  not yet read a reply that did arrive is not a stall: see ``_watchdog_fired``);
+- *down*: the connection failed, or is being made again.
+
+Either way outstanding calls fail with ``LedgerUnavailable`` and new calls fail at
+once, without waiting, until a connection answers again. Connections are made by a
+keeper task in the background, never by a caller: a burst of checks arriving at
+the moment of a reconnect is never kept waiting for it, and a connect that is slow
+because this process is busy is never taken for an outage.
+
+One instance per process, on one event loop; ``start()`` before use.
 """
 
 from __future__ import annotations
@@ -53,8 +58,9 @@ class LedgerUnavailable(Exception):
 class ChannelSettings:
     # No reply for this long while commands are outstanding: Redis is stalled.
     stall_timeout_seconds: float = 0.05
-    connect_timeout_seconds: float = 0.05
-    # After a failure, calls fail at once for this long, doubling up to the maximum.
+    # Connections are made in the background, so this does not delay any decision.
+    connect_timeout_seconds: float = 1.0
+    # Between failed attempts to connect: doubling from the first to the most.
     first_backoff_seconds: float = 0.05
     max_backoff_seconds: float = 1.0
     max_batch: int = 512  # commands per write
@@ -71,7 +77,10 @@ class LedgerChannel:
         preload: Sequence[bytes] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``preload``: commands sent first on every new connection (SCRIPT LOAD)."""
+        """``pool``: connections for this channel alone, made with ``socket_timeout=None``
+        (redis-py would otherwise put every write and read in a timer of its own; the
+        channel judges timeouts itself). ``preload``: commands sent first on every new
+        connection (SCRIPT LOAD)."""
         self.settings = settings or ChannelSettings()
         self._pool = pool
         self._preload = tuple(preload)
@@ -79,69 +88,94 @@ class LedgerChannel:
         self._unsent: list[tuple[bytes, asyncio.Future[Any]]] = []
         self._outstanding: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._connection: AbstractConnection | None = None
-        self._connecting: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._wake_writer = asyncio.Event()
+        self._dropped = asyncio.Event()
         self._watchdog: asyncio.TimerHandle | None = None
         self._last_progress = 0.0
-        self._retry_at = 0.0
-        self._backoff = self.settings.first_backoff_seconds
-        self._closed = False
         self._last_error = "not connected yet"
-        self.healthy = True  # no failure since the last reply
+        self._closed = False
+        self.healthy = False  # connected, and no stall since the last reply
         self.outages = 0  # transitions from healthy to failed
         self.stalls = 0
         self.batches = 0
         self.commands = 0
+
+    # -- life ----------------------------------------------------------------------
+
+    async def start(self) -> bool:
+        """Start keeping a connection; returns whether the first attempt succeeded."""
+        if self._keeper is None:
+            first = await self._connect()
+            self._keeper = asyncio.get_running_loop().create_task(self._keep_connected(first))
+        return self._connection is not None
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self.healthy = False  # closing is not an outage: nothing to report
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+        connection = self._connection
+        if connection is not None:
+            self._drop(connection, LedgerUnavailable("closed", sent=True), "closed")
+            await self._discard(connection)
 
     # -- calling -------------------------------------------------------------------
 
     def call(self, command: bytes) -> asyncio.Future[Any]:
         """Queue ``command``; it is written with the others of this loop turn.
 
-        Raises ``LedgerUnavailable`` at once while Redis is known to be failing."""
-        if self._closed:
-            raise LedgerUnavailable("the ledger channel is closed", sent=False)
-        if not self.healthy and self._clock() < self._retry_at:
+        Raises ``LedgerUnavailable`` at once while there is no working connection."""
+        if self._connection is None:
             raise LedgerUnavailable(f"Redis unavailable: {self._last_error}", sent=False)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._unsent.append((command, future))
-        if self._connection is None:
-            self._ensure_connecting()
-        else:
-            self._wake_writer.set()
+        self._wake_writer.set()
         return future
 
     @property
     def outstanding(self) -> int:
         return len(self._outstanding)
 
-    @property
-    def queued(self) -> int:
-        return len(self._unsent)
-
     # -- connecting ----------------------------------------------------------------
 
-    def _ensure_connecting(self) -> None:
-        if self._connecting is None or self._connecting.done():
-            self._connecting = asyncio.get_running_loop().create_task(self._connect())
+    async def _keep_connected(self, connected: bool) -> None:
+        backoff = self.settings.first_backoff_seconds
+        while not self._closed:
+            if connected:
+                await self._dropped.wait()
+                backoff = self.settings.first_backoff_seconds
+            else:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.settings.max_backoff_seconds)
+            connected = await self._connect()
 
-    async def _connect(self) -> None:
+    async def _connect(self) -> bool:
         try:
             async with asyncio.timeout(self.settings.connect_timeout_seconds):
                 connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
         except (RedisError, OSError, TimeoutError) as error:
-            reason = f"cannot connect: {type(error).__name__}: {error}"
-            self._failed(LedgerUnavailable(reason, sent=False), reason)
-            return
+            self._unavailable(f"cannot connect: {type(error).__name__}: {error}")
+            return False
+        if self._closed:
+            await self._discard(connection)
+            return False
+        self._dropped.clear()
         self._connection = connection
-        self._unsent[:0] = [
-            (command, asyncio.get_running_loop().create_future()) for command in self._preload
-        ]
-        self._reader = asyncio.get_running_loop().create_task(self._read(connection))
-        self._writer = asyncio.get_running_loop().create_task(self._write(connection))
+        loop = asyncio.get_running_loop()
+        self._unsent[:0] = [(command, loop.create_future()) for command in self._preload]
+        self._reader = loop.create_task(self._read(connection))
+        self._writer = loop.create_task(self._write(connection))
         self._wake_writer.set()
+        if not self.healthy:
+            self.healthy = True
+            if self.outages:
+                log.warning("ledger available again")
+        return True
 
     # -- writing and reading -------------------------------------------------------
 
@@ -152,10 +186,8 @@ class LedgerChannel:
             while self._unsent and connection is self._connection:
                 batch = self._unsent[: self.settings.max_batch]
                 del self._unsent[: len(batch)]
-                if not self._outstanding:
-                    self._last_progress = self._clock()
+                waiting_before = bool(self._outstanding)
                 self._outstanding.extend(future for _, future in batch)
-                self._arm_watchdog()
                 self.batches += 1
                 self.commands += len(batch)
                 try:
@@ -166,6 +198,9 @@ class LedgerChannel:
                     reason = f"write failed: {type(error).__name__}: {error}"
                     self._drop(connection, LedgerUnavailable(reason, sent=True), reason)
                     return
+                if not waiting_before:  # Redis's time to answer starts with this write
+                    self._last_progress = self._clock()
+                self._arm_watchdog()
 
     async def _read(self, connection: AbstractConnection) -> None:
         while connection is self._connection:
@@ -177,14 +212,12 @@ class LedgerChannel:
                 reason = f"connection lost: {type(error).__name__}: {error}"
                 self._drop(connection, LedgerUnavailable(reason, sent=True), reason)
                 return
-            if not self._outstanding:  # cannot happen unless Redis sent what was not asked
+            if not self._outstanding:  # Redis sent what nobody asked for
                 self._drop(connection, LedgerUnavailable("unexpected reply", sent=True), "protocol")
                 return
             future = self._outstanding.popleft()
             self._last_progress = self._clock()
-            if not self.healthy:
-                self._recovered()
-            if future.done():
+            if future.done():  # its caller gave up (cancelled)
                 continue
             if isinstance(reply, ResponseError):
                 future.set_exception(reply)
@@ -202,8 +235,9 @@ class LedgerChannel:
             )
 
     def _watchdog_fired(self) -> None:
-        # Judged one loop turn later: a reply that arrived in the same turn as this
-        # timer has its reader woken before the judgement, however busy the loop was.
+        # Judged one loop turn later: the event loop runs I/O callbacks before due
+        # timers, so a reply that arrived by now has already woken the reader, which
+        # runs before the judgement. However busy the loop was, it is not a stall.
         self._watchdog = None
         asyncio.get_running_loop().call_soon(self._judge)
 
@@ -235,39 +269,24 @@ class LedgerChannel:
         for future in outstanding:
             if not future.done():
                 future.set_exception(error)
-        asyncio.get_running_loop().create_task(self._discard(connection))
-        self._failed(LedgerUnavailable(reason, sent=False), reason)
-
-    def _failed(self, error: LedgerUnavailable, reason: str) -> None:
-        """Fail what is queued, and fail new calls at once for the back-off."""
         unsent, self._unsent = self._unsent, []
         for _, future in unsent:
             if not future.done():
-                future.set_exception(error)
+                future.set_exception(LedgerUnavailable(reason, sent=False))
+        self._unavailable(reason)
+        if not self._closed:
+            asyncio.get_running_loop().create_task(self._discard(connection))
+        self._dropped.set()
+
+    def _unavailable(self, reason: str) -> None:
         if self.healthy:
             self.outages += 1
             log.warning("ledger unavailable: %s", reason)
         self.healthy = False
         self._last_error = reason
-        self._retry_at = self._clock() + self._backoff
-        self._backoff = min(self._backoff * 2, self.settings.max_backoff_seconds)
-
-    def _recovered(self) -> None:
-        self.healthy = True
-        self._backoff = self.settings.first_backoff_seconds
-        log.warning("ledger available again")
 
     async def _discard(self, connection: AbstractConnection) -> None:
         with contextlib.suppress(RedisError, OSError):
             await connection.disconnect(nowait=True)
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(RedisError, OSError, KeyError):  # KeyError: released before
             await self._pool.release(connection)
-
-    async def aclose(self) -> None:
-        self._closed = True
-        if self._connecting is not None:
-            self._connecting.cancel()
-        connection = self._connection
-        if connection is not None:
-            self._drop(connection, LedgerUnavailable("closed", sent=True), "closed")
-            await self._discard(connection)

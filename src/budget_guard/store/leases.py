@@ -36,7 +36,8 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
-from budget_guard.domain.decision import BudgetCharge, BudgetState, Decision
+from budget_guard.domain.decision import BudgetCharge, BudgetState, BudgetVerdict, Decision
+from budget_guard.store.channel import LedgerUnavailable
 from budget_guard.store.ledger import Ledger, LocalReservation, RequestIdTaken
 from budget_guard.store.plans import Attribution
 
@@ -95,6 +96,8 @@ class LocalLeases:
         self._recent_ids: OrderedDict[str, None] = OrderedDict()
         self._pending_ids: set[str] = set()
         self._wake = asyncio.Event()
+        # Lease room on its way back to Redis in reservations in flight, by counter.
+        self._returning: dict[str, int] = {}
         # What Redis last said is assigned on a counter (for the fail-open allowance).
         self._last_seen: dict[str, int] = {}
         self.local_decisions = 0
@@ -144,11 +147,37 @@ class LocalLeases:
         now: dt.datetime,
         attribution: Attribution | None,
     ) -> Decision:
-        """One round trip to Redis, which also tops up the leases on these counters."""
+        """One round trip to Redis, which also tops up the leases on these counters.
+
+        Denied while this process holds lease room on a denying counter, or is giving
+        such room back in another request's reservation (a lease granted to a
+        concurrent reservation after this one was sent), it asks once more, with that
+        room given back and no new lease: room held here never denies a request of
+        this process."""
         self.ledger_decisions += 1
         if not self.settings.enabled or not charges:
             return await self.ledger.reserve(request_id, charges, cost, now, attribution)
-        returns = self._detach_short_leases(charges, cost)
+        decision = await self._reserve_with_leases(request_id, charges, cost, now, attribution)
+        if not decision.allowed and self._room_on_denying(charges, decision):
+            decision = await self._reserve_with_leases(
+                request_id, charges, cost, now, attribution, top_up=False
+            )
+        return decision
+
+    async def _reserve_with_leases(
+        self,
+        request_id: str,
+        charges: tuple[BudgetCharge, ...],
+        cost: int,
+        now: dt.datetime,
+        attribution: Attribution | None,
+        *,
+        top_up: bool = True,
+    ) -> Decision:
+        returns = self._detach_leases(charges)
+        returning = [(lease.counter, lease.room) for lease in returns if lease is not None]
+        for counter, room in returning:
+            self._returning[counter] = self._returning.get(counter, 0) + room
         try:
             decision, grants = await self.ledger.reserve_and_lease(
                 request_id,
@@ -156,16 +185,36 @@ class LocalLeases:
                 cost,
                 now,
                 attribution,
-                wants=self._wants(charges, cost),
+                wants=self._wants(charges, cost) if top_up else (),
                 returns=[lease.room if lease else 0 for lease in returns],
             )
-        except BaseException:
-            self._reattach(returns)  # the script may not have run: keep the room
+        except LedgerUnavailable as error:
+            if not error.sent:  # the script did not run: the room is still ours
+                self._reattach(returns)
+            # Else it may have run and given the room back: forgetting it can only
+            # over-count the counter (until its period ends), never overspend it.
             raise
+        finally:
+            for counter, room in returning:
+                left = self._returning[counter] - room
+                if left:
+                    self._returning[counter] = left
+                else:
+                    del self._returning[counter]
         self._remember(charges, decision.states)
         if decision.allowed:
             self._take(charges, decision.states, grants)
         return decision
+
+    def _room_on_denying(self, charges: Sequence[BudgetCharge], decision: Decision) -> bool:
+        keys = self.ledger.keys
+        for charge, state in zip(charges, decision.states, strict=False):
+            if state.verdict is BudgetVerdict.DENIES:
+                key = keys.counter(charge.budget, charge.window, charge.subject)
+                lease = self._leases.get(key)
+                if (lease is not None and lease.room > 0) or key in self._returning:
+                    return True
+        return False
 
     def _wants(self, charges: Sequence[BudgetCharge], cost: int) -> list[int]:
         """Per counter, what tops its lease up to the target; never more."""
@@ -202,18 +251,19 @@ class LocalLeases:
         """Spend let through without the ledger (fail-open), recorded once it is back."""
         self._last_seen[counter] = (self.known_assigned(counter) or 0) + cost
 
-    def _detach_short_leases(
-        self, charges: Sequence[BudgetCharge], cost: int
-    ) -> list[Lease | None]:
-        """Leases on these counters with room, but too little for ``cost``: taken out of
-        use here, given back by the same script that reserves, so the request can use
-        everything that is left (a lone process can then spend the very last cent)."""
+    def _detach_leases(self, charges: Sequence[BudgetCharge]) -> list[Lease | None]:
+        """This process's leases on these counters: taken out of use here and given back
+        by the same script that reserves (which grants them anew, up to the target), so
+        that Redis judges the request on all the room this process holds. Else a request
+        sent to Redis for one counter (a user's lease ran out) could be denied on another
+        (the tenant's) while this very process holds room there; and a lone process can
+        spend the very last cent."""
         keys = self.ledger.keys
         detached: list[Lease | None] = []
         for charge in charges:
             key = keys.counter(charge.budget, charge.window, charge.subject)
             lease = self._leases.get(key)
-            if lease is not None and 0 < lease.room < cost:
+            if lease is not None and lease.room > 0:
                 del self._leases[key]
                 detached.append(lease)
             else:

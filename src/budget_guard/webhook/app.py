@@ -106,21 +106,18 @@ GUARD = web.AppKey("guard", Guard)
 def build_guard(settings: WebhookSettings, clock: Callable[[], dt.datetime] = utc_now) -> Guard:
     ledger_timeout = settings.ledger.timeout_ms / 1000
     connect_timeout = max(0.05, ledger_timeout)
+    channel_settings = ChannelSettings(stall_timeout_seconds=ledger_timeout)
     # No socket timeout and no retries on the decision client: the channel judges
     # Redis's health itself, and a retry would only hide an outage from it.
     decisions_redis = Redis.from_url(
         settings.ledger.redis_url,
-        socket_connect_timeout=connect_timeout,
+        socket_connect_timeout=channel_settings.connect_timeout_seconds,
         socket_timeout=None,
         max_connections=8,
         retry=Retry(NoBackoff(), 0),
     )
     channel = LedgerChannel(
-        decisions_redis.connection_pool,
-        ChannelSettings(
-            stall_timeout_seconds=ledger_timeout, connect_timeout_seconds=ledger_timeout
-        ),
-        preload=[RESERVE.load_command],
+        decisions_redis.connection_pool, channel_settings, preload=[RESERVE.load_command]
     )
     redis = Redis.from_url(
         settings.ledger.redis_url,
@@ -431,6 +428,8 @@ async def start_background(guard: Guard, session: aiohttp.ClientSession) -> None
         settings.metrics.tenants, settings.metrics.features, settings.metrics.models
     )
     guard.holder.listeners.append(lambda config: _on_new_config(guard, config))
+    if not await guard.channel.start():  # it keeps trying in the background
+        log.warning("the ledger cannot be reached yet; budgets' failure modes decide meanwhile")
     if guard.jwks is not None:
         await guard.jwks.refresh(session)
         guard.tasks.append(asyncio.create_task(guard.jwks.keep_fresh(session)))

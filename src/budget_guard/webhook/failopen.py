@@ -15,16 +15,24 @@ most ``replicas x allowance`` above where it stood when the outage began.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from budget_guard.domain.decision import BudgetCharge
-from budget_guard.store.leases import LocalLeases
+
+
+class KnownUsage(Protocol):
+    """What this process knows of counters (``store.leases.LocalLeases``)."""
+
+    def known_assigned(self, counter: str) -> int | None: ...
+
+    def count_unrecorded(self, counter: str, cost: int) -> None: ...
 
 
 class FailOpenAllowance:
     """One per process; ``outage`` numbers the ledger's outages (a new one resets)."""
 
-    def __init__(self, leases: LocalLeases) -> None:
-        self._leases = leases
+    def __init__(self, known: KnownUsage) -> None:
+        self._known = known
         self._outage = -1
         self._spent: dict[str, int] = {}
         self.refused = 0
@@ -42,7 +50,7 @@ class FailOpenAllowance:
                 continue
             allowance = budget.fail_open_allowance(charge.effective_limit)
             spent = self._spent.get(counter, 0) + cost
-            known = self._leases.known_assigned(counter)
+            known = self._known.known_assigned(counter)
             over_limit = known is not None and known + cost > charge.effective_limit + allowance
             if spent > allowance or over_limit:
                 self.refused += 1
@@ -50,5 +58,5 @@ class FailOpenAllowance:
         for charge, counter in zip(charges, counters, strict=True):
             if charge.budget.enforces:
                 self._spent[counter] = self._spent.get(counter, 0) + cost
-                self._leases.count_unrecorded(counter, cost)
+                self._known.count_unrecorded(counter, cost)
         return None
