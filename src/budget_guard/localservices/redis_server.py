@@ -1,4 +1,5 @@
-"""A throwaway redis-server: loopback only, its own port and directory, no persistence."""
+"""A throwaway redis-server: loopback only, its own port and directory, no persistence
+(unless asked to be durable)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,16 @@ def _answers_ping(port: int) -> bool:
 class RedisServer:
     """Start with ``with RedisServer() as redis:``; ``redis.url`` is ready to use."""
 
-    def __init__(self, workdir: Path | None = None, start_timeout_seconds: float = 20.0) -> None:
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        start_timeout_seconds: float = 20.0,
+        *,
+        durable: bool = False,
+    ) -> None:
+        """``durable``: every write is in an fsynced append-only file before Redis
+        answers, so a restart (even after SIGKILL) keeps the data."""
+        self._durable = durable
         self._owns_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="budget-guard-redis-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -74,7 +84,9 @@ class RedisServer:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if self._durable else "no",
+            "--appendfsync",
+            "always",
             "--daemonize",
             "no",
             "--logfile",

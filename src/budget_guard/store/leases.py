@@ -96,8 +96,10 @@ class LocalLeases:
         self._recent_ids: OrderedDict[str, None] = OrderedDict()
         self._pending_ids: set[str] = set()
         self._wake = asyncio.Event()
-        # Lease room on its way back to Redis in reservations in flight, by counter.
+        # Lease room on its way back to Redis, and lease room asked for, in
+        # reservations in flight, by counter.
         self._returning: dict[str, int] = {}
+        self._asking: dict[str, int] = {}
         # What Redis last said is assigned on a counter (for the fail-open allowance).
         self._last_seen: dict[str, int] = {}
         self.local_decisions = 0
@@ -176,8 +178,11 @@ class LocalLeases:
     ) -> Decision:
         returns = self._detach_leases(charges)
         returning = [(lease.counter, lease.room) for lease in returns if lease is not None]
-        for counter, room in returning:
-            self._returning[counter] = self._returning.get(counter, 0) + room
+        wants = self._wants(charges, cost) if top_up else []
+        counters = self._counter_keys(charges)
+        asking = [(key, want) for key, want in zip(counters, wants, strict=False) if want]
+        _add(self._returning, returning)
+        _add(self._asking, asking)
         try:
             decision, grants = await self.ledger.reserve_and_lease(
                 request_id,
@@ -185,7 +190,7 @@ class LocalLeases:
                 cost,
                 now,
                 attribution,
-                wants=self._wants(charges, cost) if top_up else (),
+                wants=wants,
                 returns=[lease.room if lease else 0 for lease in returns],
             )
         except LedgerUnavailable as error:
@@ -195,16 +200,16 @@ class LocalLeases:
             # over-count the counter (until its period ends), never overspend it.
             raise
         finally:
-            for counter, room in returning:
-                left = self._returning[counter] - room
-                if left:
-                    self._returning[counter] = left
-                else:
-                    del self._returning[counter]
+            _take_away(self._returning, returning)
+            _take_away(self._asking, asking)
         self._remember(charges, decision.states)
         if decision.allowed:
             self._take(charges, decision.states, grants)
         return decision
+
+    def _counter_keys(self, charges: Sequence[BudgetCharge]) -> list[str]:
+        keys = self.ledger.keys
+        return [keys.counter(c.budget, c.window, c.subject) for c in charges]
 
     def _room_on_denying(self, charges: Sequence[BudgetCharge], decision: Decision) -> bool:
         keys = self.ledger.keys
@@ -217,7 +222,8 @@ class LocalLeases:
         return False
 
     def _wants(self, charges: Sequence[BudgetCharge], cost: int) -> list[int]:
-        """Per counter, what tops its lease up to the target; never more."""
+        """Per counter, what tops its lease up to the target, counting what concurrent
+        reservations of this process are asking for already; never more."""
         settings = self.settings
         keys = self.ledger.keys
         wants = []
@@ -225,8 +231,10 @@ class LocalLeases:
             target = max(
                 cost * settings.requests_per_lease, charge.effective_limit // settings.limit_share
             )
-            lease = self._leases.get(keys.counter(charge.budget, charge.window, charge.subject))
-            wants.append(max(0, target - (lease.room if lease is not None else 0)))
+            key = keys.counter(charge.budget, charge.window, charge.subject)
+            lease = self._leases.get(key)
+            held = (lease.room if lease is not None else 0) + self._asking.get(key, 0)
+            wants.append(max(0, target - held))
         return wants
 
     def _remember(self, charges: Sequence[BudgetCharge], states: Sequence[BudgetState]) -> None:
@@ -420,3 +428,17 @@ class LocalLeases:
     @property
     def queued(self) -> int:
         return len(self._outbox) + (len(self._inflight[1]) if self._inflight else 0)
+
+
+def _add(amounts: dict[str, int], items: Sequence[tuple[str, int]]) -> None:
+    for key, amount in items:
+        amounts[key] = amounts.get(key, 0) + amount
+
+
+def _take_away(amounts: dict[str, int], items: Sequence[tuple[str, int]]) -> None:
+    for key, amount in items:
+        left = amounts[key] - amount
+        if left:
+            amounts[key] = left
+        else:
+            del amounts[key]

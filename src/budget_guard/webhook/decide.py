@@ -247,7 +247,9 @@ class Decider:
             self._journal.record(
                 Entry(request_id, charges, cost, pending.now, pending.attribution, bool(closed))
             )
-        log.warning(
+        # One line per request at DEBUG: an outage under load would flood the log; the
+        # channel logs each change of Redis's state at WARNING, and metrics count these.
+        log.debug(
             "ledger unavailable for %s (%s: %s): %s",
             request_id,
             type(error).__name__,

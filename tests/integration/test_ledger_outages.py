@@ -1,0 +1,180 @@
+"""A real outage is still an outage: Redis killed mid-burst, or slow to answer.
+
+Failure modes apply within --ledger-timeout-ms; the webhook recovers by itself when
+Redis is back; fail-open spend stays within the budget's allowance and is recorded
+once Redis is back; a Redis that answers, only slowly, is judged slow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis as redis_sync
+import yaml
+
+from budget_guard.domain.money import parse_usd
+from budget_guard.localservices import RedisServer, WebhookProcess
+from tests.fixtures.proxy import DelayingProxy
+from tests.fixtures.webhook import budget
+
+pytestmark = pytest.mark.redis
+
+CHAT = {
+    "model": "gpt-4o",
+    "max_tokens": 900,
+    "messages": [{"role": "user", "content": "Summarise the findings so far. " * 50}],
+}
+OPEN = {"x-budget-tenant": "open", "x-budget-user": "u1"}
+CLOSED = {"x-budget-tenant": "closed", "x-budget-user": "u1"}
+FAIL_OPEN_LIMIT = 100_000  # $0.10: about ten checks of $0.01
+
+
+def budgets_file(path: Path) -> Path:
+    path.write_text(
+        yaml.safe_dump_all(
+            [
+                budget("open", "100", tenant="open", failOpenLimit="0.10"),
+                budget("closed", "100", tenant="closed", failureMode="Closed"),
+            ]
+        )
+    )
+    return path
+
+
+async def check(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str]
+) -> dict[str, Any]:
+    started = time.monotonic()
+    async with session.post(url, json=CHAT, headers=headers) as response:
+        body = await response.read()
+        return {
+            "tenant": headers["x-budget-tenant"],
+            "status": response.status,
+            "code": json.loads(body)["error"]["code"] if body else "",
+            "degraded": "x-budget-degraded" in response.headers,
+            "cost": parse_usd(
+                response.headers.get("x-budget-estimated-cost-usd", "0"), "cost", allow_zero=True
+            ),
+            "seconds": time.monotonic() - started,
+        }
+
+
+async def steady_load(url: str, stop: asyncio.Event, answers: list[dict[str, Any]]) -> None:
+    async with aiohttp.ClientSession() as session:
+
+        async def worker(headers: dict[str, str]) -> None:
+            while not stop.is_set():
+                answers.append(await check(session, url, headers))
+                await asyncio.sleep(0.005)
+
+        await asyncio.gather(*(worker(OPEN if i % 2 else CLOSED) for i in range(8)))
+
+
+def counter_used(redis_url: str, tenant: str) -> tuple[int, int]:
+    client = redis_sync.Redis.from_url(redis_url)
+    (key,) = list(client.scan_iter(f"bg:{{t:{tenant}}}:c:*", _type="hash"))
+    used, leased = (int(v or 0) for v in client.hmget(key, "used", "leased"))
+    client.close()
+    return used, leased
+
+
+@pytest.mark.parametrize("leases", ["true", "false"])
+async def test_redis_killed_mid_burst_then_back(tmp_path: Path, leases: str) -> None:
+    with RedisServer(durable=True) as redis:  # what Redis answered survives the kill
+        args = [
+            "--budgets",
+            str(budgets_file(tmp_path / "b.yaml")),
+            "--redis-url",
+            redis.url,
+            "--ledger-timeout-ms",
+            "50",
+            "--local-leases",
+            leases,
+        ]
+        answers: list[dict[str, Any]] = []
+        with WebhookProcess(args, workdir=tmp_path) as webhook:
+            stop = asyncio.Event()
+            load = asyncio.create_task(
+                steady_load(webhook.check_url + "/v1/chat/completions", stop, answers)
+            )
+            await asyncio.sleep(0.5)
+            before = len(answers)
+            os.kill(redis.pid, signal.SIGKILL)
+            port = redis.port
+            redis.stop_process()
+            await asyncio.sleep(1.0)
+            during = answers[before:]
+            redis.start(port)
+            await asyncio.sleep(2.0)  # reconnect (backoff up to 1 s), replay the journal
+            after_restart = len(answers)
+            await asyncio.sleep(0.5)
+            stop.set()
+            await load
+        # The webhook has stopped: local decisions committed, leases returned, and the
+        # journal of what failed open replayed: every allowed dollar is counted, once.
+        for tenant in ("open", "closed"):
+            allowed = sum(
+                a["cost"] for a in answers if a["tenant"] == tenant and a["status"] == 200
+            )
+            assert counter_used(redis.url, tenant) == (allowed, 0), tenant
+
+    outcomes = Counter((a["tenant"], a["status"], a["code"], a["degraded"]) for a in answers)
+    assert set(outcomes) <= {
+        ("open", 200, "", False),
+        ("open", 200, "", True),  # fail open, within the allowance
+        ("open", 503, "budget_unavailable", False),  # the allowance is spent
+        ("closed", 200, "", False),
+        ("closed", 503, "budget_unavailable", False),
+    }, outcomes
+    assert max(a["seconds"] for a in answers) < 0.5  # every answer well before Envoy's 200 ms x 2
+    degraded = [a for a in during if a["degraded"]]
+    assert 0 < sum(a["cost"] for a in degraded) <= FAIL_OPEN_LIMIT
+    assert any(a["code"] == "budget_unavailable" for a in during if a["tenant"] == "open")
+    # A closed budget refuses what leases held here cannot cover (leases are budget
+    # already taken from Redis, so deciding from them needs no Redis).
+    assert any(a["code"] == "budget_unavailable" for a in during if a["tenant"] == "closed")
+    recovered = answers[after_restart:]
+    late = Counter((a["tenant"], a["status"], a["code"], a["degraded"]) for a in recovered)
+    assert recovered, "no answers after the restart"
+    assert set(late) <= {("open", 200, "", False), ("closed", 200, "", False)}, late
+
+
+async def test_a_slow_redis_is_detected_as_slow_and_a_quick_one_is_not(tmp_path: Path) -> None:
+    with RedisServer() as redis, DelayingProxy(redis.port, delay_seconds=0.01) as proxy:
+        args = [
+            "--budgets",
+            str(budgets_file(tmp_path / "b.yaml")),
+            "--redis-url",
+            proxy.url,
+            "--ledger-timeout-ms",
+            "50",
+            "--local-leases",
+            "false",
+        ]
+        with WebhookProcess(args, workdir=tmp_path) as webhook:
+            url = webhook.check_url + "/v1/chat/completions"
+            async with aiohttp.ClientSession() as session:
+                quick = [await check(session, url, OPEN) for _ in range(5)]
+                assert all(a["status"] == 200 and not a["degraded"] for a in quick)
+                proxy.delay_seconds = 0.2  # Redis answers, four times too late
+                slow = [await check(session, url, headers) for headers in (OPEN, CLOSED)]
+                assert slow[0]["status"] == 200 and slow[0]["degraded"]
+                assert (slow[1]["status"], slow[1]["code"]) == (503, "budget_unavailable")
+                assert all(a["seconds"] < 0.2 for a in slow)  # judged within the timeout
+                proxy.delay_seconds = 0.0
+                deadline = time.monotonic() + 10
+                while True:
+                    again = await check(session, url, OPEN)
+                    if again["status"] == 200 and not again["degraded"]:
+                        break
+                    assert time.monotonic() < deadline, "never recovered"
+                    await asyncio.sleep(0.1)
