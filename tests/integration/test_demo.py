@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -30,3 +32,6 @@ def test_the_demo_tells_the_whole_story_and_exits_zero() -> None:
     assert "It resets in" in out
     assert "team-research/research-agent-daily" in out and "Exhausted" in out
     assert "Everything started is stopped." in out
+    strict = next(line for line in out.splitlines() if "(reservation: WorstCase)" in line)
+    used, limit = (Decimal(x) for x in re.findall(r"\$([\d.]+)", strict))
+    assert used <= limit  # settlement only lowered the worst-case reservations

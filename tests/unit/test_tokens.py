@@ -8,6 +8,9 @@ from budget_guard.domain.pricing import default_price_table
 from budget_guard.domain.tokens import (
     HEURISTIC_NAME,
     IMAGE_TOKENS,
+    IMAGE_TOKENS_WORST_CASE,
+    UPPER_BOUND_NAME,
+    ByteBoundTokenizer,
     MessageTokenCache,
     RequestEstimator,
     TokenizerSet,
@@ -207,4 +210,37 @@ def test_unreadable_bodies_are_estimated_from_length() -> None:
         1000,
         500,
         HEURISTIC_NAME,
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({}, 16384),  # no cap: the model's maximum output
+        ({"max_tokens": 100}, 100),  # the request's own cap is already the worst case
+        ({"max_tokens": 100, "n": 2}, 200),
+    ],
+)
+def test_worst_case_output(body: dict[str, object], expected: int) -> None:
+    assert estimate_output_tokens(body, GPT4O, worst_case=True) == expected
+
+
+def test_worst_case_input_bounds_every_byte_level_tokenizer(loaded: LoadedTokenizers) -> None:
+    text = "Grüße aus Köln, 東京 and 🚀 " * 40  # multi-byte text tokenizes densely
+    body = {
+        "messages": [
+            {"role": "user", "content": text},
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},
+        ]
+    }
+    estimator = RequestEstimator(loaded.tokenizers)
+    typical = estimator.estimate(body, GPT4O)
+    worst = estimator.estimate(body, GPT4O, worst_case=True)
+    assert worst.estimator == UPPER_BOUND_NAME
+    assert worst.output_tokens == 16384
+    cl100k, _ = loaded.tokenizers.for_encoding("cl100k_base")
+    assert worst.input_tokens >= cl100k.count(text) + IMAGE_TOKENS_WORST_CASE
+    assert worst.input_tokens > typical.input_tokens
+    assert worst.input_tokens == count_input_tokens(
+        body, ByteBoundTokenizer(), image_tokens=IMAGE_TOKENS_WORST_CASE
     )

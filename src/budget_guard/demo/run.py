@@ -12,7 +12,15 @@ from typing import Any
 
 import aiohttp
 
-from budget_guard.demo.story import Guard, Timeline, free_user, normal_tenant, runaway_agent
+from budget_guard.demo.story import (
+    Guard,
+    Timeline,
+    careful_agent,
+    free_user,
+    normal_tenant,
+    runaway_agent,
+    settlement_overshoot,
+)
 from budget_guard.localservices import (
     RedisServer,
     ServiceStartError,
@@ -27,6 +35,7 @@ PLOT_POINTS = {
     "downgrade": "the model downgrade",
     "burst": "the burst pool taking over",
     "denied": "the 429 with its reset time",
+    "worst-case": "a WorstCase budget that settlement cannot push past its limit",
 }
 
 
@@ -86,9 +95,15 @@ async def tell_the_story(webhook: WebhookProcess, usage_token: str) -> set[str]:
         await normal_tenant(guard, timeline, rng, 0)
         await free_user(guard, timeline, rng)
         await runaway_agent(guard, timeline, rng)
+        await careful_agent(guard, timeline, rng)
+        document = await guard.budgets()
+        _print()
+        _print("Settled usage against the hard limits")
+        for line in settlement_overshoot(document):
+            _print(f"  {line}")
         _print()
         _print("Budgets at the end (GET /v1/budgets)")
-        for line in budget_table(await guard.budgets()):
+        for line in budget_table(document):
             _print(line)
     return timeline.seen
 

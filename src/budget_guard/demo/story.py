@@ -216,3 +216,51 @@ async def runaway_agent(guard: Guard, timeline: Timeline, rng: random.Random) ->
         if turn % 8 == 0:
             await normal_tenant(guard, timeline, rng, turn)
     timeline.say(who, f"stopped after {MAX_AGENT_TURNS} turns without a denial")
+
+
+async def careful_agent(guard: Guard, timeline: Timeline, rng: random.Random) -> None:
+    """The same loop on a budget that reserves the worst case: it stops at the limit."""
+    identity = {
+        "x-budget-tenant": "acme",
+        "x-budget-user": "agent-8",
+        "x-budget-tier": "pro",
+        "x-budget-feature": "research-agent-strict",
+    }
+    who = "acme/agent-8 strict budget"
+    messages = [{"role": "system", "content": "You are a tireless research agent. " * 20}]
+    for turn in range(1, MAX_AGENT_TURNS + 1):
+        topic = rng.choice(TOPICS)
+        messages.append({"role": "user", "content": f"Dig deeper into {topic}. " * 8})
+        messages.append({"role": "tool", "content": f"search results on {topic}: " + "data " * 350})
+        answer = await _call(guard, identity, "gpt-4o", messages, rng)
+        if answer.status != 200:
+            error = answer.body["error"]
+            timeline.say(
+                who,
+                f"turn {turn}: {answer.status} {error['code']}: it reserved "
+                f"${error.get('requested_usd', '?')}, the worst case of the call",
+            )
+            timeline.mark("worst-case")
+            return
+        messages.append({"role": "assistant", "content": "Findings: " + "insight " * 120})
+        if turn == 1:
+            reserved = answer.headers["x-budget-estimated-cost-usd"]
+            timeline.say(
+                who,
+                f"turn 1: 200 allowed, reserves the worst case ${reserved} (input at a token "
+                "per byte, output at max_tokens); settlement lowers it",
+            )
+    timeline.say(who, f"stopped after {MAX_AGENT_TURNS} turns without a denial")
+
+
+def settlement_overshoot(document: dict[str, Any]) -> list[str]:
+    """How the Estimate and the WorstCase budget ended, for the timeline."""
+    lines = []
+    for budget in document["budgets"]:
+        if budget["name"] not in ("research-agent-daily", "research-agent-strict"):
+            continue
+        lines.append(
+            f"{budget['name']} (reservation: {budget['reservation']}): "
+            f"${budget['usedUsd']} of ${budget['effectiveLimitUsd']} used"
+        )
+    return lines

@@ -22,6 +22,9 @@ from budget_guard.domain.pricing import ModelPrice
 FALLBACK_ENCODING = "cl100k_base"
 HEURISTIC_NAME = "heuristic:bytes/4"
 IMAGE_TOKENS = 765  # OpenAI's cost of a 1024x1024 image at high detail; a fair flat guess
+# An image at its dearest among the priced providers (Anthropic's 1.15 megapixel cap).
+IMAGE_TOKENS_WORST_CASE = 1_600
+UPPER_BOUND_NAME = "upper-bound:bytes"
 MESSAGE_OVERHEAD_TOKENS = 3  # per message, as OpenAI's chat format counts it
 REPLY_PRIMING_TOKENS = 3
 OUTPUT_TOKENS_CEILING = 1_000_000  # for models whose maximum is unknown
@@ -47,6 +50,16 @@ class HeuristicTokenizer:
     @staticmethod
     def count_bytes(length: int) -> int:
         return math.ceil(length / 4)
+
+
+class ByteBoundTokenizer:
+    """One token per UTF-8 byte: an upper bound for every byte-level tokenizer (each
+    token stands for at least one byte), so a worst-case reservation's input count."""
+
+    name = UPPER_BOUND_NAME
+
+    def count(self, text: str) -> int:
+        return len(text.encode("utf-8", "replace"))
 
 
 class TokenizerSet:
@@ -124,9 +137,12 @@ class TokenEstimate(NamedTuple):  # per request: a NamedTuple is cheap to build
 class _Counter:
     """Walks the request formats; counts each text through the cache."""
 
-    def __init__(self, tokenizer: Tokenizer, cache: MessageTokenCache | None) -> None:
+    def __init__(
+        self, tokenizer: Tokenizer, cache: MessageTokenCache | None, image_tokens: int
+    ) -> None:
         self._tokenizer = tokenizer
         self._cache = cache
+        self._image_tokens = image_tokens
         self.total = 0
 
     def text(self, value: object) -> None:
@@ -170,7 +186,7 @@ class _Counter:
         if isinstance(part.get("text"), str):
             self.text(part["text"])
         elif kind in ("image_url", "image", "input_image"):
-            self.total += IMAGE_TOKENS
+            self.total += self._image_tokens
         elif kind == "tool_use":
             self.text(part.get("name"))
             self.json(part.get("input", {}))
@@ -213,16 +229,19 @@ class _Counter:
             if isinstance(part, Mapping) and isinstance(part.get("text"), str):
                 self.text(part["text"])
             elif isinstance(part, Mapping) and ("inlineData" in part or "fileData" in part):
-                self.total += IMAGE_TOKENS
+                self.total += self._image_tokens
             else:
                 self.json(part)
 
 
 def count_input_tokens(
-    body: Mapping[str, Any], tokenizer: Tokenizer, cache: MessageTokenCache | None = None
+    body: Mapping[str, Any],
+    tokenizer: Tokenizer,
+    cache: MessageTokenCache | None = None,
+    image_tokens: int = IMAGE_TOKENS,
 ) -> int:
     """Input tokens of any supported request format (unknown shapes: the whole body)."""
-    counter = _Counter(tokenizer, cache)
+    counter = _Counter(tokenizer, cache, image_tokens)
     recognised = False
     if isinstance(body.get("messages"), list):  # OpenAI chat, Anthropic messages
         recognised = True
@@ -316,20 +335,29 @@ class RequestEstimator:
     def estimate(
         self, body: Mapping[str, Any], price: ModelPrice, worst_case: bool = False
     ) -> TokenEstimate:
+        """The request's tokens; with ``worst_case``, the most the call can use: input
+        at one token per byte of text (and images at their dearest), output at its cap
+        or the model's maximum. Settlement of a worst case can only lower the charge."""
+        output_tokens = estimate_output_tokens(body, price, worst_case)
+        if worst_case:
+            bound = count_input_tokens(body, _BYTE_BOUND, self.cache, IMAGE_TOKENS_WORST_CASE)
+            return TokenEstimate(bound, output_tokens, UPPER_BOUND_NAME)
         tokenizer, label = self.tokenizers.for_encoding(price.encoding)
         raw_input = count_input_tokens(body, tokenizer, self.cache)
-        return TokenEstimate(
-            input_tokens=corrected(raw_input, price),
-            output_tokens=estimate_output_tokens(body, price, worst_case),
-            estimator=label,
-        )
+        return TokenEstimate(corrected(raw_input, price), output_tokens, label)
 
     def estimate_from_length(
         self, body_length: int, price: ModelPrice, worst_case: bool = False
     ) -> TokenEstimate:
         """For a body that cannot be read (cut short by Envoy, or not JSON)."""
+        if worst_case:
+            output = uncapped_output_tokens(price, worst_case=True)
+            return TokenEstimate(body_length, output, UPPER_BOUND_NAME)
         return TokenEstimate(
             input_tokens=corrected(HeuristicTokenizer.count_bytes(body_length), price),
-            output_tokens=uncapped_output_tokens(price, worst_case),
+            output_tokens=price.default_output_tokens,
             estimator=HEURISTIC_NAME,
         )
+
+
+_BYTE_BOUND = ByteBoundTokenizer()

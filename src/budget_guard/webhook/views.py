@@ -41,6 +41,7 @@ def budget_view(usage: BudgetUsage) -> dict[str, Any]:
         "timeZone": budget.zone.key,
         "enforcement": budget.enforcement.value,
         "failureMode": budget.failure_mode.value,
+        "reservation": budget.reservation.value,
         "limitUsd": format_usd(budget.limit_micros),
         "effectiveLimitUsd": format_usd(usage.effective_limit),
         "periodStart": rfc3339(window.start),
