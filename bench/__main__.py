@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import ledger, operator, tokens, webhook
+from bench import ledger, ledger_path, operator, tokens, webhook
 from bench.stats import LATENCY_HEADER
 from budget_guard.loaders.tokenizers import load_tokenizers
 from budget_guard.localservices import RedisServer, seed_offline_tiktoken_cache
@@ -207,6 +207,35 @@ conversation, about 2.6 KB more per turn; 3 conversations), p50 and p99 per chec
 """
 
 
+def ledger_path_section(results: ledger_path.PathResults, seconds: int) -> str:
+    rows = "\n".join(run.row() for run in results.runs)
+    floor = results.redis
+    before = (
+        f"The `before` rows are the webhook of `{results.baseline}`, measured alternated with "
+        "the current one in the same run.\n"
+        if results.baseline
+        else ""
+    )
+    return f"""## Ledger path under load: every check a Redis round trip
+
+`--local-leases false`: each check reserves in Redis (the mode for several replicas
+that must stop at exactly 100 %, and what every check near a limit does). `wrk -t1
+-d{seconds}s` posts the 1 KB chat body at 32, 128 and 512 connections; each figure is
+the median of {ledger_path.ROUNDS} alternated runs. **Clean decisions/s** counts only
+allows decided in Redis: answers marked degraded (failed open) or turned away
+(429 `overloaded`) are counted apart, since a fast wrong answer is not throughput.
+{before}
+| server | connections | clean decisions/s | p50 (µs) | p99 (µs) | degraded | overloaded | errors |
+|---|---:|---:|---:|---:|---:|---:|---:|
+{rows}
+
+Redis's own floor, `redis-benchmark` sending the very reserve.lua call the webhook
+sends (four budgets, a fresh request id each), pipelined {floor.pipeline} deep on 4
+connections: **{floor.reserve_per_second:,.0f} calls/s**; PING the same way:
+{floor.ping_per_second:,.0f}/s. wrk, the webhook and Redis share the machine's two cores.
+"""
+
+
 def operator_section(results: operator.OperatorResults) -> str:
     sync = operator.median(results.sync_ms)
     ping = operator.median(results.redis_roundtrip_ms)
@@ -248,6 +277,14 @@ async def run_all(rounds: int) -> str:
         ledger_results = await ledger.run(redis.url, rounds=rounds)
     with RedisServer() as redis:
         webhook_results = await asyncio.to_thread(webhook.run, redis.url, WRK_SECONDS)
+    with RedisServer() as redis:
+        path_results = await asyncio.to_thread(
+            ledger_path.run,
+            redis.url,
+            redis.port,
+            WRK_SECONDS,
+            ledger_path.baseline_from_environment(),
+        )
     operator_results = await asyncio.to_thread(operator.run)
     today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
     return f"""# Benchmarks
@@ -258,6 +295,7 @@ refresh this page. Latencies are wall-clock, client side, including the client
 library's own work.
 
 {webhook_section(webhook_results, WRK_SECONDS)}
+{ledger_path_section(path_results, WRK_SECONDS)}
 {ledger_section(ledger_results)}
 {operator_section(operator_results)}
 {tokens_section(throughput, loop, loaded.tokenizers.loaded_encodings)}
