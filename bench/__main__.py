@@ -71,7 +71,7 @@ most of it the round trip's system calls). The bare handler's whole request cost
 about 110 µs. The machine swings: the same run repeated minutes apart moves p50 by
 up to 1.5x, which is why the rows are medians of alternated runs.
 
-What changed in this round, and why:
+What changed in an earlier round (measured then on an Intel Xeon machine), and why:
 - Local decisions are committed in batches every 5 ms. Before, a commit that found
   new decisions waiting started another one at once, so under light load every
   decision cost its own round trip and `commit.lua` call (a fifth of the process's
@@ -85,15 +85,44 @@ What changed in this round, and why:
 
 The price of batching is the unloaded p99: committing a batch holds the event loop
 for a few hundred µs (encoding, the send, reading the answer), and a request that
-arrives then waits. p99 at one connection was about 0.5 ms when every decision was
-committed at once, and is about 1 ms now; maximum throughput went from 30 % to
-about 44 % of the bare handler's.
+arrives then waits. On the Intel machine p99 at one connection went from about
+0.5 ms to about 1 ms with batching, and maximum throughput from 30 % to about 44 % of
+the bare handler's. This run's machine (an AMD EPYC, see the header) is faster on
+both, which shows how much the figures depend on it: compare rows of the same run.
 
 Where a target is not met, the gap is the webhook's own Python work per request,
 which has no single hot spot left. The interpreter matters: this machine's `python3`
 is pyenv's CPython 3.11.7, built without profile-guided optimisation, and a plain
 Python loop runs 2.7x slower on it than on Debian's CPython 3.11 on the same machine.
 The figures above are from the former, the interpreter `make` uses.
+"""
+
+
+READING_THE_LEDGER_PATH = """## Reading the ledger-path numbers
+
+Before this round a burst of checks was taken for a Redis outage: the ledger timeout
+was measured around the whole reservation, waiting in the process's own queue and
+for a pooled connection included, so once a burst made that wait pass 50 ms every
+decision was declared a ledger failure and each budget's failure mode was applied to
+a healthy Redis. The `before` rows show it: at 128 connections about a sixth of the
+answers were fail-open allows, at 512 connections all of them (not one check was
+decided in Redis). With `failureMode: Open` those allows were then replayed as
+"counted, never denied", far past the limit.
+
+Now reservations travel pipelined on one connection (`store/channel.py`): the checks
+of one loop turn go out in one write and Redis answers them in order, and Redis's
+health is judged on that connection (no reply for `--ledger-timeout-ms` while
+commands are outstanding), never on a check's own wait. The same machine then
+decides about 1.5x as many checks per second in Redis at 32 connections and 1.7x at
+128, and at 512 connections keeps deciding every check in Redis (p99 about 120 ms,
+inside Envoy's 200 ms), where it decided none before. None was degraded and none
+had to be shed here; past what fits in `--gateway-timeout-ms`, checks would be
+answered 429 `overloaded` instead.
+
+Where the rest goes: Redis itself runs the same reserve.lua call pipelined at about
+32,000 calls/s (the Redis floor above), so the webhook's Python work per check (HTTP,
+JSON, token count, price, the answer) is what limits the ledger path, as it limits
+the lease path; wrk, the webhook and Redis also share the two cores.
 """
 
 
@@ -300,6 +329,7 @@ library's own work.
 {operator_section(operator_results)}
 {tokens_section(throughput, loop, loaded.tokenizers.loaded_encodings)}
 {READING_THE_WEBHOOK}
+{READING_THE_LEDGER_PATH}
 {READING_THE_LEDGER}"""
 
 

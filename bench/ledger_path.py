@@ -273,7 +273,19 @@ def run(redis_url: str, port: int, seconds: int = 5, baseline: Path | None = Non
             for process in started:
                 process.stop()
             bare.stop()
-    return PathResults(runs, redis_floor(redis_url, port), str(baseline) if baseline else None)
+    return PathResults(runs, redis_floor(redis_url, port), _commit(baseline))
+
+
+def _commit(checkout: Path | None) -> str | None:
+    if checkout is None:
+        return None
+    described = subprocess.run(
+        ["git", "-C", str(checkout), "log", "-1", "--format=%h (%cs)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return described.stdout.strip() or str(checkout)
 
 
 def baseline_from_environment() -> Path | None:
