@@ -13,6 +13,7 @@ STAMP := $(VENV)/.installed
 include tools/versions.env
 export BUDGET_GUARD_KUBE_VERSION := $(KUBE_VERSION)
 export BUDGET_GUARD_HELM_VERSION := $(HELM_VERSION)
+export BUDGET_GUARD_PROMETHEUS_VERSION := $(PROMETHEUS_VERSION)
 
 .PHONY: help
 help:
@@ -80,6 +81,7 @@ demo: $(STAMP) redis-server
 .PHONY: crds
 crds: $(STAMP)
 	$(BIN)/budget-guard crds --write crds
+	$(BIN)/budget-guard crds --write charts/llm-budget-guard/files/crds
 
 .PHONY: bench
 bench: $(STAMP) redis-server wrk test-binaries

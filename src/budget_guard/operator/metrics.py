@@ -51,7 +51,7 @@ class BudgetSample:
 
     @property
     def labels(self) -> list[str]:
-        return [self.namespace, self.name, self.kind]
+        return [f"{self.namespace}/{self.name}", self.kind]
 
 
 def _conditions(status: Mapping[str, object]) -> dict[str, bool]:
@@ -155,7 +155,9 @@ class MetricsServer:
         self.thread.join(timeout=5)
 
 
-_LABELS = ["namespace", "name", "kind"]
+# "budget" is namespace/name, as on the webhook's metrics: a "namespace" label would clash
+# with the one Prometheus gives every target (the operator pod's namespace).
+_LABELS = ["budget", "kind"]
 
 
 class _BudgetCollector(Collector):
