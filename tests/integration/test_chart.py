@@ -314,3 +314,16 @@ def test_the_gateway_examples_call_the_charts_service(chart_defaults: Rendered) 
     http = policy["spec"]["extAuth"]["http"]
     assert http["backendRefs"] == [{"name": WEBHOOK, "namespace": NAMESPACE, "port": 8080}]
     assert http["path"] == "/check"
+
+
+def test_the_design_brief_budgets_apply_after_their_namespaces(crds: KubeAPIServer) -> None:
+    namespaces = crds.kubectl("apply", "-f", str(ROOT / "examples/argocd/namespaces"))
+    assert namespaces.returncode == 0, namespaces.stderr
+    applied = crds.kubectl("apply", "-f", str(ROOT / "examples/budgets-brief"))
+    assert applied.returncode == 0, applied.stderr
+    listed = crds.kubectl("get", "budgets", "-A", "-o", "name")
+    for name in (
+        "llmbudget.budgetguard.io/initech-monthly",
+        "burstbudget.budgetguard.io/black-friday",
+    ):
+        assert name in listed.stdout
