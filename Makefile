@@ -36,6 +36,16 @@ $(STAMP): pyproject.toml constraints.txt
 .PHONY: venv
 venv: $(STAMP)
 
+# The wheels of the package's own dependencies, for the test that installs the built
+# wheel into a fresh virtual environment without the network.
+WHEELHOUSE := $(VENV)/wheelhouse
+$(WHEELHOUSE)/.built: pyproject.toml constraints.txt | $(STAMP)
+	$(BIN)/pip wheel --quiet -c constraints.txt -w $(WHEELHOUSE) .
+	touch $@
+
+.PHONY: wheelhouse
+wheelhouse: $(WHEELHOUSE)/.built
+
 .PHONY: redis-server
 redis-server:
 	@tools/install-apt-package.sh redis-server redis-server
@@ -64,8 +74,9 @@ imports: $(STAMP)
 	$(BIN)/lint-imports
 
 .PHONY: pytest
-pytest: $(STAMP) redis-server test-binaries
+pytest: $(STAMP) redis-server test-binaries wheelhouse
 	BUDGET_GUARD_TEST_BIN_DIR="$$(tail -n 1 $(VENV)/.test-bin-dir)" \
+	BUDGET_GUARD_WHEELHOUSE="$(abspath $(WHEELHOUSE))" \
 	BUDGET_GUARD_FORBID_SKIPS=1 \
 	  $(BIN)/pytest $(PYTEST_ARGS)
 
