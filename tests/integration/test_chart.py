@@ -8,6 +8,7 @@ from __future__ import annotations
 import filecmp
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -327,3 +328,19 @@ def test_the_design_brief_budgets_apply_after_their_namespaces(crds: KubeAPIServ
         "burstbudget.budgetguard.io/black-friday",
     ):
         assert name in listed.stdout
+
+
+def test_kubectl_explain_describes_spec_and_status(crds: KubeAPIServer) -> None:
+    wanted = {
+        "llmbudget.spec.failureMode": "When the ledger (Redis) cannot be reached",
+        "llmbudget.status.resetsAt": "When the current period ends",
+        "llmbudget.status.conditions.reason": "A CamelCase word",
+        "burstbudget.status.review.peakDay": "The day (YYYY-MM-DD)",
+    }
+    for field, text in wanted.items():
+        for _ in range(50):  # the API server publishes a new CRD's OpenAPI within seconds
+            explained = crds.kubectl("explain", field)
+            if text in explained.stdout:
+                break
+            time.sleep(0.2)
+        assert text in explained.stdout, explained.stdout + explained.stderr
