@@ -14,7 +14,7 @@ mkdir -p "${bin_dir}"
 
 if ! command -v go >/dev/null 2>&1; then
   echo "error: 'go' is not on PATH; the Kubernetes test binaries are built from source." >&2
-  echo "       Install Go >= 1.24 (https://go.dev/doc/install) and run 'make test' again." >&2
+  echo "       Install Go >= 1.26 (https://go.dev/doc/install) and run 'make test' again." >&2
   exit 1
 fi
 

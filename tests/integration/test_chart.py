@@ -344,3 +344,22 @@ def test_kubectl_explain_describes_spec_and_status(crds: KubeAPIServer) -> None:
                 break
             time.sleep(0.2)
         assert text in explained.stdout, explained.stdout + explained.stderr
+
+
+def test_the_chart_readme_lists_every_value() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    readme = (ROOT / "charts" / "README.md").read_text()
+    values_section = readme.split("## Values", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `([\w.]+)` \|", values_section, re.M))
+    free_form = ("resources", "SecurityContext", "dashboard.labels")
+    expected = set()
+    for key in _keys(values):
+        parts = key.split(".")
+        if any(".".join(parts[:i]).endswith(free_form) for i in range(1, len(parts))):
+            continue  # inside a structure listed whole
+        value = values
+        for part in parts:
+            value = value[part]
+        if key.endswith(free_form) or not (isinstance(value, dict) and value):
+            expected.add(key)
+    assert listed == expected
