@@ -30,6 +30,7 @@ from tests.fixtures.chart import (
     NAMESPACE,
     RELEASE,
     ROOT,
+    WATCHED_NAMESPACE,
     Rendered,
     ensure_namespaces,
     helm,
@@ -110,7 +111,7 @@ def test_every_rendered_object_is_accepted_by_the_api_server(
     chart_all_on: Rendered,
     monitoring_crds: KubeAPIServer,
 ) -> None:
-    ensure_namespaces(monitoring_crds, [NAMESPACE, ALERT_NAMESPACE])
+    ensure_namespaces(monitoring_crds, [NAMESPACE, ALERT_NAMESPACE, WATCHED_NAMESPACE])
     for rendered in (chart_defaults, chart_all_on):
         result = kubectl_apply(monitoring_crds, rendered.text, "--dry-run=server")
         assert result.returncode == 0, result.stderr
@@ -220,6 +221,7 @@ def test_the_operator_runs_with_its_real_flags_and_ports(chart_all_on: Rendered)
     assert settings.metrics_address == f"0.0.0.0:{ports['metrics']}"
     assert settings.liveness_endpoint == f"http://0.0.0.0:{ports['health']}/healthz"
     assert settings.alert_secret_namespaces == (ALERT_NAMESPACE, NAMESPACE)
+    assert settings.namespaces == (WATCHED_NAMESPACE,)
     assert not settings.standalone
     _assert_env_is_options(container, "operator")
 

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -34,25 +35,42 @@ REFUSALS = ("Forbidden", "forbidden", "403", "Not enough permissions")
 class Installed:
     """The chart's ServiceAccounts and RBAC applied for real, in fresh namespaces."""
 
+    fullname: str  # the chart's object name prefix
     release_namespace: str
     alert_namespace: str
+    team_namespace: str  # where the tests' budgets live
     operator_args: list[str]
+    namespaced: bool  # operator.watchNamespaces names the team's namespace
+
+    @property
+    def operator(self) -> str:
+        return f"{self.fullname}-operator"
 
 
 def _fresh(kube: KubeAPIServer, prefix: str) -> str:
     return Cluster.fresh(kube, prefix).namespace
 
 
-@pytest.fixture(scope="module")
-def installed(crds: KubeAPIServer, tmp_path_factory: pytest.TempPathFactory) -> Installed:
+@pytest.fixture(scope="module", params=["cluster-wide", "namespaced"])
+def installed(
+    request: pytest.FixtureRequest, crds: KubeAPIServer, tmp_path_factory: pytest.TempPathFactory
+) -> Installed:
+    """The chart's defaults (every namespace), and with operator.watchNamespaces; each
+    its own release, so that their cluster-wide objects do not overlap."""
+    namespaced = request.param == "namespaced"
+    release = "watching" if namespaced else RELEASE
     release_namespace = _fresh(crds, "guard")
     alert_namespace = _fresh(crds, "alerts")
+    team_namespace = _fresh(crds, "team")
+    operator_values: dict[str, Any] = {"alertSecretNamespaces": [alert_namespace]}
+    if namespaced:
+        operator_values["watchNamespaces"] = [team_namespace]
     values = tmp_path_factory.mktemp("rbac") / "values.yaml"
-    values.write_text(yaml.safe_dump({"operator": {"alertSecretNamespaces": [alert_namespace]}}))
+    values.write_text(yaml.safe_dump({"operator": operator_values}))
     result = helm(
         crds.binaries,
         "template",
-        RELEASE,
+        release,
         str(CHART),
         "--namespace",
         release_namespace,
@@ -65,8 +83,16 @@ def installed(crds: KubeAPIServer, tmp_path_factory: pytest.TempPathFactory) -> 
     rendered = Rendered.parse(result.stdout)
     applied = kubectl_apply(crds, rendered.yaml_of(rendered.of_kind(*RBAC_KINDS)))
     assert applied.returncode == 0, applied.stderr
-    args = rendered.container(f"{RELEASE}-operator")["args"]
-    return Installed(release_namespace, alert_namespace, args)
+    fullname = f"{release}-llm-budget-guard" if namespaced else release
+    args = rendered.container(f"{fullname}-operator")["args"]
+    return Installed(
+        fullname,
+        release_namespace,
+        alert_namespace,
+        team_namespace,
+        args,
+        namespaced,
+    )
 
 
 def kubeconfig_for(kube: KubeAPIServer, namespace: str, account: str, where: Path) -> Path:
@@ -94,7 +120,7 @@ def local_args(chart_args: list[str], redis_url: str) -> list[str]:
 def operator_as_its_account(
     installed: Installed, crds: KubeAPIServer, redis_server: RedisServer, tmp_path: Path
 ) -> Iterator[OperatorProcess]:
-    kubeconfig = kubeconfig_for(crds, installed.release_namespace, f"{RELEASE}-operator", tmp_path)
+    kubeconfig = kubeconfig_for(crds, installed.release_namespace, installed.operator, tmp_path)
     process = OperatorProcess(
         local_args(installed.operator_args, redis_server.url),
         {"KUBECONFIG": str(kubeconfig)},
@@ -116,7 +142,7 @@ async def test_the_operator_reconciles_as_its_service_account_without_a_forbidde
     operator_as_its_account: OperatorProcess,
     tmp_path: Path,
 ) -> None:
-    team = Cluster.fresh(crds, "team")
+    team = Cluster(crds, installed.team_namespace)
     tenant = f"t-{uuid.uuid4().hex[:8]}"
     alerts = Cluster(crds, installed.alert_namespace)
     async with alert_receiver() as receiver:
@@ -187,7 +213,12 @@ async def test_the_operator_reconciles_as_its_service_account_without_a_forbidde
                 lambda got: got == ["SoftLimitReached"],
                 what="the alert, sent to the URL in the allowed namespace's Secret",
             )
-    status, peering = crds.request("GET", "/apis/kopf.dev/v1/clusterkopfpeerings/llm-budget-guard")
+    peerings = (
+        f"namespaces/{team.namespace}/kopfpeerings"
+        if installed.namespaced
+        else "clusterkopfpeerings"
+    )
+    status, peering = crds.request("GET", f"/apis/kopf.dev/v1/{peerings}/llm-budget-guard")
     assert status == 200 and peering.get("status"), peering  # the replica announced itself
     assert refusals(operator_as_its_account) == []
 
@@ -195,7 +226,7 @@ async def test_the_operator_reconciles_as_its_service_account_without_a_forbidde
 def test_the_operator_account_reads_secrets_only_in_alert_namespaces(
     installed: Installed, crds: KubeAPIServer
 ) -> None:
-    token = crds.mint_service_account_token(installed.release_namespace, f"{RELEASE}-operator")
+    token = crds.mint_service_account_token(installed.release_namespace, installed.operator)
     allowed = f"/api/v1/namespaces/{installed.alert_namespace}/secrets/anything"
     assert crds.request("GET", allowed, token=token)[0] == 404  # may look: there is none
     for namespace in (installed.release_namespace, "default", "kube-system"):
