@@ -1,6 +1,7 @@
 # LLM Budget Guard: the commands a newcomer needs, on a fresh Debian machine.
 #   make test     everything: venv, redis-server, Kubernetes test binaries, lint, types, layers, tests
 #   make cluster  a real Redis and Kubernetes API server in the foreground, for humans
+#                 (docs/install.md's local quick start begins here)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -13,6 +14,7 @@ STAMP := $(VENV)/.installed
 include tools/versions.env
 export BUDGET_GUARD_KUBE_VERSION := $(KUBE_VERSION)
 export BUDGET_GUARD_HELM_VERSION := $(HELM_VERSION)
+export BUDGET_GUARD_PROMETHEUS_VERSION := $(PROMETHEUS_VERSION)
 
 .PHONY: help
 help:
@@ -35,9 +37,23 @@ $(STAMP): pyproject.toml constraints.txt
 .PHONY: venv
 venv: $(STAMP)
 
+# The wheels of the package's own dependencies, for the test that installs the built
+# wheel into a fresh virtual environment without the network.
+WHEELHOUSE := $(VENV)/wheelhouse
+$(WHEELHOUSE)/.built: pyproject.toml constraints.txt | $(STAMP)
+	$(BIN)/pip wheel --quiet -c constraints.txt -w $(WHEELHOUSE) .
+	touch $@
+
+.PHONY: wheelhouse
+wheelhouse: $(WHEELHOUSE)/.built
+
 .PHONY: redis-server
 redis-server:
 	@tools/install-apt-package.sh redis-server redis-server
+
+.PHONY: curl
+curl:
+	@tools/install-apt-package.sh curl curl
 
 .PHONY: wrk
 wrk:
@@ -63,8 +79,9 @@ imports: $(STAMP)
 	$(BIN)/lint-imports
 
 .PHONY: pytest
-pytest: $(STAMP) redis-server test-binaries
+pytest: $(STAMP) redis-server curl test-binaries wheelhouse
 	BUDGET_GUARD_TEST_BIN_DIR="$$(tail -n 1 $(VENV)/.test-bin-dir)" \
+	BUDGET_GUARD_WHEELHOUSE="$(abspath $(WHEELHOUSE))" \
 	BUDGET_GUARD_FORBID_SKIPS=1 \
 	  $(BIN)/pytest $(PYTEST_ARGS)
 
@@ -80,6 +97,7 @@ demo: $(STAMP) redis-server
 .PHONY: crds
 crds: $(STAMP)
 	$(BIN)/budget-guard crds --write crds
+	$(BIN)/budget-guard crds --write charts/llm-budget-guard/files/crds
 
 .PHONY: bench
 bench: $(STAMP) redis-server wrk test-binaries

@@ -24,6 +24,7 @@ OPERATOR_ONLY = {
     "spec.alerts.secretRef",
     "spec.alerts.secretRef.name",
     "spec.alerts.secretRef.key",
+    "spec.alerts.secretRef.namespace",
     "spec.alerts.format",
 }
 

@@ -4,9 +4,15 @@ cleans up and leaves the peering); ``kill`` sends SIGKILL."""
 
 from __future__ import annotations
 
+import json
+
 from budget_guard.localservices.project_process import ProjectProcess
 
 
 class OperatorProcess(ProjectProcess):
     command = "operator"
     ready_message = "operator started"
+    metrics_port: int | None = None  # with --metrics-address HOST:0, the port it bound
+
+    def on_ready(self, line: str) -> None:
+        self.metrics_port = json.loads(line).get("metrics_port")

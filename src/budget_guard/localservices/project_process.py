@@ -1,5 +1,5 @@
-"""One of the project's own commands (``python -m budget_guard ...``) as a child process,
-ready once a line of its JSON log says so."""
+"""One of the project's own commands (``python -m budget_guard ...``, or an installed
+``budget-guard`` script) as a child process, ready once a line of its JSON log says so."""
 
 from __future__ import annotations
 
@@ -26,8 +26,10 @@ class ProjectProcess:
         env: Mapping[str, str] | None = None,
         workdir: Path | None = None,
         start_timeout_seconds: float = 30.0,
+        launcher: Sequence[str] = (sys.executable, "-m", "budget_guard"),
     ) -> None:
         self.args = list(args)
+        self.launcher = list(launcher)  # what runs the command: this checkout, or an install
         self.env = {**os.environ, **(env or {})}
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"budget-guard-{self.command}-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -45,7 +47,10 @@ class ProjectProcess:
         return any(text in line for line in self.log_lines())
 
     def argv(self) -> list[str]:
-        return [sys.executable, "-m", "budget_guard", self.command, *self.args]
+        return [*self.launcher, self.command, *self.command_args()]
+
+    def command_args(self) -> list[str]:
+        return self.args
 
     def on_ready(self, line: str) -> None:
         """Read what the ready line tells (ports, ...)."""

@@ -25,9 +25,9 @@ class WebhookProcess(ProjectProcess):
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
-    def argv(self) -> list[str]:
+    def command_args(self) -> list[str]:
         ports = ["--check-port", "0", "--api-port", "0", "--host", "127.0.0.1"]
-        return [*super().argv()[:4], *ports, *self.args]
+        return [*ports, *self.args]
 
     def on_ready(self, line: str) -> None:
         entry = json.loads(line)

@@ -1,9 +1,13 @@
 """Alerts: the same notices as the Kubernetes Events, posted to a webhook URL.
 
-A budget's ``spec.alerts.secretRef`` names a Secret holding the URL. The payload
-is Slack-compatible (``{"text": ...}``) or a generic JSON object. Sending happens in
-background tasks with retries and doubling delays, so reconciliation never waits
-on it; the outcome is shown on the budget's ``AlertsReady`` condition.
+A budget's ``spec.alerts.secretRef`` names a Secret holding the URL: in the budget's
+namespace unless it says another. The operator reads Secrets only in the namespaces
+it is allowed to (``--alert-secret-namespace``; the Helm chart grants exactly those),
+so a Secret elsewhere is reported on the condition without asking the API server,
+which would answer Forbidden. The payload is Slack-compatible (``{"text": ...}``) or
+a generic JSON object. Sending happens in background tasks with retries and doubling
+delays, so reconciliation never waits on it; the outcome is shown on the budget's
+``AlertsReady`` condition.
 """
 
 from __future__ import annotations
@@ -22,6 +26,24 @@ from budget_guard.operator.kube import KubeApi, SecretMissing
 from budget_guard.operator.status import AlertState
 
 log = logging.getLogger(__name__)
+
+_SECRET_PROBLEMS = (c.SECRET_NOT_FOUND, c.SECRET_NAMESPACE_NOT_ALLOWED)
+
+
+@dataclass(frozen=True)
+class SecretLocation:
+    namespace: str
+    name: str
+    key: str
+
+    @classmethod
+    def of(cls, budget_namespace: str, config: Mapping[str, Any]) -> SecretLocation:
+        ref = config.get("secretRef") or {}
+        return cls(
+            str(ref.get("namespace") or budget_namespace),
+            str(ref.get("name")),
+            str(ref.get("key") or "url"),
+        )
 
 
 @dataclass(frozen=True)
@@ -51,14 +73,16 @@ class AlertSender:
         attempts: int = 6,
         first_delay: float = 1.0,
         recheck_seconds: float = 30.0,
+        secret_namespaces: frozenset[str] = frozenset(),  # empty: any namespace
     ) -> None:
         self._kube = kube
+        self._secret_namespaces = secret_namespaces
         self._session = session
         self._attempts = attempts
         self._first_delay = first_delay
         self._states: dict[str, AlertState] = {}
         self._recheck = recheck_seconds
-        self._checked: dict[str, tuple[tuple[str, str], float]] = {}
+        self._checked: dict[str, tuple[SecretLocation, float]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def state(self, budget_key: str, spec: Mapping[str, Any]) -> AlertState | None:
@@ -74,19 +98,18 @@ class AlertSender:
         config = spec.get("alerts")
         if not config:
             return
-        ref = config.get("secretRef") or {}
-        target = (str(ref.get("name")), str(ref.get("key") or "url"))
+        target = SecretLocation.of(namespace, config)
         last = self._checked.get(budget_key)
         now = time.monotonic()
         if last is not None and last[0] == target and now - last[1] < self._recheck:
             return
         self._checked[budget_key] = (target, now)
         try:
-            await self._kube.secret_value(namespace, *target)
+            await self._read_url(target)
         except SecretMissing as error:
-            self._states[budget_key] = AlertState(False, c.SECRET_NOT_FOUND, str(error))
+            self._states[budget_key] = AlertState(False, error.reason, str(error))
             return
-        if budget_key in self._states and self._states[budget_key].reason == c.SECRET_NOT_FOUND:
+        if budget_key in self._states and self._states[budget_key].reason in _SECRET_PROBLEMS:
             del self._states[budget_key]  # the Secret is there now
 
     def send(self, alert: Alert, namespace: str, spec: Mapping[str, Any]) -> None:
@@ -99,13 +122,10 @@ class AlertSender:
         task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, alert: Alert, namespace: str, config: Mapping[str, Any]) -> None:
-        secret_ref = config.get("secretRef") or {}
         try:
-            url = await self._kube.secret_value(
-                namespace, str(secret_ref.get("name")), str(secret_ref.get("key") or "url")
-            )
+            url = await self._read_url(SecretLocation.of(namespace, config))
         except SecretMissing as error:
-            self._states[alert.budget] = AlertState(False, c.SECRET_NOT_FOUND, str(error))
+            self._states[alert.budget] = AlertState(False, error.reason, str(error))
             log.warning("alert for %s not sent: %s", alert.budget, error)
             return
         body = payload(alert, str(config.get("format") or "Generic"))
@@ -139,6 +159,18 @@ class AlertSender:
             if attempt < self._attempts:
                 await asyncio.sleep(delay)
                 delay *= 2
+
+    async def _read_url(self, location: SecretLocation) -> str:
+        allowed = self._secret_namespaces
+        if allowed and location.namespace not in allowed:
+            raise SecretMissing(
+                f"Secret {location.namespace}/{location.name} is in a namespace where the "
+                f"operator may not read Secrets; allowed: {', '.join(sorted(allowed))}. Move "
+                "the Secret to one of them (and set spec.alerts.secretRef.namespace), or allow "
+                "the namespace (Helm value operator.alertSecretNamespaces).",
+                c.SECRET_NAMESPACE_NOT_ALLOWED,
+            )
+        return await self._kube.secret_value(location.namespace, location.name, location.key)
 
     async def close(self) -> None:
         for task in list(self._tasks):

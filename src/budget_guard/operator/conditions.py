@@ -35,6 +35,7 @@ BURST_POOL_ACTIVE = "BurstPoolActive"
 NO_ALERTS = "NoAlertsConfigured"
 ALERTS_CONFIGURED = "AlertsConfigured"
 SECRET_NOT_FOUND = "SecretNotFound"  # noqa: S105 - a reason, not a secret
+SECRET_NAMESPACE_NOT_ALLOWED = "SecretNamespaceNotAllowed"  # noqa: S105
 DELIVERY_FAILED = "AlertDeliveryFailed"
 DELIVERED = "AlertDelivered"
 

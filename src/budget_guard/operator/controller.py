@@ -37,6 +37,7 @@ from budget_guard.operator.compile import (
 )
 from budget_guard.operator.kube import KubeApi
 from budget_guard.operator.leadership import Leadership
+from budget_guard.operator.metrics import BudgetSample, OperatorMetrics, budget_sample, pool_sample
 from budget_guard.operator.settings import OperatorSettings
 from budget_guard.operator.status import (
     budget_status,
@@ -74,6 +75,7 @@ class Controller:
         alerts: AlertSender,
         clock: Callable[[], dt.datetime] = utc_now,
         post_event: EventSink | None = None,
+        metrics: OperatorMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -81,6 +83,7 @@ class Controller:
         self.alerts = alerts
         self.clock = clock
         self.post_event = post_event or post_with_kopf
+        self.metrics = metrics or OperatorMetrics()
         self.keys = KeySchema()
         self.config = ConfigStore(redis, self.keys)
         self.notices = Notices(redis, self.keys)
@@ -104,6 +107,7 @@ class Controller:
             aiohttp.ClientSession(),
             attempts=settings.alert_attempts,
             first_delay=settings.alert_first_delay_seconds,
+            secret_namespaces=frozenset(settings.alert_secret_namespaces),
         )
         return cls(settings, Redis.from_url(settings.redis_url), kube, alerts)
 
@@ -130,7 +134,9 @@ class Controller:
                 raise
             except Exception:
                 log.exception("operator loop turn failed; retrying")
+                self.metrics.reconcile_errors.inc()
                 await asyncio.sleep(1.0)
+        self.metrics.forget_budgets()  # the next leader reports them
         log.info("operator loop stopped")
 
     async def turn(self) -> None:
@@ -205,13 +211,14 @@ class Controller:
         compiled = self.compiled
         if compiled is None:
             return
+        started = time.perf_counter()
         now = self.clock()
         usages = {
             usage.budget.id: usage
             for usage in await read_usage(self.redis, compiled.snapshot, now, self.keys)
         }
         pool_usages = {p.pool.id: p for u in usages.values() for p in u.pools}
-        await asyncio.gather(
+        samples = await asyncio.gather(
             *(
                 self._sync_budget(key, manifest, compiled, usages.get(key), now)
                 if manifest.get("kind") == "LLMBudget"
@@ -219,6 +226,8 @@ class Controller:
                 for key, manifest in compiled.manifests.items()
             )
         )
+        self.metrics.show_budgets(samples)
+        self.metrics.sync_seconds.observe(time.perf_counter() - started)
 
     async def _sync_budget(
         self,
@@ -227,7 +236,7 @@ class Controller:
         compiled: Compiled,
         usage: BudgetUsage | None,
         now: dt.datetime,
-    ) -> None:
+    ) -> BudgetSample:
         budget = compiled.budgets.get(key)
         if budget is not None and usage is not None:
             usage = await self._restore_if_lost(budget, manifest, usage)
@@ -237,13 +246,15 @@ class Controller:
         alerts = self.alerts.state(key, spec)
         status = budget_status(key, compiled, self.published, usage, alerts, now)
         await self._write(LLMBUDGETS, key, manifest, status)
+        return budget_sample(key, status, usage if budget is not None else None)
 
     async def _sync_burst(
         self, key: str, manifest: Manifest, compiled: Compiled, usage: Any, now: dt.datetime
-    ) -> None:
+    ) -> BudgetSample:
         review = await self._review(key, compiled, usage, now)
         status = burst_status(key, compiled, usage, review, now)
         await self._write(BURSTBUDGETS, key, manifest, status)
+        return pool_sample(key, status, compiled.pools.get(key), usage)
 
     async def _write(
         self, plural: str, key: str, manifest: Manifest, status: dict[str, Any]

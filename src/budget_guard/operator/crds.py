@@ -63,6 +63,16 @@ def _amount(description: str, field: str) -> dict[str, Any]:
     }
 
 
+_SCOPE_DESCRIPTIONS = {
+    "tenant": "Only requests of this tenant (a customer or an organisation). Unset: any tenant.",
+    "user": 'Only requests of this user; "*" makes a per-user template: every user gets a '
+    "limit of their own. Unset: any user.",
+    "tier": "Only requests of users on this plan tier (free, pro, ...). Unset: any tier.",
+    "feature": "Only requests of this product feature. Unset: any feature.",
+    "model": "Only requests for this model, as the request names it. Unset: any model.",
+}
+
+
 def _scope_schema() -> dict[str, Any]:
     properties: dict[str, Any] = {}
     for name in SCOPE_FIELDS:
@@ -86,13 +96,14 @@ def _scope_schema() -> dict[str, Any]:
             )
         properties[name] = {
             "type": "string",
+            "description": _SCOPE_DESCRIPTIONS[name],
             "maxLength": 253,
             "x-kubernetes-validations": validations,
         }
-    properties["user"]["description"] = 'a user, or "*" for every user separately'
     return {
         "type": "object",
-        "description": "Which requests the budget covers; every field set must match.",
+        "description": "Which requests the budget covers: a request counts when every field "
+        "set here matches it. No field set: every request (a global budget).",
         "properties": properties,
     }
 
@@ -100,6 +111,8 @@ def _scope_schema() -> dict[str, Any]:
 def _budget_spec() -> dict[str, Any]:
     return {
         "type": "object",
+        "description": "What the budget covers, how much it allows per period, and what "
+        "happens near and at the limit.",
         "required": ["limit"],
         "x-kubernetes-validations": [
             _rule(
@@ -109,21 +122,31 @@ def _budget_spec() -> dict[str, Any]:
         ],
         "properties": {
             "scope": _scope_schema(),
-            "limit": _amount("the hard limit per period, in USD", "limit"),
+            "limit": _amount(
+                'The hard limit per period, in USD, as a decimal string such as "100.00". '
+                "Requests that do not fit are denied (429) in Enforce mode.",
+                "limit",
+            ),
             "period": {
                 "type": "string",
                 "enum": [period.value for period in Period],
                 "default": Period.MONTHLY.value,
+                "description": "The calendar period the limit applies to, aligned to timeZone "
+                "(Weekly: ISO weeks from Monday). Spend starts from zero each period.",
             },
             "timeZone": {
                 "type": "string",
                 "default": "UTC",
                 "maxLength": 64,
-                "description": "IANA time zone the periods follow; checked by the operator",
+                "description": "The IANA time zone (e.g. Europe/Berlin) in which periods "
+                "start at local midnight. The operator checks it and reports an unknown zone "
+                "on the Accepted condition.",
             },
             "thresholds": {
                 "type": "array",
-                "description": "soft alerts in percent of the limit; the hard limit is 100",
+                "description": "Soft alerts in percent of the limit, strictly ascending, "
+                "each between 0 and 100 (the hard limit is 100). Each crossing raises an Event "
+                "and an alert once per period.",
                 "default": list(DEFAULT_THRESHOLDS),
                 "maxItems": 20,
                 "items": {"type": "integer"},
@@ -143,14 +166,18 @@ def _budget_spec() -> dict[str, Any]:
                 "type": "string",
                 "enum": [mode.value for mode in Enforcement],
                 "default": Enforcement.ENFORCE.value,
+                "description": "Enforce: deny requests that do not fit. Observe: never deny; "
+                "count spend and report would-deny (x-budget-would-deny).",
             },
             "failureMode": {
                 "type": "string",
                 "enum": [mode.value for mode in FailureMode],
                 "default": FailureMode.OPEN.value,
+                "description": "When the ledger (Redis) cannot be reached: Open allows the "
+                "request and records its spend once Redis is back; Closed answers 503.",
             },
             "failOpenLimit": _amount(
-                "with failureMode Open: the most each webhook replica lets through on this "
+                "With failureMode Open: the most each webhook replica lets through on this "
                 "budget during one ledger outage, in USD; past it the budget fails closed "
                 f"(default: {DEFAULT_FAIL_OPEN_PERCENT}% of the limit)",
                 "failOpenLimit",
@@ -159,7 +186,7 @@ def _budget_spec() -> dict[str, Any]:
                 "type": "string",
                 "enum": [mode.value for mode in Reservation],
                 "default": Reservation.ESTIMATE.value,
-                "description": "what a request reserves before its call: Estimate (its "
+                "description": "What a request reserves before its call: Estimate (its "
                 "output cap, or the model's typical output when it sets none; a settlement "
                 "above the estimate can end past the limit) or WorstCase (the model's "
                 "maximum output when it sets none: the limit holds exactly, denials come "
@@ -167,10 +194,14 @@ def _budget_spec() -> dict[str, Any]:
             },
             "onSoftLimit": {
                 "type": "object",
+                "description": "What the webhook suggests once the first soft threshold is "
+                "reached.",
                 "properties": {
                     "degradeModels": {
                         "type": "object",
-                        "description": "model: cheaper model, suggested past the first threshold",
+                        "description": "Model to cheaper model (gpt-4o: gpt-4o-mini). Past the "
+                        "first threshold, allowed requests for a listed model carry "
+                        "x-budget-model-override with the cheaper one.",
                         "maxProperties": 64,
                         "additionalProperties": {
                             "type": "string",
@@ -188,20 +219,26 @@ def _budget_spec() -> dict[str, Any]:
             },
             "schedule": {
                 "type": "array",
-                "description": "seasonal multipliers of the limit by month of the period's start",
+                "description": "Seasonal multipliers of the limit, chosen by the month (in "
+                "timeZone) in which the period starts.",
                 "maxItems": 12,
                 "items": {
                     "type": "object",
+                    "description": "One multiplier and the months it applies to.",
                     "required": ["months", "multiplier"],
                     "properties": {
                         "months": {
                             "type": "array",
+                            "description": "Months 1 to 12 in which a period starting gets the "
+                            "multiplier.",
                             "minItems": 1,
                             "maxItems": 12,
                             "items": {"type": "integer", "minimum": 1, "maximum": 12},
                         },
                         "multiplier": {
                             "type": "string",
+                            "description": 'The limit is multiplied by this decimal, e.g. "2.0" '
+                            f"(above 0, at most {MAX_MULTIPLIER}).",
                             "maxLength": 16,
                             "x-kubernetes-validations": [
                                 _rule(
@@ -218,6 +255,8 @@ def _budget_spec() -> dict[str, Any]:
             },
             "upgradeURL": {
                 "type": "string",
+                "description": "An http(s) URL shown in the 429 answer (upgrade_url) to whoever "
+                "reaches the limit.",
                 "maxLength": 2048,
                 "x-kubernetes-validations": [
                     _rule(_matches("^https?://"), "upgradeURL must be an http(s) URL")
@@ -225,22 +264,44 @@ def _budget_spec() -> dict[str, Any]:
             },
             "alerts": {
                 "type": "object",
-                "description": "where threshold crossings are also sent",
+                "description": "Where threshold crossings, exhaustion and burst-pool events are "
+                "also posted, besides the Kubernetes Events. The outcome shows on the "
+                "AlertsReady condition.",
                 "required": ["secretRef"],
                 "properties": {
                     "secretRef": {
                         "type": "object",
-                        "description": "a Secret in this namespace holding the webhook URL",
+                        "description": "The Secret holding the URL alerts are posted to. The "
+                        "operator reads Secrets only in the namespaces it is allowed to "
+                        "(--alert-secret-namespace); elsewhere AlertsReady says so.",
                         "required": ["name"],
                         "properties": {
-                            "name": {"type": "string", "minLength": 1},
-                            "key": {"type": "string", "default": "url"},
+                            "name": {
+                                "type": "string",
+                                "minLength": 1,
+                                "description": "The Secret's name.",
+                            },
+                            "namespace": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": 63,
+                                "description": "The Secret's namespace. Unset: the budget's "
+                                "own namespace.",
+                            },
+                            "key": {
+                                "type": "string",
+                                "default": "url",
+                                "description": "The key in the Secret whose value is the URL.",
+                            },
                         },
                     },
                     "format": {
                         "type": "string",
                         "enum": ["Slack", "Generic"],
                         "default": "Generic",
+                        "description": 'Slack: {"text": ...}, for Slack-compatible incoming '
+                        "webhooks. Generic: a JSON object with budget, reason, message, period, "
+                        "threshold, usedUsd and limitUsd.",
                     },
                 },
             },
@@ -251,6 +312,7 @@ def _budget_spec() -> dict[str, Any]:
 def _burst_spec() -> dict[str, Any]:
     return {
         "type": "object",
+        "description": "The budget the pool extends, how much, when, and who approved it.",
         "required": ["budgetRef", "amount", "validFrom", "validUntil", "approvedBy"],
         "x-kubernetes-validations": [
             _rule(
@@ -261,15 +323,30 @@ def _burst_spec() -> dict[str, Any]:
         "properties": {
             "budgetRef": {
                 "type": "object",
-                "description": "the LLMBudget, in this namespace, that the pool extends",
+                "description": "The LLMBudget, in this namespace, that the pool extends. The "
+                "pool is drawn from only once that budget's limit is reached.",
                 "required": ["name"],
-                "properties": {"name": {"type": "string", "minLength": 1}},
+                "properties": {
+                    "name": {"type": "string", "minLength": 1, "description": "Its name."}
+                },
             },
-            "amount": _amount("the extra money, in USD", "amount"),
-            "validFrom": {"type": "string", "format": "date-time"},
-            "validUntil": {"type": "string", "format": "date-time"},
+            "amount": _amount(
+                'The extra money, in USD, as a decimal string such as "500.00".', "amount"
+            ),
+            "validFrom": {
+                "type": "string",
+                "format": "date-time",
+                "description": "When the pool opens (RFC 3339, e.g. 2026-11-27T00:00:00Z).",
+            },
+            "validUntil": {
+                "type": "string",
+                "format": "date-time",
+                "description": "When the pool closes (RFC 3339); after it the pool is Expired.",
+            },
             "approvedBy": {
                 "type": "string",
+                "description": "Who approved the extra spend (a person or a ticket); shown in "
+                "status.review.",
                 "maxLength": 253,
                 "x-kubernetes-validations": [
                     _rule(
@@ -278,83 +355,183 @@ def _burst_spec() -> dict[str, Any]:
                     )
                 ],
             },
-            "reason": {"type": "string", "maxLength": 1024},
+            "reason": {
+                "type": "string",
+                "maxLength": 1024,
+                "description": "Why the pool exists, e.g. Black Friday traffic.",
+            },
             "maxRequestCost": _amount(
-                "no single request draws more than this from the pool, in USD", "maxRequestCost"
+                "A guard rail: no single request draws more than this from the pool, in USD.",
+                "maxRequestCost",
             ),
         },
     }
 
 
-_CONDITION = {
-    "type": "object",
-    "required": ["type", "status"],
-    "properties": {
-        "type": {"type": "string"},
-        "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
-        "reason": {"type": "string"},
-        "message": {"type": "string"},
-        "lastTransitionTime": {"type": "string", "format": "date-time"},
-        "observedGeneration": {"type": "integer", "format": "int64"},
+def _text(description: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "string", "description": description, **extra}
+
+
+def _instant(description: str) -> dict[str, Any]:
+    return {"type": "string", "format": "date-time", "description": description}
+
+
+def _count(description: str) -> dict[str, Any]:
+    return {"type": "integer", "format": "int64", "minimum": 0, "description": description}
+
+
+def _usd(description: str) -> dict[str, Any]:
+    return _text(description + ' In USD, as a decimal string such as "12.50".')
+
+
+def _object(description: str, properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"type": "object", "description": description, "properties": properties, **extra}
+
+
+def _list(description: str, item: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"type": "array", "description": description, "items": item, **extra}
+
+
+# As metav1.Condition has it, so that tools that read conditions (kubectl wait, Argo CD,
+# kstatus) find what they expect.
+_CONDITION = _object(
+    "One aspect of the resource's state, as metav1.Condition.",
+    {
+        "type": _text(
+            "The aspect: Accepted, Enforced, Ready, SoftLimitReached, Exhausted, BurstActive "
+            "or AlertsReady.",
+            maxLength=316,
+            pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+            r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+        ),
+        "status": _text("True, False or Unknown.", enum=["True", "False", "Unknown"]),
+        "reason": _text(
+            "A CamelCase word for why the status is what it is (e.g. LimitReached).",
+            minLength=1,
+            maxLength=1024,
+            pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        ),
+        "message": _text("What a person needs to know, and what to fix.", maxLength=32768),
+        "lastTransitionTime": _instant("When the status last changed."),
+        "observedGeneration": {
+            "type": "integer",
+            "format": "int64",
+            "minimum": 0,
+            "description": "The metadata.generation the condition was set from.",
+        },
     },
-}
+    required=["type", "status", "reason", "message", "lastTransitionTime"],
+)
 
 
-def _status(extra: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": True,
-        "properties": {
-            "observedGeneration": {"type": "integer", "format": "int64"},
-            "conditions": {
-                "type": "array",
-                "items": _CONDITION,
-                "x-kubernetes-list-type": "map",
-                "x-kubernetes-list-map-keys": ["type"],
+def _status(description: str, extra: dict[str, Any]) -> dict[str, Any]:
+    return _object(
+        description,
+        {
+            "observedGeneration": {
+                "type": "integer",
+                "format": "int64",
+                "description": "The metadata.generation this status was written for.",
             },
+            "conditions": _list(
+                "The resource's conditions, one per type.",
+                _CONDITION,
+                **{"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+            ),
             **extra,
         },
-    }
+    )
 
 
 def _budget_status() -> dict[str, Any]:
-    text = {"type": "string"}
     return _status(
+        "Written by the operator: validation, enforcement and spend in the current period.",
         {
-            "state": text,
-            "scopeSummary": text,
-            "periodKey": text,
-            "periodStart": {"type": "string", "format": "date-time"},
-            "resetsAt": {"type": "string", "format": "date-time"},
-            "effectiveLimit": text,
-            "spent": text,
-            "reserved": text,
-            "remaining": text,
-            "utilization": text,
-            "utilizationPercent": text,
-            "users": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-            "burstPools": {
-                "type": "array",
-                "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-            },
-        }
+            "state": _text(
+                "The Status column: Ok, SoftLimit <n>% (the highest threshold reached), "
+                "Exhausted, Rejected (see Accepted), Pending (not enforced yet), or "
+                '"<n> users exhausted" for a per-user template.'
+            ),
+            "scopeSummary": _text("The Scope column: the scope as tenant=...,user=..., or global."),
+            "periodKey": _text(
+                "The current period: 2026-11-28, 2026-W48, 2026-11, 2026-Q4 or 2026."
+            ),
+            "periodStart": _instant("When the current period began (UTC)."),
+            "resetsAt": _instant("When the current period ends and spend starts from zero."),
+            "effectiveLimit": _usd("The limit times this period's seasonal multiplier."),
+            "spent": _usd("Settled spend this period."),
+            "reserved": _usd("Held by requests in flight, not settled yet."),
+            "remaining": _usd("Left for new requests."),
+            "utilization": _text(
+                "(spent + reserved) / effectiveLimit, as a decimal string (0.7250)."
+            ),
+            "utilizationPercent": _text("The Used column: utilization in percent (72.5%)."),
+            "users": _object(
+                "Per-user templates only: the users seen this period.",
+                {
+                    "tracked": _count("Users with spend this period."),
+                    "exhausted": _count("Users who have used their whole limit."),
+                    "top": _list(
+                        "The five users with the most spend.",
+                        _object(
+                            "A user and their spend.",
+                            {
+                                "user": _text("The user."),
+                                "spent": _usd("Their spend this period."),
+                            },
+                        ),
+                        maxItems=5,
+                    ),
+                },
+            ),
+            "burstPools": _list(
+                "The BurstBudgets that extend this budget and are valid now.",
+                _object(
+                    "A burst pool and what is left of it.",
+                    {
+                        "name": _text("The BurstBudget's name."),
+                        "amount": _usd("The pool's amount."),
+                        "used": _usd("Drawn from the pool."),
+                        "remaining": _usd("Left in the pool."),
+                        "validUntil": _instant("When the pool closes."),
+                    },
+                ),
+            ),
+        },
     )
 
 
 def _burst_status() -> dict[str, Any]:
-    text = {"type": "string"}
     return _status(
+        "Written by the operator: validation, phase, use, and the review once it ended.",
         {
-            "phase": {"type": "string", "enum": ["Pending", "Active", "Exhausted", "Expired"]},
-            "spent": text,
-            "remaining": text,
-            "requests": {"type": "integer"},
-            "review": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-        }
+            "phase": _text(
+                "Pending (before validFrom), Active, Exhausted (its amount is spent) or "
+                "Expired (past validUntil).",
+                enum=["Pending", "Active", "Exhausted", "Expired"],
+            ),
+            "spent": _usd("Drawn from the pool."),
+            "remaining": _usd("Left in the pool."),
+            "requests": _count("Requests the pool paid for."),
+            "review": _object(
+                "The post-spend analysis, recorded once when the pool ends.",
+                {
+                    "spent": _usd("Drawn from the pool in all."),
+                    "requests": _count("Requests the pool paid for."),
+                    "peakDay": _text("The day (YYYY-MM-DD) the budget spent the most."),
+                    "peakDaySpent": _usd("The budget's spend on that day."),
+                    "approvedBy": _text("Who approved the pool (from spec.approvedBy)."),
+                    "reason": _text("Why the pool existed (from spec.reason)."),
+                    "endedAt": _instant("When the pool ended: exhausted or expired."),
+                },
+            ),
+        },
     )
 
 
 def _column(name: str, path: str, kind: str = "string", **extra: Any) -> dict[str, Any]:
+    """A printer column. Times to come are "string" columns: kubectl prints a "date"
+    column in the future as <invalid>."""
     return {"name": name, "type": kind, "jsonPath": path, **extra}
 
 
@@ -423,7 +600,7 @@ def llmbudget_crd() -> dict[str, Any]:
             _column("Spent", ".status.spent"),
             _column("Used", ".status.utilizationPercent"),
             _column("Status", ".status.state"),
-            _column("Resets", ".status.resetsAt"),  # a "date" column shows <invalid> ahead
+            _column("Resets", ".status.resetsAt"),
             _column("Age", ".metadata.creationTimestamp", "date"),
         ],
         "A hard limit on LLM spending per period, for the requests its scope covers.",
@@ -442,8 +619,8 @@ def burstbudget_crd() -> dict[str, Any]:
             _column("Amount", ".spec.amount"),
             _column("Spent", ".status.spent"),
             _column("Phase", ".status.phase"),
-            _column("Valid From", ".spec.validFrom", "date"),
-            _column("Valid Until", ".spec.validUntil", "date"),
+            _column("Valid From", ".spec.validFrom"),
+            _column("Valid Until", ".spec.validUntil"),
             _column("Approved By", ".spec.approvedBy"),
             _column("Age", ".metadata.creationTimestamp", "date"),
         ],

@@ -39,14 +39,18 @@ def build_registry(ours: OperatorSettings) -> kopf.OperatorRegistry:
         configure_kopf(settings, ours)
         controller = Controller.open(ours)
         memo["controller"] = controller
+        if ours.metrics_address:
+            memo["metrics_server"] = controller.metrics.serve(ours.metrics_address)
         if not ours.standalone:
             await controller.kube.ensure_peering(ours.peering_name, ours.namespaces)
+        metrics_server = memo.get("metrics_server")
         log.info(
             "operator started",
             extra={
                 "namespaces": list(ours.namespaces) or "all",
                 "standalone": ours.standalone,
                 "priority": ours.priority,
+                "metrics_port": metrics_server.port if metrics_server else None,
             },
         )
 
@@ -55,6 +59,9 @@ def build_registry(ours: OperatorSettings) -> kopf.OperatorRegistry:
         controller = memo.get("controller")
         if controller is not None:
             await controller.close()
+        metrics_server = memo.get("metrics_server")
+        if metrics_server is not None:
+            metrics_server.close()
 
     for plural in KINDS:
         _register_kind(registry, plural)

@@ -19,6 +19,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from budget_guard.domain.manifest import API_GROUP, VERSION
+from budget_guard.operator.conditions import SECRET_NOT_FOUND
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,11 @@ PEERING_GROUP, PEERING_VERSION = "kopf.dev", "v1"
 
 
 class SecretMissing(LookupError):
-    pass
+    """The alert URL cannot be read; ``reason`` is the AlertsReady condition's."""
+
+    def __init__(self, message: str, reason: str = SECRET_NOT_FOUND) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _api_client() -> client.ApiClient:

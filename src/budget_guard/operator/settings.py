@@ -21,6 +21,8 @@ class OperatorSettings:
     peering_name: str = "llm-budget-guard"
     peering_lifetime_seconds: int = 60  # a silent replica is considered gone after this
     liveness_endpoint: str = ""  # e.g. http://0.0.0.0:8080/healthz; empty: none
+    metrics_address: str = ""  # HOST:PORT for /metrics, e.g. 0.0.0.0:9090; empty: none
+    alert_secret_namespaces: tuple[str, ...] = ()  # empty: alert Secrets in any namespace
     kopf_workers: int = 32  # resources Kopf processes at once (each may hold a connection)
     alert_attempts: int = 6  # first try, then retries with doubling delays
     alert_first_delay_seconds: float = 1.0
@@ -37,6 +39,8 @@ class OperatorSettings:
             peering_name=ns.peering_name,
             peering_lifetime_seconds=ns.peering_lifetime_seconds,
             liveness_endpoint=ns.liveness_endpoint,
+            metrics_address=ns.metrics_address,
+            alert_secret_namespaces=tuple(ns.alert_secret_namespace),
             kopf_workers=ns.kopf_workers,
             alert_attempts=ns.alert_attempts,
             log_level=ns.log_level.upper(),
@@ -76,6 +80,19 @@ _OPTIONS = (
         "serve Kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz",
         str,
         "",
+    ),
+    Option(
+        "--metrics-address",
+        "serve Prometheus metrics at HOST:PORT/metrics, e.g. 0.0.0.0:9090 (port 0: a free "
+        "one, logged at start)",
+        str,
+        "",
+    ),
+    Option(
+        "--alert-secret-namespace",
+        "read alert Secrets only in this namespace (repeatable, or comma-separated in the "
+        "variable; default: any); a budget naming a Secret elsewhere is told so on AlertsReady",
+        kind="list",
     ),
     Option(
         "--kopf-workers",

@@ -141,6 +141,11 @@ class LedgerChannel:
     def outstanding(self) -> int:
         return len(self._outstanding)
 
+    @property
+    def last_error(self) -> str:
+        """Why the ledger was last unavailable (meaningful while not ``healthy``)."""
+        return self._last_error
+
     # -- connecting ----------------------------------------------------------------
 
     async def _keep_connected(self, connected: bool) -> None:

@@ -52,7 +52,7 @@ from budget_guard.webhook.config import (
 from budget_guard.webhook.decide import CheckRequest, Decider, DecisionSettings
 from budget_guard.webhook.identity import HeaderIdentity, IdentityResolver, JwksKeys, JwtIdentity
 from budget_guard.webhook.journal import DegradedJournal
-from budget_guard.webhook.metrics import Metrics
+from budget_guard.webhook.metrics import Metrics, WebhookState
 from budget_guard.webhook.responses import (
     JSON,
     LEDGER_FAILURE_REASONS,
@@ -166,6 +166,17 @@ def build_guard(settings: WebhookSettings, clock: Callable[[], dt.datetime] = ut
             "stalls": channel.stalls,
             "outages": channel.outages,
         }
+    )
+    metrics.watch_state(
+        lambda: WebhookState(
+            config_loaded=holder.current is not None,
+            config_error=holder.last_error is not None,
+            journal_entries=len(journal),
+            journal_dropped=journal.dropped,
+            open_leases=leases.open_leases,
+            queued_local_decisions=leases.queued,
+            tokenizer_fallbacks=loaded.failures,
+        )
     )
     decider = Decider(
         holder=holder,
@@ -323,23 +334,37 @@ async def healthz(request: web.Request) -> web.Response:
     return _json({"status": "alive"})
 
 
+async def _probe_ledger(guard: Guard) -> str | None:
+    """The ledger as checks see it (the decision path's connection, judged on every
+    reply and stall); None when it answers."""
+    channel = guard.channel
+    guard.metrics.ledger_up.set(1 if channel.healthy else 0)
+    return None if channel.healthy else channel.last_error
+
+
 async def readyz(request: web.Request) -> web.Response:
+    """Ready means a configuration is loaded. Redis is reported, not required: a pod taken
+    out of its Service would leave Envoy to answer errors itself, and each budget's
+    failureMode would never get its say."""
     guard = request.app[GUARD]
     problems = []
     config = guard.holder.current
     if config is None:
         problems.append(f"no config loaded: {guard.holder.last_error or 'loading'}")
-    try:
-        async with asyncio.timeout(0.5):
-            await guard.ledger.ping()  # the decisions' connection pool, as checks see it
-    except (RedisError, OSError, TimeoutError) as error:
-        problems.append(f"ledger unreachable: {type(error).__name__}: {error}")
     if guard.jwks is not None and not guard.jwks.loaded:
         problems.append(f"JWKS not loaded: {guard.jwks.error}")
+    ledger_error = await _probe_ledger(guard)
+    warnings = [
+        f"tokenizer {encoding} not loaded ({error}): its models are estimated with a fallback"
+        for encoding, error in guard.tokenizer_failures.items()
+    ]
+    if ledger_error is not None:
+        warnings.append(f"ledger unreachable ({ledger_error}): each budget's failureMode decides")
     body: dict[str, Any] = {
         "status": "ready" if not problems else "not ready",
         "configVersion": config.version if config else None,
         "configError": guard.holder.last_error,
+        "ledger": {"reachable": ledger_error is None, "error": ledger_error},
         "tokenizerFallbacks": guard.tokenizer_failures,
         "degradedJournal": len(guard.journal),
         "openLeases": guard.leases.open_leases,
@@ -347,11 +372,14 @@ async def readyz(request: web.Request) -> web.Response:
     }
     if problems:
         body["problems"] = problems
+    if warnings:
+        body["warnings"] = warnings
     return _json(body, 200 if not problems else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
     guard = request.app[GUARD]
+    await _probe_ledger(guard)
     exposition = guard.metrics.exposition()
     return web.Response(body=exposition, content_type="text/plain", charset="utf-8")
 

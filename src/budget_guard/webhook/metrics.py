@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import platform
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from budget_guard import __version__
 
 DECISION_BUCKETS = (
     0.0002,
@@ -26,9 +30,33 @@ DECISION_BUCKETS = (
 )
 
 
+@dataclass(frozen=True)
+class WebhookState:
+    """What a scrape reports of the process's own state (read at each scrape)."""
+
+    config_loaded: bool
+    config_error: bool  # the last load failed; the previous configuration stays in force
+    journal_entries: int  # fail-open decisions waiting to be recorded in the ledger
+    journal_dropped: int  # ... and those lost because the journal was full
+    open_leases: int
+    queued_local_decisions: int
+    tokenizer_fallbacks: Mapping[str, str]  # encoding -> why it could not be loaded
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        Gauge(
+            "budget_guard_build_info",
+            "the running version of LLM Budget Guard (always 1)",
+            ["component", "version", "python_version"],
+            registry=self.registry,
+        ).labels("webhook", __version__, platform.python_version()).set(1)
+        self.ledger_up = Gauge(
+            "budget_guard_ledger_up",
+            "1 when the ledger (Redis) answered the last probe (at each scrape and /readyz)",
+            registry=self.registry,
+        )
         self.decisions = Counter(
             "budget_guard_decisions",
             "ext_authz decisions by outcome and reason",
@@ -115,6 +143,10 @@ class Metrics:
             )
         )
 
+    def watch_state(self, state: Callable[[], WebhookState]) -> None:
+        """Expose, at each scrape, the configuration, journal, leases and tokenizers."""
+        self.registry.register(_StateCollector(state))
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -133,3 +165,50 @@ class _CountersOf(Collector):
         for value, count in self._values().items():
             family.add_metric([value], count)
         yield family
+
+
+class _StateCollector(Collector):
+    def __init__(self, state: Callable[[], WebhookState]) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._state()
+        yield _gauge(
+            "budget_guard_config_loaded",
+            "1 when a budget configuration is in force (the readiness condition)",
+            int(state.config_loaded),
+        )
+        yield _gauge(
+            "budget_guard_config_error",
+            "1 when the last configuration could not be loaded (the previous one stays in force)",
+            int(state.config_error),
+        )
+        yield _gauge(
+            "budget_guard_fail_open_journal_entries",
+            "requests allowed while the ledger was unavailable, not recorded in it yet",
+            state.journal_entries,
+        )
+        yield CounterMetricFamily(
+            "budget_guard_fail_open_journal_dropped",
+            "fail-open requests whose spend was lost because the journal was full",
+            value=state.journal_dropped,
+        )
+        yield _gauge("budget_guard_open_leases", "leases this process holds", state.open_leases)
+        yield _gauge(
+            "budget_guard_queued_local_decisions",
+            "decisions made from leases, waiting to be committed to the ledger",
+            state.queued_local_decisions,
+        )
+        fallbacks = GaugeMetricFamily(
+            "budget_guard_tokenizer_fallback",
+            "1 for each tiktoken encoding that could not be loaded: its models are estimated "
+            "with a fallback (cl100k_base, else bytes/4)",
+            labels=["encoding"],
+        )
+        for encoding in sorted(state.tokenizer_fallbacks):
+            fallbacks.add_metric([encoding], 1)
+        yield fallbacks
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)

@@ -1,0 +1,124 @@
+"""The Envoy example against Envoy's own API definitions (no Envoy binary runs here): it
+parses into Envoy's Bootstrap message with unknown fields refused, using the generated
+classes of a published package of Envoy's protos (xds-protos), and sets no field or enum
+value Envoy marks deprecated."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from envoy.config.bootstrap.v3 import bootstrap_pb2
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
+from google.protobuf import descriptor_pool, json_format, message_factory
+from google.protobuf.any_pb2 import Any as AnyMessage
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "envoy" / "envoy.yaml"
+
+# Importing a generated module registers its messages, which the example's typed_config
+# fields name by type URL.
+for module in (
+    "envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2",
+    "envoy.extensions.filters.http.router.v3.router_pb2",
+    "envoy.extensions.upstreams.http.v3.http_protocol_options_pb2",
+    "envoy.extensions.transport_sockets.tls.v3.tls_pb2",
+):
+    importlib.import_module(module)
+
+
+def bootstrap() -> bootstrap_pb2.Bootstrap:
+    document = yaml.safe_load(EXAMPLE.read_text())
+    return json_format.ParseDict(document, bootstrap_pb2.Bootstrap(), ignore_unknown_fields=False)
+
+
+def unpacked(message: AnyMessage) -> Message:
+    name = message.type_url.rsplit("/", 1)[1]
+    descriptor = descriptor_pool.Default().FindMessageTypeByName(name)
+    inner = message_factory.GetMessageClass(descriptor)()
+    assert message.Unpack(inner)
+    return inner
+
+
+def messages(message: Message, path: str = "") -> Iterator[tuple[str, Message]]:
+    """Every message set in ``message``, Any fields opened, with its path."""
+    if isinstance(message, AnyMessage):
+        message = unpacked(message)
+    yield path, message
+    for field, value in message.ListFields():
+        if field.type != FieldDescriptor.TYPE_MESSAGE:
+            continue
+        if field.message_type.GetOptions().map_entry:
+            if field.message_type.fields_by_name["value"].message_type is not None:
+                for key, entry in value.items():
+                    yield from messages(entry, f"{path}.{field.name}[{key}]")
+        elif field.is_repeated:
+            for index, item in enumerate(value):
+                yield from messages(item, f"{path}.{field.name}[{index}]")
+        else:
+            yield from messages(value, f"{path}.{field.name}")
+
+
+def deprecated_settings(root: Message) -> list[str]:
+    found = []
+    for path, message in messages(root):
+        for field, value in message.ListFields():
+            if field.GetOptions().deprecated:
+                found.append(f"{path}.{field.name}")
+            if field.type == FieldDescriptor.TYPE_ENUM:
+                values = value if field.is_repeated else [value]
+                for number in values:
+                    if field.enum_type.values_by_number[number].GetOptions().deprecated:
+                        found.append(f"{path}.{field.name}={number}")
+    return found
+
+
+def ext_authz() -> Any:
+    (filter_config,) = [
+        message
+        for _, message in messages(bootstrap())
+        if isinstance(message, ext_authz_pb2.ExtAuthz)
+    ]
+    return filter_config
+
+
+def test_the_example_is_a_valid_bootstrap_with_no_deprecated_field() -> None:
+    parsed = bootstrap()
+    assert [cluster.name for cluster in parsed.static_resources.clusters] == [
+        "budget_guard",
+        "openai",
+    ]
+    assert deprecated_settings(parsed) == []
+
+
+def test_the_deprecated_field_check_would_see_one() -> None:
+    old_style = ext_authz_pb2.ExtAuthz()
+    old_style.http_service.authorization_request.allowed_headers.patterns.add(exact="x-a")
+    assert deprecated_settings(old_style) == [".http_service.authorization_request.allowed_headers"]
+
+
+def test_the_check_has_an_explicit_timeout_and_keeps_the_deny_headers() -> None:
+    config = ext_authz()
+    assert config.http_service.server_uri.HasField("timeout")
+    assert config.http_service.server_uri.timeout.ToMilliseconds() == 200
+    assert not config.failure_mode_allow
+    on_deny = config.http_service.authorization_response.allowed_client_headers.patterns
+    listed = {
+        (p.WhichOneof("match_pattern"), getattr(p, p.WhichOneof("match_pattern"))) for p in on_deny
+    }
+    assert {("exact", "content-type"), ("exact", "retry-after"), ("prefix", "x-budget-")} <= listed
+    assert config.with_request_body.allow_partial_message
+
+
+def test_one_route_opts_out_of_the_check() -> None:
+    per_route = [
+        message
+        for _, message in messages(bootstrap())
+        if isinstance(message, ext_authz_pb2.ExtAuthzPerRoute)
+    ]
+    assert len(per_route) == 1
+    assert per_route[0].disabled
