@@ -87,6 +87,26 @@ def counter_used(redis_url: str, tenant: str) -> tuple[int, int]:
     return used, leased
 
 
+async def readiness(api_url: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session, session.get(api_url + "/readyz") as ready:
+        document: dict[str, Any] = await ready.json()
+        return document
+
+
+async def ledger_reachable(api_url: str) -> None:
+    deadline = time.monotonic() + 15
+    while not (await readiness(api_url))["ledger"]["reachable"]:
+        assert time.monotonic() < deadline, "the webhook did not reconnect"
+        await asyncio.sleep(0.05)
+
+
+async def journal_replayed(api_url: str) -> None:
+    deadline = time.monotonic() + 15
+    while (await readiness(api_url))["degradedJournal"]:
+        assert time.monotonic() < deadline, "the journal was not replayed"
+        await asyncio.sleep(0.05)
+
+
 @pytest.mark.parametrize("leases", ["true", "false"])
 async def test_redis_killed_mid_burst_then_back(tmp_path: Path, leases: str) -> None:
     with RedisServer(durable=True) as redis:  # what Redis answered survives the kill
@@ -114,7 +134,8 @@ async def test_redis_killed_mid_burst_then_back(tmp_path: Path, leases: str) -> 
             await asyncio.sleep(1.0)
             during = answers[before:]
             redis.start(port)
-            await asyncio.sleep(2.0)  # reconnect (backoff up to 1 s), replay the journal
+            await ledger_reachable(webhook.api_url)  # reconnected by itself
+            await journal_replayed(webhook.api_url)
             after_restart = len(answers)
             await asyncio.sleep(0.5)
             stop.set()
