@@ -324,7 +324,7 @@ def test_the_design_brief_budgets_apply_after_their_namespaces(crds: KubeAPIServ
     assert namespaces.returncode == 0, namespaces.stderr
     # A server-side dry run: the API server judges every budget (schema, CEL rules) and
     # keeps none, so the operators of other tests never see them.
-    applied = crds.kubectl("apply", "--dry-run=server", "-f", str(ROOT / "examples/budgets-brief"))
+    applied = crds.kubectl("apply", "--dry-run=server", "-f", str(ROOT / "examples/budgets"))
     assert applied.returncode == 0, applied.stderr
     for name in (
         "llmbudget.budgetguard.io/initech-monthly",

@@ -211,7 +211,7 @@ def test_the_app_of_apps_syncs_the_chart_before_the_budgets() -> None:
     assert chart["path"] == "charts/llm-budget-guard"
     assert chart["helm"]["valuesObject"]["argocd"]["syncWaves"] is True
     budget_paths = [source["path"] for source in apps["budgets.yaml"]["spec"]["sources"]]
-    assert budget_paths == ["examples/argocd/namespaces", "examples/budgets-brief"]
+    assert budget_paths == ["examples/argocd/namespaces", "examples/budgets"]
 
 
 def test_every_budget_namespace_is_created_first() -> None:
@@ -221,7 +221,7 @@ def test_every_budget_namespace_is_created_first() -> None:
     }
     used = {
         doc["metadata"]["namespace"]
-        for path in (ROOT / "examples" / "budgets-brief").glob("*.yaml")
+        for path in (ROOT / "examples" / "budgets").glob("*.yaml")
         for doc in yaml.safe_load_all(path.read_text())
     }
     assert used == created

@@ -1,5 +1,5 @@
-"""The design brief's budgets (examples/budgets-brief/): the operator's rules accept every
-one of them, and they say what the brief says."""
+"""The example budgets (examples/budgets/: the design brief's, and the demo's agents and
+tenants): the operator's rules accept every one of them, and they say what the brief says."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import yaml
 from budget_guard.domain.money import parse_usd
 from budget_guard.operator.compile import compile_resources
 
-BRIEF = Path(__file__).resolve().parents[2] / "examples" / "budgets-brief"
+BRIEF = Path(__file__).resolve().parents[2] / "examples" / "budgets"
 
 
 def manifests() -> list[dict[str, Any]]:
@@ -31,8 +31,11 @@ def test_every_budget_of_the_brief_is_accepted() -> None:
         [d for d in documents if d["kind"] == "BurstBudget"],
     )
     assert compiled.problems == {}
-    assert len(compiled.budgets) == 11
-    assert list(compiled.pools) == ["tenant-initech/black-friday"]
+    assert len(compiled.budgets) == 15  # the brief's 11, and the demo's 4
+    assert sorted(compiled.pools) == [
+        "team-research/research-agent-launch",
+        "tenant-initech/black-friday",
+    ]
 
 
 def test_the_figures_are_the_briefs() -> None:
