@@ -20,8 +20,8 @@ from redis.asyncio import Redis
 from bench.stats import Latency, summarize
 from budget_guard.domain.decision import ChargePlanner
 from budget_guard.domain.manifest import parse_budget
-from budget_guard.domain.resolution import BudgetSnapshot, RequestIdentity
-from budget_guard.store.ledger import Attribution, Ledger
+from budget_guard.domain.resolution import Attribution, BudgetSnapshot, RequestIdentity
+from budget_guard.store.ledger import Ledger
 from budget_guard.store.scripts import LuaScript, _roundtrip, bulk
 
 IDENTITY = RequestIdentity(tenant="acme", user="alice", tier="pro", feature="chat", model="gpt-4o")

@@ -30,8 +30,9 @@ from bench.ledger import IDENTITY, four_budgets
 from bench.webhook import IDENTITY as HEADERS
 from bench.webhook import budgets, chat_body, start_bare
 from budget_guard.domain.decision import ChargePlanner
+from budget_guard.domain.resolution import Attribution
 from budget_guard.localservices import WebhookProcess, seed_offline_tiktoken_cache
-from budget_guard.store.ledger import Attribution, Ledger
+from budget_guard.store.ledger import Ledger
 from budget_guard.store.scripts import RESERVE, bulk
 
 CONNECTIONS = (32, 128, 512)

@@ -8,13 +8,13 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from budget_guard.domain.decision import ChargePlanner
-from budget_guard.domain.resolution import BudgetSnapshot, RequestIdentity
+from budget_guard.domain.resolution import Attribution, BudgetSnapshot, RequestIdentity
 from budget_guard.localservices import RedisServer
+from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.leases import LeaseSettings, LocalLeases
-from budget_guard.store.ledger import Attribution, Ledger, SettlementStatus
+from budget_guard.store.ledger import Ledger, SettlementStatus
 from tests.factories import budget
 from tests.integration import concurrency_worker
 
@@ -131,7 +131,7 @@ async def test_while_redis_is_down_leases_keep_deciding_and_nothing_is_lost() ->
                 f"r{index}", plan.plan(WHO, NOW), COST, NOW, ATTRIBUTION
             )
             assert decision.allowed  # within the lease: no Redis needed
-        with pytest.raises(RedisError):
+        with pytest.raises(LedgerUnavailable):  # the store's one error for an outage
             await leases.flush(NOW)
         assert leases.queued == 5  # kept for later
         redis_server.resume()

@@ -11,9 +11,8 @@ from redis.asyncio import Redis
 
 from budget_guard.domain.budget import Budget, BurstPool
 from budget_guard.domain.decision import BudgetVerdict, Decision, plan_charges
-from budget_guard.domain.resolution import BudgetSnapshot, RequestIdentity
+from budget_guard.domain.resolution import Attribution, BudgetSnapshot, RequestIdentity
 from budget_guard.store.ledger import (
-    Attribution,
     ExpiredReservations,
     Ledger,
     LedgerDataLost,

@@ -15,7 +15,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 
 from budget_guard.localservices import RedisServer
-from budget_guard.store.channel import ChannelSettings, LedgerChannel, LedgerUnavailable
+from budget_guard.store.channel import ChannelSettings, LedgerChannel
+from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.scripts import LuaScript, bulk
 
 pytestmark = pytest.mark.redis

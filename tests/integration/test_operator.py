@@ -14,7 +14,7 @@ import yaml
 from redis.asyncio import Redis
 
 from budget_guard.localservices import KubeAPIServer, RedisServer
-from budget_guard.store.config import ConfigStore
+from budget_guard.store.published_config import PublishedConfigStore
 from tests.fixtures.operator import (
     Cluster,
     alert_receiver,
@@ -202,7 +202,7 @@ async def test_bad_input_is_reported_and_the_rest_is_unaffected(
         assert secret["reason"] == "SecretNotFound"
         assert "no-such-secret" in secret["message"]
 
-        published = await ConfigStore(redis_client).read()
+        published = await PublishedConfigStore(redis_client).read()
         assert published is not None
         names = sorted(m["metadata"]["name"] for m in published.budgets)
         assert names == ["alerted", "first", "good"]
@@ -224,7 +224,7 @@ async def test_deleting_a_budget_unpublishes_it_and_keeps_its_history(
         await eventually(
             lambda: cluster.get("llmbudgets", "gone"), lambda obj: obj is None, what="deleted"
         )
-        published = await ConfigStore(redis_client).read()
+        published = await PublishedConfigStore(redis_client).read()
         assert published is not None
         assert [m["metadata"]["name"] for m in published.budgets] == ["keep"]
         assert set(await redis_client.keys("*gone*")) >= set(counters_before)
@@ -419,6 +419,6 @@ async def test_the_examples_become_ready(
                     what=f"{name} Accepted",
                 )
                 assert accepted["reason"] == "Valid"
-        published = await ConfigStore(redis_client).read()
+        published = await PublishedConfigStore(redis_client).read()
         assert published is not None
         assert len(published.budgets) == sum(d["kind"] == "LLMBudget" for d in documents)

@@ -12,7 +12,7 @@ import yaml
 from redis.asyncio import Redis
 
 from budget_guard.localservices import RedisServer
-from budget_guard.store.config import ConfigStore
+from budget_guard.store.published_config import PublishedConfigStore
 from tests.fixtures.webhook import RunningWebhook, budget, start_webhook, write_budgets
 
 pytestmark = pytest.mark.redis
@@ -24,7 +24,7 @@ TINY, ROOMY = "0.000001", "100"
 async def until_version_changes(wh: RunningWebhook, old: str | None) -> str:
     deadline = asyncio.get_running_loop().time() + 10
     while True:
-        config = wh.guard.holder.current
+        config = wh.parts.config.current
         if config is not None and config.version != old:
             return str(config.version)
         assert asyncio.get_running_loop().time() < deadline, "config did not change"
@@ -38,7 +38,7 @@ async def test_edited_budget_files_apply_without_a_restart(
         tmp_path, redis_server.url, [budget("acme", TINY, tenant="acme")]
     ) as wh:
         assert (await wh.check(CHAT)).status == 429
-        version = wh.guard.holder.current.version
+        version = wh.parts.config.current.version
         write_budgets(tmp_path / "budgets", [budget("acme", ROOMY, tenant="acme")])
         await until_version_changes(wh, version)
         assert (await wh.check(CHAT)).status == 200
@@ -50,24 +50,24 @@ async def test_an_invalid_file_keeps_the_previous_config_and_says_why(
     async with start_webhook(
         tmp_path, redis_server.url, [budget("acme", TINY, tenant="acme")]
     ) as wh:
-        version = wh.guard.holder.current.version
+        version = wh.parts.config.current.version
         broken = budget("acme", "-5", tenant="acme")
         (tmp_path / "budgets" / "budgets.yaml").write_text(yaml.safe_dump(broken))
         deadline = asyncio.get_running_loop().time() + 10
-        while wh.guard.holder.last_error is None:
+        while wh.parts.config.last_error is None:
             assert asyncio.get_running_loop().time() < deadline
             await asyncio.sleep(0.05)
-        assert "spec.limit: must be positive" in wh.guard.holder.last_error
-        assert "budgets.yaml: document 1 (LLMBudget acme)" in wh.guard.holder.last_error
-        assert wh.guard.holder.current.version == version
+        assert "spec.limit: must be positive" in wh.parts.config.last_error
+        assert "budgets.yaml: document 1 (LLMBudget acme)" in wh.parts.config.last_error
+        assert wh.parts.config.current.version == version
         assert (await wh.check(CHAT)).status == 429  # the previous budgets still hold
         ready = (await wh.api("/readyz")).json()
         assert ready["status"] == "ready"
         assert "must be positive" in ready["configError"]
         (tmp_path / "budgets" / "budgets.yaml").write_text("kind: LLMBudget\n  bad: [indent")
         await asyncio.sleep(0.5)
-        assert "not valid YAML" in wh.guard.holder.last_error
-        assert wh.guard.holder.current.version == version
+        assert "not valid YAML" in wh.parts.config.last_error
+        assert wh.parts.config.current.version == version
 
 
 async def test_cluster_mode_follows_the_published_config(
@@ -75,7 +75,7 @@ async def test_cluster_mode_follows_the_published_config(
 ) -> None:
     client = Redis.from_url(redis_server.url)
     await client.flushdb()
-    store = ConfigStore(client)
+    store = PublishedConfigStore(client)
     now = dt.datetime.now(dt.UTC).isoformat()
     async with start_webhook(tmp_path, redis_server.url, standalone=False, flush=False) as wh:
         assert (await wh.check(CHAT)).status == 503  # nothing published yet: cannot decide

@@ -121,6 +121,6 @@ async def test_a_fail_closed_timeout_releases_what_may_have_landed(tmp_path: Pat
             async def released() -> bool:
                 budgets = (await wh.api("/v1/budgets")).json()["budgets"]
                 strict = next(b for b in budgets if b["name"] == "strict")
-                return bool(strict["usedUsd"] == "0.00") and len(wh.guard.journal) == 0
+                return bool(strict["usedUsd"] == "0.00") and len(wh.parts.ledger.journal) == 0
 
             await wait_for(released)

@@ -15,7 +15,7 @@ from budget_guard.domain.money import parse_usd
 from budget_guard.operator.compile import compile_resources
 from budget_guard.operator.crds import burstbudget_crd, llmbudget_crd
 from budget_guard.operator.status import AlertState, budget_status, burst_status
-from budget_guard.store.status import BudgetUsage, PoolUsage
+from budget_guard.store.usage import BudgetUsage, PoolUsage
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 CRDS = {"LLMBudget": llmbudget_crd(), "BurstBudget": burstbudget_crd()}

@@ -18,7 +18,7 @@ from budget_guard.operator.status import (
     pool_phase,
     reached_percent,
 )
-from budget_guard.store.status import BudgetUsage, PoolUsage
+from budget_guard.store.usage import BudgetUsage, PoolUsage
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 

@@ -10,7 +10,7 @@ from budget_guard.webhook.settings import WebhookSettings
 def test_defaults_follow_envoys_timeout() -> None:
     settings = WebhookSettings.from_args([])
     assert settings.listen.gateway_timeout_ms == 200  # Envoy's ext_authz default
-    assert settings.ledger.timeout_ms == 50
+    assert settings.redis.timeout_ms == 50
     assert settings.listen.max_inflight_decisions == 512
 
 
@@ -19,7 +19,7 @@ def test_flags_and_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = WebhookSettings.from_args(
         ["--ledger-timeout-ms", "250", "--max-inflight-decisions", "64"]
     )
-    assert (settings.listen.gateway_timeout_ms, settings.ledger.timeout_ms) == (600, 250)
+    assert (settings.listen.gateway_timeout_ms, settings.redis.timeout_ms) == (600, 250)
     assert settings.listen.max_inflight_decisions == 64
 
 

@@ -44,6 +44,19 @@ class RequestIdentity(NamedTuple):  # per request: a NamedTuple is cheap to buil
     feature: str | None = None
     model: str | None = None
 
+    @property
+    def attribution(self) -> Attribution:
+        return Attribution(self.tenant, self.user, self.feature, self.model)
+
+
+class Attribution(NamedTuple):  # per request: a NamedTuple is cheap to build
+    """Who and what a request's spend is reported under, in chargeback."""
+
+    tenant: str | None = None
+    user: str | None = None
+    feature: str | None = None
+    model: str | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class AppliedBudget:

@@ -46,10 +46,10 @@ from budget_guard.operator.status import (
     pool_phase,
     reached_percent,
 )
-from budget_guard.store.config import ConfigStore, config_version
 from budget_guard.store.keys import KeySchema
 from budget_guard.store.notices import Notice, Notices
-from budget_guard.store.status import BudgetUsage, read_daily_spend, read_usage
+from budget_guard.store.published_config import PublishedConfigStore, config_version
+from budget_guard.store.usage import BudgetUsage, read_daily_spend, read_usage
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class Controller:
         self.post_event = post_event or post_with_kopf
         self.metrics = metrics or OperatorMetrics()
         self.keys = KeySchema()
-        self.config = ConfigStore(redis, self.keys)
+        self.config = PublishedConfigStore(redis, self.keys)
         self.notices = Notices(redis, self.keys)
         self.dirty = asyncio.Event()
         self.compiled: Compiled | None = None

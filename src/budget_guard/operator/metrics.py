@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 
 from budget_guard import __version__
 from budget_guard.domain.budget import BurstPool
-from budget_guard.store.status import BudgetUsage, PoolUsage
+from budget_guard.store.usage import BudgetUsage, PoolUsage
 
 MICROS_PER_USD = 1_000_000
 SYNC_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

@@ -14,7 +14,7 @@ from budget_guard.domain.budget import Budget, BurstPool
 from budget_guard.domain.money import format_usd
 from budget_guard.operator import conditions as c
 from budget_guard.operator.compile import Compiled, Problem
-from budget_guard.store.status import BudgetUsage, PoolUsage
+from budget_guard.store.usage import BudgetUsage, PoolUsage
 
 
 @dataclass(frozen=True)

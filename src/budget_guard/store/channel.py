@@ -39,19 +39,9 @@ from typing import Any
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import RedisError, ResponseError
 
+from budget_guard.store.errors import LedgerUnavailable
+
 log = logging.getLogger(__name__)
-
-
-class LedgerUnavailable(Exception):
-    """The ledger could not answer: Redis is unreachable, or stopped answering.
-
-    ``sent`` says whether the command may have reached Redis (and may still run
-    there): a reservation that timed out may have landed, one never sent did not.
-    """
-
-    def __init__(self, message: str, *, sent: bool) -> None:
-        super().__init__(message)
-        self.sent = sent
 
 
 @dataclass(frozen=True)
@@ -163,7 +153,7 @@ class LedgerChannel:
         try:
             async with asyncio.timeout(self.settings.connect_timeout_seconds):
                 connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
-        except (RedisError, OSError, TimeoutError) as error:
+        except (RedisError, OSError, TimeoutError) as error:  # any failure to connect
             self._unavailable(f"cannot connect: {type(error).__name__}: {error}")
             return False
         if self._closed:

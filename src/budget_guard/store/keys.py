@@ -61,6 +61,11 @@ class KeySchema:
         """Marks a batch of local decisions as committed, so a retry applies it once."""
         return f"{self.prefix}:{GLOBAL_TAG}:commit:{batch_id}"
 
+    def lease_return(self, marker: str) -> str:
+        """Marks lease room given back, so that a return retried after a lost answer
+        applies once (the marker of a reservation's returns is its request id)."""
+        return f"{self.prefix}:{GLOBAL_TAG}:returned:{marker}"
+
     def plan(self, digest: str) -> str:
         """What settling needs of a set of budgets, shared by many reservations."""
         return f"{self.prefix}:{GLOBAL_TAG}:plan:{digest}"

@@ -34,12 +34,10 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from redis.exceptions import RedisError
-
 from budget_guard.domain.decision import BudgetCharge, BudgetState, BudgetVerdict, Decision
-from budget_guard.store.channel import LedgerUnavailable
+from budget_guard.domain.resolution import Attribution
+from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.ledger import Ledger, LocalReservation, RequestIdTaken
-from budget_guard.store.plans import Attribution
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +98,9 @@ class LocalLeases:
         # reservations in flight, by counter.
         self._returning: dict[str, int] = {}
         self._asking: dict[str, int] = {}
+        # Room given back whose answer was lost: (marker, room by counter), returned
+        # again under the same marker, so that it goes back exactly once.
+        self._unsettled_returns: list[tuple[str, dict[str, int]]] = []
         # What Redis last said is assigned on a counter (for the fail-open allowance).
         self._last_seen: dict[str, int] = {}
         self.local_decisions = 0
@@ -162,7 +163,7 @@ class LocalLeases:
         decision = await self._reserve_with_leases(request_id, charges, cost, now, attribution)
         if not decision.allowed and self._room_on_denying(charges, decision):
             decision = await self._reserve_with_leases(
-                request_id, charges, cost, now, attribution, top_up=False
+                request_id, charges, cost, now, attribution, retry=True
             )
         return decision
 
@@ -174,12 +175,15 @@ class LocalLeases:
         now: dt.datetime,
         attribution: Attribution | None,
         *,
-        top_up: bool = True,
+        retry: bool = False,
     ) -> Decision:
+        """One reservation that gives back this process's room on its counters and,
+        unless it is the retry after a denial, tops their leases up."""
         returns = self._detach_leases(charges)
         returning = [(lease.counter, lease.room) for lease in returns if lease is not None]
-        wants = self._wants(charges, cost) if top_up else []
+        wants = [] if retry else self._wants(charges, cost)
         counters = self._counter_keys(charges)
+        marker = f"{request_id}:retry" if retry else request_id  # once per attempt
         asking = [(key, want) for key, want in zip(counters, wants, strict=False) if want]
         _add(self._returning, returning)
         _add(self._asking, asking)
@@ -192,12 +196,13 @@ class LocalLeases:
                 attribution,
                 wants=wants,
                 returns=[lease.room if lease else 0 for lease in returns],
+                returns_marker=marker,
             )
         except LedgerUnavailable as error:
             if not error.sent:  # the script did not run: the room is still ours
                 self._reattach(returns)
-            # Else it may have run and given the room back: forgetting it can only
-            # over-count the counter (until its period ends), never overspend it.
+            elif returning:  # it may have run: give the room back later, under its marker
+                self._unsettled_returns.append((marker, dict(returning)))
             raise
         finally:
             _take_away(self._returning, returning)
@@ -363,24 +368,21 @@ class LocalLeases:
         return len(batch)
 
     async def release_idle(self, *, everything: bool = False) -> int:
-        """Give back leases unused for ``idle_seconds`` (or all of them)."""
+        """Give back leases unused for ``idle_seconds`` (or all of them), and any room
+        whose return failed before. Raises ``LedgerUnavailable`` when Redis fails: the
+        room is then given back at the next call, exactly once."""
         cutoff = time.monotonic() - self.settings.idle_seconds
         idle = [lease for lease in self._leases.values() if everything or lease.last_used < cutoff]
-        if not idle:
-            return 0
         # Detached before any await, so no decision can use a lease while it goes back.
         for lease in idle:
             del self._leases[lease.counter]
-        try:
-            await self.background.release({lease.counter: lease.room for lease in idle})
-        except (RedisError, OSError):
-            for lease in idle:  # keep their room for the next attempt
-                current = self._leases.get(lease.counter)
-                if current is None:
-                    self._leases[lease.counter] = lease
-                else:
-                    current.room += lease.room
-            raise
+        if idle:
+            rooms = {lease.counter: lease.room for lease in idle}
+            self._unsettled_returns.append((uuid.uuid4().hex, rooms))
+        while self._unsettled_returns:
+            marker, rooms = self._unsettled_returns[0]
+            await self.background.release(marker, rooms)
+            self._unsettled_returns.pop(0)
         return len(idle)
 
     async def keep_flushing(self) -> None:
@@ -395,7 +397,7 @@ class LocalLeases:
             try:
                 await self._flush_gathered()
                 backoff = interval
-            except (RedisError, OSError) as error:
+            except LedgerUnavailable as error:
                 log.warning("committing local decisions failed (%s); retrying", error)
                 backoff = min(backoff * 2, 1.0)
                 await asyncio.sleep(backoff)
@@ -412,7 +414,7 @@ class LocalLeases:
         while True:
             _stop_if_cancelled()
             await asyncio.sleep(self.settings.idle_seconds / 2)
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(LedgerUnavailable):
                 await self.release_idle()
 
     async def close(self) -> None:

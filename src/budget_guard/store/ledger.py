@@ -17,13 +17,15 @@ from typing import Any, NamedTuple
 from redis.asyncio import Redis
 
 from budget_guard.domain.decision import BudgetCharge, BudgetState, BudgetVerdict, Decision
+from budget_guard.domain.instants import unix_ms
+from budget_guard.domain.resolution import Attribution
 from budget_guard.store.channel import LedgerChannel
+from budget_guard.store.errors import ledger_call
 from budget_guard.store.keys import KeySchema
-from budget_guard.store.plans import LABEL, Attribution, EncodedPlan, PlanCache
+from budget_guard.store.plans import EncodedPlan, PlanCache, parse_attribution_label
 from budget_guard.store.scripts import COMMIT, RELEASE, RESERVE, SETTLE, bulk
 
 __all__ = [
-    "Attribution",
     "CounterUsage",
     "ExpiredReservations",
     "Ledger",
@@ -103,8 +105,7 @@ def _settlement(request_id: str, answer: Sequence[Any]) -> Settlement:
         previous = None if int(answer[3]) < 0 else int(answer[3])
         label = _text(answer[4])
         if label:
-            tenant, feature, model, user = (part or None for part in label.split(LABEL))
-            attribution = Attribution(tenant=tenant, user=user, feature=feature, model=model)
+            attribution = parse_attribution_label(label)
     return Settlement(request_id, status, int(answer[1]), int(answer[2]), previous, attribution)
 
 
@@ -133,10 +134,6 @@ class CounterUsage:
     @property
     def reserved(self) -> int:
         return self.assigned - self.spent
-
-
-def _ms(instant: dt.datetime) -> int:
-    return int(instant.timestamp() * 1000)
 
 
 def _text(value: Any) -> str:
@@ -223,6 +220,7 @@ class Ledger:
         )
         return decision
 
+    @ledger_call
     async def reserve_and_lease(
         self,
         request_id: str,
@@ -233,27 +231,32 @@ class Ledger:
         *,
         wants: Sequence[int] = (),
         returns: Sequence[int] = (),
+        returns_marker: str = "",
         force: bool = False,
     ) -> tuple[Decision, tuple[int, ...]]:
         """``reserve``, and, when reserved, leases of up to ``wants[i]`` on each charge's
         counter for deciding later requests locally (see ``store.leases``); first gives
-        back ``returns[i]`` of lease room held on them. Returns the decision and the
+        back ``returns[i]`` of lease room held on them, once per ``returns_marker``
+        (default: the request id; see ``release``). Returns the decision and the
         leases granted."""
         if cost_micros < 0:
             raise ValueError(f"cost must not be negative, got {cost_micros}")
-        now_ms = _ms(now)
+        now_ms = unix_ms(now)
         plan = self._plans.get(charges, now, now_ms, attribution)
         lease_args = (
             bulk(",".join(str(want) for want in wants))
             + bulk(cost_micros)
             + bulk(",".join(str(room) for room in returns))
         )
-        command = self._reserve_command(request_id, cost_micros, now_ms, plan, force, lease_args)
+        marker = returns_marker or request_id
+        command = self._reserve_command(
+            request_id, cost_micros, now_ms, plan, force, lease_args, marker
+        )
         answer = await RESERVE.call(self._reservations, command)
         if answer[0] == _PLAN_MISSING:  # first use, or Redis lost it: send it along
             plan.stored = False
             command = self._reserve_command(
-                request_id, cost_micros, now_ms, plan, force, lease_args
+                request_id, cost_micros, now_ms, plan, force, lease_args, marker
             )
             answer = await RESERVE.call(self._reservations, command)
         plan.stored = True
@@ -271,7 +274,7 @@ class Ledger:
         now: dt.datetime,
         attribution: Attribution | None,
     ) -> EncodedPlan:
-        return self._plans.get(charges, now, _ms(now), attribution)
+        return self._plans.get(charges, now, unix_ms(now), attribution)
 
     def _reserve_command(
         self,
@@ -281,26 +284,31 @@ class Ledger:
         plan: EncodedPlan,
         force: bool,
         lease_args: bytes,
+        returns_marker: str,
     ) -> bytes:
+        """reserve.lua's call (see its header for KEYS and ARGV), as RESP bytes."""
+        budgets = len(plan.records)
         return RESERVE.command(
-            3 + plan.key_count,
-            11 + plan.line_count,
+            4 + plan.key_count,
+            11 + budgets,
             bulk(self.keys.reservation(request_id)),
             self._fixed_keys,
+            bulk(self.keys.lease_return(returns_marker)),
             plan.keys_blob,
             bulk(cost),
             bulk(now_ms),
             bulk(now_ms + self.settings.reservation_ttl_ms),
             self._fixed_args,
-            bulk(plan.line_count),
+            bulk(budgets),
             bulk("" if plan.stored else plan.content),
             _FORCED if force else _NOT_FORCED,
             lease_args,
-            plan.lines_blob,
+            plan.records_blob,
         )
 
     # -- leases ----------------------------------------------------------------
 
+    @ledger_call
     async def commit(
         self, batch_id: str, batch: Sequence[LocalReservation], now: dt.datetime
     ) -> list[str]:
@@ -324,13 +332,13 @@ class Ledger:
             per_plan[plan.key] += item.cost_micros
             request_args.append(f"{item.cost_micros},{known[0]},{len(plan.counter_keys)}")
         assigned: dict[str, int] = {}
-        terms: dict[str, str] = {}
+        records: dict[str, str] = {}
         for plan_key, (_, plan) in plans.items():
-            for key, term in zip(plan.counter_keys, plan.counter_terms, strict=True):
+            for key, record in zip(plan.counter_keys, plan.records, strict=True):
                 assigned[key] = assigned.get(key, 0) + per_plan[plan_key]
-                terms[key] = term
+                records[key] = record
         plan_contents = [plan.content for _, plan in plans.values()]
-        now_ms = _ms(now)
+        now_ms = unix_ms(now)
         keys = [self.keys.pending, self.keys.events, self.keys.commit_marker(batch_id)]
         keys += [reservation(item.request_id) for item in batch]
         keys += list(plans) + list(assigned)
@@ -344,21 +352,28 @@ class Ledger:
             len(assigned),
             *request_args,
             *plan_contents,
-            *(f"{amount}\t{terms[key]}" for key, amount in assigned.items()),
+            *(f"{amount}\t{records[key]}" for key, amount in assigned.items()),
         ]
         answer = _text(await COMMIT.run(self.client, keys, args))
         if answer == "applied":
             return []
         return [batch[int(index) - 1].request_id for index in answer.split(",") if index]
 
-    async def release(self, unused: Mapping[str, int]) -> None:
-        """Give back the unused part of leases, by counter key."""
+    @ledger_call
+    async def release(self, marker: str, unused: Mapping[str, int]) -> bool:
+        """Give back the unused part of leases, by counter key, once per ``marker``:
+        retry a failed release with the same marker (a reservation's request id is the
+        marker of the room it gave back). Returns False when it was applied before."""
         returned = {key: amount for key, amount in unused.items() if amount > 0}
-        if returned:
-            await RELEASE.run(self.client, list(returned), list(returned.values()))
+        if not returned:
+            return True
+        keys = [self.keys.lease_return(marker), *returned]
+        args = [self.settings.record_ttl_ms, *returned.values()]
+        return bool(await RELEASE.run(self.client, keys, args))
 
     # -- settle ----------------------------------------------------------------
 
+    @ledger_call
     async def settle(self, request_id: str, actual_micros: int, now: dt.datetime) -> Settlement:
         """Charge the actual cost of a reserved request, exactly once (idempotent).
 
@@ -380,14 +395,15 @@ class Ledger:
         return [
             mode,
             actual_micros,
-            _ms(now),
+            unix_ms(now),
             int(self.settings.history_retention.total_seconds()),
             self.settings.event_stream_length,
         ]
 
+    @ledger_call
     async def sweep_expired(self, now: dt.datetime, batch: int = 256) -> list[Settlement]:
         """Settle overdue reservations per ``expired_reservations``; returns what it settled."""
-        due = await self.client.zrangebyscore(self.keys.pending, "-inf", _ms(now), 0, batch)
+        due = await self.client.zrangebyscore(self.keys.pending, "-inf", unix_ms(now), 0, batch)
         mode = (
             "expire-keep"
             if self.settings.expired_reservations is ExpiredReservations.KEEP
@@ -410,6 +426,7 @@ class Ledger:
 
     # -- read ------------------------------------------------------------------
 
+    @ledger_call
     async def usage(self, charges: Sequence[BudgetCharge]) -> list[CounterUsage]:
         """Current counters of ``charges``, in one pipelined round trip."""
         fields = ("used", "spent", "requests", "denied", "would_deny", "leased")
@@ -420,5 +437,6 @@ class Ledger:
             rows = await pipeline.execute()
         return [CounterUsage(*(_int(value) for value in row)) for row in rows]
 
+    @ledger_call
     async def ping(self) -> bool:
         return bool(await self.client.ping())

@@ -17,10 +17,10 @@ from typing import Any
 from redis.asyncio import Redis
 
 from budget_guard.domain.budget import Budget
+from budget_guard.store.errors import ledger_call
 from budget_guard.store.keys import GLOBAL_TAG, KeySchema
-from budget_guard.store.scripts import LuaScript
+from budget_guard.store.scripts import RESTORE
 
-RESTORE = LuaScript.load("restore.lua")
 _CURSOR_START = "0-0"
 
 
@@ -63,6 +63,7 @@ class Notices:
         self.keys = keys or KeySchema()
         self._cursor_key = f"{self.keys.prefix}:{GLOBAL_TAG}:operator:cursor"
 
+    @ledger_call
     async def read(self, block_ms: int = 1000, count: int = 500) -> list[Notice]:
         """Notices after the stored cursor, waiting up to ``block_ms`` for some."""
         cursor = await self.client.get(self._cursor_key)
@@ -77,15 +78,18 @@ class Notices:
                 notices.append(Notice.parse(_text(entry_id), decoded))
         return notices
 
+    @ledger_call
     async def done(self, notice: Notice) -> None:
         """Move the cursor past ``notice``."""
         await self.client.set(self._cursor_key, notice.id)
 
+    @ledger_call
     async def first_time(self, marker: str, ttl: dt.timedelta) -> bool:
         """True exactly once per ``marker`` (until it expires): say it now."""
         key = f"{self.keys.prefix}:{GLOBAL_TAG}:said:{marker}"
         return bool(await self.client.set(key, "1", nx=True, px=int(ttl.total_seconds() * 1000)))
 
+    @ledger_call
     async def restore(
         self,
         budget: Budget,

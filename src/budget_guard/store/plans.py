@@ -1,10 +1,35 @@
-"""A decision's budgets, encoded once for ``reserve.lua`` and ``settle.lua``.
+"""A decision's budgets, encoded once for the Lua scripts: the one wire format.
 
 A plan is everything about a request's budgets that does not change from one
-request to the next: counter and pool keys, limits, thresholds, history keys.
-It is encoded (and its RESP bytes built) once, then reused by every request
-with the same budgets until a period rolls over. Its ``content`` is stored in
-Redis under a content-addressed key, so a reservation record only names it.
+request to the next: counter and pool keys, limits, thresholds, history keys. It is
+encoded (and its RESP bytes built) once, then reused by every request with the same
+budgets until a period rolls over. Its ``content`` is stored in Redis under a
+content-addressed key, so that a reservation record only names it.
+
+**The budget record** is the one format every script reads about a budget
+(``reserve.lua`` receives the records as arguments, ``settle.lua`` reads them from
+the stored plan, ``commit.lua`` receives them after an amount). One line per budget,
+fields joined by ``FIELD`` (a tab); ``parse_budget`` in ``lua/_shared.lua`` is its
+one reader, ``budget_record`` below its one writer:
+
+| # | field | meaning |
+|---|---|---|
+| 1 | counter | the counter hash of this budget, period (and user, for templates) |
+| 2 | limit | effective limit, micro-USD (limit x seasonal multiplier) |
+| 3 | enforce | ``1`` Enforce, ``0`` Observe |
+| 4 | expiry | when the counter may go (unix ms): one period after the period ends |
+| 5 | first | the first soft threshold, micro-USD (``0`` when none) |
+| 6 | users | per-user templates: the period's users index (sorted set), else empty |
+| 7 | described | ``budget\\x1fperiod\\x1fsubject\\x1fthresholds`` (``70:7000000,...``): what a |
+|   |           | threshold event says |
+| 8 | pools | active burst pools, ``POOL_ENTRY``-joined; each ``key\\x1camount\\x1ccap\\x1c`` |
+|   |       | ``expiry\\x1cid`` (cap ``-1``: no per-request cap) |
+
+To add a field: append it here (writer), in ``parse_budget`` (reader), and to this
+table; the scripts that need it read it from the parsed table.
+
+A plan's content is the records joined by ``LINE``, then ``SECTION``, then one
+history line per daily hash to write at settlement (``key\\tspent-field\\tcount-field``).
 """
 
 from __future__ import annotations
@@ -13,9 +38,10 @@ import datetime as dt
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from budget_guard.domain.decision import BudgetCharge
+from budget_guard.domain.instants import unix_ms
+from budget_guard.domain.resolution import Attribution
 from budget_guard.store.keys import KeySchema
 from budget_guard.store.scripts import bulk
 
@@ -31,22 +57,17 @@ POOL_FIELD = "\x1c"
 POOL_RETENTION = dt.timedelta(days=35)  # a burst pool's counter outlives its window, for review
 
 
-def _ms(instant: dt.datetime) -> int:
-    return int(instant.timestamp() * 1000)
+def attribution_label(attribution: Attribution) -> str:
+    """How an attribution is written in Redis (history fields, settlement answers)."""
+    return LABEL.join(
+        value or ""
+        for value in (attribution.tenant, attribution.feature, attribution.model, attribution.user)
+    )
 
 
-class Attribution(NamedTuple):  # per request: a NamedTuple is cheap to build
-    """Who and what a request's spend is reported under, in chargeback."""
-
-    tenant: str | None = None
-    user: str | None = None
-    feature: str | None = None
-    model: str | None = None
-
-    def field(self) -> str:
-        return LABEL.join(
-            value or "" for value in (self.tenant, self.feature, self.model, self.user)
-        )
+def parse_attribution_label(label: str) -> Attribution:
+    tenant, feature, model, user = (part or None for part in label.split(LABEL))
+    return Attribution(tenant=tenant, user=user, feature=feature, model=model)
 
 
 @dataclass
@@ -56,19 +77,73 @@ class EncodedPlan:
     charges: Sequence[BudgetCharge]  # held so the cache key (its id) stays unique
     key: str
     content: str
-    key_count: int
-    line_count: int
-    keys_blob: bytes  # plan key, counters, pools: bulk-encoded
-    lines_blob: bytes  # one line per budget for reserve.lua: bulk-encoded
-    counter_keys: tuple[str, ...] = ()  # one per budget, in order
-    # per budget "limit\tfirst threshold\texpiry\tusers index\tdescription", for commit.lua
-    counter_terms: tuple[str, ...] = ()
+    counter_keys: tuple[str, ...]  # one per budget, in order
+    records: tuple[str, ...]  # one budget record per budget, in order
+    pool_keys: tuple[str, ...]
+    keys_blob: bytes = b""  # plan key, counters, pools: bulk-encoded
+    records_blob: bytes = b""  # the records, bulk-encoded
     stored: bool = field(default=False)
+
+    def __post_init__(self) -> None:
+        all_keys = (self.key, *self.counter_keys, *self.pool_keys)
+        self.keys_blob = b"".join(bulk(key) for key in all_keys)
+        self.records_blob = b"".join(bulk(record) for record in self.records)
+
+    @property
+    def key_count(self) -> int:
+        return 1 + len(self.counter_keys) + len(self.pool_keys)
 
 
 def _thresholds(charge: BudgetCharge) -> str:
     pairs = zip(charge.budget.thresholds, charge.threshold_amounts, strict=True)
     return ",".join(f"{percent}:{amount}" for percent, amount in pairs)
+
+
+def budget_record(charge: BudgetCharge, keys: KeySchema) -> tuple[str, tuple[str, ...]]:
+    """The budget record of ``charge`` (see the table above), and its pool keys."""
+    budget, window, subject = charge.budget, charge.window, charge.subject
+    pools: list[str] = []
+    pool_keys: list[str] = []
+    for pool in charge.pools:
+        pool_key = keys.pool(pool, budget)
+        cap = -1 if pool.max_request_micros is None else pool.max_request_micros
+        expiry = unix_ms(pool.valid_until + POOL_RETENTION)
+        entry = (pool_key, str(pool.amount_micros), str(cap), str(expiry), pool.id)
+        pools.append(POOL_FIELD.join(entry))
+        pool_keys.append(pool_key)
+    record = FIELD.join(
+        (
+            keys.counter(budget, window, subject),
+            str(charge.effective_limit),
+            "1" if budget.enforces else "0",
+            str(unix_ms(window.end + (window.end - window.start))),
+            str(charge.threshold_amounts[0] if charge.threshold_amounts else 0),
+            keys.users(budget, window) if subject is not None else "",
+            LABEL.join((budget.id, window.key, subject or "", _thresholds(charge))),
+            POOL_ENTRY.join(pools),
+        )
+    )
+    return record, tuple(pool_keys)
+
+
+def _history(
+    charges: Sequence[BudgetCharge],
+    keys: KeySchema,
+    now: dt.datetime,
+    attribution: Attribution | None,
+) -> list[str]:
+    lines = []
+    for charge in charges:
+        budget, subject = charge.budget, charge.subject
+        history_key = keys.history(budget, now.astimezone(budget.zone).date())
+        lines.append(FIELD.join((history_key, "spent", "requests")))
+        if subject is not None:
+            lines.append(FIELD.join((history_key, f"u:{subject}", f"n:{subject}")))
+    if attribution is not None:
+        attribution_key = keys.attribution(attribution.tenant, now.astimezone(dt.UTC).date())
+        label = attribution_label(attribution)
+        lines.append(FIELD.join((attribution_key, f"s{LABEL}{label}", f"n{LABEL}{label}")))
+    return lines
 
 
 def encode_plan(
@@ -77,82 +152,21 @@ def encode_plan(
     now: dt.datetime,
     attribution: Attribution | None,
 ) -> EncodedPlan:
-    counter_keys: list[str] = []
-    counter_terms: list[str] = []
+    records: list[str] = []
     pool_keys: list[str] = []
-    reserve_lines: list[str] = []
-    settle_lines: list[str] = []
-    history: list[str] = []
     for charge in charges:
-        budget, window, subject = charge.budget, charge.window, charge.subject
-        counter = keys.counter(budget, window, subject)
-        counter_keys.append(counter)
-        expiry = _ms(window.end + (window.end - window.start))
-        users = keys.users(budget, window) if subject is not None else ""
-        described = LABEL.join((budget.id, window.key, subject or "", _thresholds(charge)))
-        reserve_pools, settle_pools = [], []
-        for pool in charge.pools:
-            pool_key = keys.pool(pool, budget)
-            pool_keys.append(pool_key)
-            cap = -1 if pool.max_request_micros is None else pool.max_request_micros
-            pool_expiry = _ms(pool.valid_until + POOL_RETENTION)
-            reserve_pools.append(f"{pool.amount_micros},{cap},{pool_expiry},{pool.id}")
-            settle_pools.append(
-                POOL_FIELD.join((pool_key, str(pool.amount_micros), str(pool_expiry)))
-            )
-        first_threshold = charge.threshold_amounts[0] if charge.threshold_amounts else 0
-        counter_terms.append(
-            FIELD.join(
-                (str(charge.effective_limit), str(first_threshold), str(expiry), users, described)
-            )
-        )
-        reserve_lines.append(
-            FIELD.join(
-                (
-                    str(charge.effective_limit),
-                    "1" if budget.enforces else "0",
-                    str(expiry),
-                    str(first_threshold),
-                    users,
-                    described,
-                    ";".join(reserve_pools),
-                )
-            )
-        )
-        settle_lines.append(
-            FIELD.join(
-                (
-                    counter,
-                    str(charge.effective_limit),
-                    str(expiry),
-                    users,
-                    described,
-                    POOL_ENTRY.join(settle_pools),
-                )
-            )
-        )
-        history_key = keys.history(budget, now.astimezone(budget.zone).date())
-        history.append(FIELD.join((history_key, "spent", "requests")))
-        if subject is not None:
-            history.append(FIELD.join((history_key, f"u:{subject}", f"n:{subject}")))
-    if attribution is not None:
-        attribution_key = keys.attribution(attribution.tenant, now.astimezone(dt.UTC).date())
-        label = attribution.field()
-        history.append(FIELD.join((attribution_key, f"s{LABEL}{label}", f"n{LABEL}{label}")))
-    content = LINE.join(settle_lines) + SECTION + LINE.join(history)
+        record, pools = budget_record(charge, keys)
+        records.append(record)
+        pool_keys.extend(pools)
+    content = LINE.join(records) + SECTION + LINE.join(_history(charges, keys, now, attribution))
     digest = hashlib.blake2b(content.encode(), digest_size=12).hexdigest()
-    plan_key = keys.plan(digest)
-    all_keys = [plan_key, *counter_keys, *pool_keys]
     return EncodedPlan(
         charges=charges,
-        key=plan_key,
+        key=keys.plan(digest),
         content=content,
-        key_count=len(all_keys),
-        line_count=len(reserve_lines),
-        keys_blob=b"".join(bulk(key) for key in all_keys),
-        lines_blob=b"".join(bulk(line) for line in reserve_lines),
-        counter_keys=tuple(counter_keys),
-        counter_terms=tuple(counter_terms),
+        counter_keys=tuple(keys.counter(c.budget, c.window, c.subject) for c in charges),
+        records=tuple(records),
+        pool_keys=tuple(pool_keys),
     )
 
 

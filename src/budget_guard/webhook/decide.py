@@ -19,14 +19,14 @@ from redis.exceptions import RedisError
 from budget_guard.domain.budget import FailureMode, Reservation
 from budget_guard.domain.decision import BudgetCharge, Decision
 from budget_guard.domain.pricing import PricedModel, UnknownModelError, Usage
-from budget_guard.domain.resolution import RequestIdentity
+from budget_guard.domain.resolution import Attribution, RequestIdentity
 from budget_guard.domain.tokens import RequestEstimator, TokenEstimate
-from budget_guard.store.channel import LedgerUnavailable
+from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.leases import LocalLeases
-from budget_guard.store.ledger import Attribution, RequestIdTaken
+from budget_guard.store.ledger import RequestIdTaken
+from budget_guard.webhook.active_config import ConfigHolder
 from budget_guard.webhook.admission import Admission
 from budget_guard.webhook.body import BadBody, ReadBody, model_from_path, read_body
-from budget_guard.webhook.config import ConfigHolder
 from budget_guard.webhook.failopen import FailOpenAllowance
 from budget_guard.webhook.identity import IdentityError, IdentityResolver
 from budget_guard.webhook.journal import DegradedJournal, Entry
@@ -93,7 +93,7 @@ class Decider:
     def __init__(
         self,
         *,
-        holder: ConfigHolder,
+        config: ConfigHolder,
         leases: LocalLeases,
         estimator: RequestEstimator,
         identity: IdentityResolver,
@@ -104,7 +104,7 @@ class Decider:
         clock: Callable[[], dt.datetime],
     ) -> None:
         """``outage`` numbers the ledger's outages so far (see ``FailOpenAllowance``)."""
-        self._holder = holder
+        self._config = config
         self._leases = leases
         self._estimator = estimator
         self._identity = identity
@@ -117,7 +117,7 @@ class Decider:
 
     async def decide(self, request: CheckRequest) -> CheckAnswer:
         request_id = _request_id(request.headers)
-        config = self._holder.current
+        config = self._config.current
         if config is None:
             return error_answer(
                 503, "config_unavailable", "no budget configuration is loaded yet", request_id

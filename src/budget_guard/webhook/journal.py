@@ -18,10 +18,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from redis.exceptions import RedisError
-
 from budget_guard.domain.decision import BudgetCharge
-from budget_guard.store.ledger import Attribution, Ledger, RequestIdTaken
+from budget_guard.domain.resolution import Attribution
+from budget_guard.store.errors import LedgerUnavailable
+from budget_guard.store.ledger import Ledger, RequestIdTaken
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class DegradedJournal:
             entry = self._entries[request_id]
             try:
                 await self._replay_one(entry, now)
-            except (RedisError, OSError, TimeoutError):
+            except LedgerUnavailable:
                 break
             del self._entries[request_id]
             done += 1

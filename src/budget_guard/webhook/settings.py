@@ -63,11 +63,19 @@ class IdentitySettings:
 
 
 @dataclass(frozen=True)
-class LedgerOptions:
-    redis_url: str = "redis://127.0.0.1:6379/0"
+class RedisSettings:
+    """Where the ledger is, and how long Redis may stay silent before it is unavailable."""
+
+    url: str = "redis://127.0.0.1:6379/0"
     timeout_ms: int = 50
-    reservation_ttl_seconds: int = 900
-    expired_reservations: ExpiredReservations = ExpiredReservations.KEEP
+
+
+@dataclass(frozen=True)
+class ReservationSettings:
+    """How long a reservation waits for its usage, and what an unsettled one costs."""
+
+    ttl_seconds: int = 900
+    expired: ExpiredReservations = ExpiredReservations.KEEP
     sweep_interval_seconds: float = 15.0
 
 
@@ -93,7 +101,8 @@ class MetricsSettings:
 class WebhookSettings:
     listen: ListenSettings = field(default_factory=ListenSettings)
     identity: IdentitySettings = field(default_factory=IdentitySettings)
-    ledger: LedgerOptions = field(default_factory=LedgerOptions)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    reservations: ReservationSettings = field(default_factory=ReservationSettings)
     config: ConfigSourceSettings = field(default_factory=ConfigSourceSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     usage_token_file: Path | None = None
@@ -104,9 +113,9 @@ class WebhookSettings:
     local_leases: bool = True  # decide most requests in process, from budget leased ahead
 
     def __post_init__(self) -> None:
-        if self.ledger.timeout_ms >= self.listen.gateway_timeout_ms:
+        if self.redis.timeout_ms >= self.listen.gateway_timeout_ms:
             raise ValueError(
-                f"--ledger-timeout-ms ({self.ledger.timeout_ms}) must be below "
+                f"--ledger-timeout-ms ({self.redis.timeout_ms}) must be below "
                 f"--gateway-timeout-ms ({self.listen.gateway_timeout_ms}): a stalled ledger "
                 "must leave time to answer by the budgets' failure modes before the gateway "
                 "gives up"
@@ -171,11 +180,10 @@ class WebhookSettings:
                 max_inflight_decisions=ns.max_inflight_decisions,
             ),
             identity=identity,
-            ledger=LedgerOptions(
-                redis_url=ns.redis_url,
-                timeout_ms=ns.ledger_timeout_ms,
-                reservation_ttl_seconds=ns.reservation_ttl_seconds,
-                expired_reservations=ExpiredReservations(ns.expired_reservations),
+            redis=RedisSettings(url=ns.redis_url, timeout_ms=ns.ledger_timeout_ms),
+            reservations=ReservationSettings(
+                ttl_seconds=ns.reservation_ttl_seconds,
+                expired=ExpiredReservations(ns.expired_reservations),
                 sweep_interval_seconds=ns.sweep_interval_seconds,
             ),
             config=ConfigSourceSettings(
@@ -222,13 +230,13 @@ _OPTIONS = (
         Path,
     ),
     Option("--pricing", "price table YAML or JSON merged over the shipped defaults", Path),
-    Option("--redis-url", "the ledger's Redis", str, LedgerOptions.redis_url),
+    Option("--redis-url", "the ledger's Redis", str, RedisSettings.url),
     Option(
         "--ledger-timeout-ms",
         "Redis counts as unavailable when it sends no reply for this long while commands "
         "are outstanding; then each budget's failureMode decides (below --gateway-timeout-ms)",
         int,
-        LedgerOptions.timeout_ms,
+        RedisSettings.timeout_ms,
     ),
     Option(
         "--gateway-timeout-ms",
@@ -249,7 +257,7 @@ _OPTIONS = (
         "--reservation-ttl-seconds",
         "settle deadline of a reservation",
         int,
-        LedgerOptions.reservation_ttl_seconds,
+        ReservationSettings.ttl_seconds,
     ),
     Option(
         "--expired-reservations",
@@ -262,7 +270,7 @@ _OPTIONS = (
         "--sweep-interval-seconds",
         "how often overdue reservations are settled",
         float,
-        LedgerOptions.sweep_interval_seconds,
+        ReservationSettings.sweep_interval_seconds,
     ),
     Option("--usage-token-file", "file holding the bearer token POST /v1/usage requires", Path),
     Option("--identity", "where identity comes from", str, "headers", ("headers", "jwt")),

@@ -10,14 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from budget_guard.domain.money import format_usd
 from budget_guard.domain.pricing import UnknownModelError
 from budget_guard.domain.usage import UsageReport, parse_usage_report
+from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.leases import LocalLeases
 from budget_guard.store.ledger import Ledger, LedgerDataLost, Settlement, SettlementStatus
-from budget_guard.webhook.config import ConfigHolder
+from budget_guard.webhook.active_config import ConfigHolder
 from budget_guard.webhook.journal import DegradedJournal
 from budget_guard.webhook.metrics import Metrics
 
@@ -73,14 +72,14 @@ def _item(status: int, request_id: str, outcome: str, **details: str) -> ItemRes
 class SettlementService:
     def __init__(
         self,
-        holder: ConfigHolder,
+        config: ConfigHolder,
         ledger: Ledger,
         journal: DegradedJournal,
         leases: LocalLeases,
         metrics: Metrics,
         clock: Callable[[], dt.datetime],
     ) -> None:
-        self._holder = holder
+        self._config = config
         self._ledger = ledger
         self._journal = journal
         self._leases = leases
@@ -96,7 +95,7 @@ class SettlementService:
         return [parse_usage_report(document)]
 
     def price(self, reports: Sequence[UsageReport]) -> list[int]:
-        config = self._holder.current
+        config = self._config.current
         if config is None:
             raise LookupError("no configuration loaded: prices unknown")
         costs = []
@@ -121,7 +120,7 @@ class SettlementService:
             settlement = await self._ledger.settle(report.request_id, cost, self._clock())
         except LedgerDataLost as error:
             return _item(409, report.request_id, "lost", message=str(error))
-        except (RedisError, OSError) as error:
+        except LedgerUnavailable as error:
             log.warning("settlement of %s failed: %s", report.request_id, error)
             self._metrics.ledger_errors.labels("settle").inc()
             if self._journal.settle_later(report.request_id, cost):
@@ -161,7 +160,7 @@ class SettlementService:
 
     def record_spend(self, settlement: Settlement, model: str | None = None) -> None:
         added = settlement.newly_charged_micros
-        config = self._holder.current
+        config = self._config.current
         if added <= 0 or config is None:
             return
         attribution = settlement.attribution

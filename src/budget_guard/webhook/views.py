@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from budget_guard.domain.money import format_usd
-from budget_guard.store.status import BudgetUsage
-from budget_guard.webhook.config import CompiledConfig
+from budget_guard.store.usage import BudgetUsage
+from budget_guard.webhook.active_config import ActiveConfig
 from budget_guard.webhook.responses import rfc3339
 
 
@@ -84,7 +84,7 @@ def budget_view(usage: BudgetUsage) -> dict[str, Any]:
     return view
 
 
-def budgets_document(config: CompiledConfig, usages: list[BudgetUsage]) -> dict[str, Any]:
+def budgets_document(config: ActiveConfig, usages: list[BudgetUsage]) -> dict[str, Any]:
     return {
         "configVersion": config.version,
         "source": config.source,

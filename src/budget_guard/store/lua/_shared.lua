@@ -19,6 +19,53 @@ local function split(text, separator)
   end
 end
 
+-- The budget record: the one format every script reads about a budget (written by
+-- store/plans.py, where its field table is). Fields joined by "\t":
+--   counter, limit, enforce (1|0), expiry (unix ms), first soft threshold amount,
+--   users index ("" unless a per-user template), description, pools.
+-- Returns a table; numbers are numbers, keys and texts stay strings, and the pools stay
+-- unparsed until pools_of() is called (they matter only once a budget is full).
+local function parse_budget(record)
+  local counter, limit, enforce, expiry, first, users, described, pools = string.match(record,
+    '^([^\t]*)\t(%d+)\t([01])\t(%d+)\t(%d+)\t([^\t]*)\t([^\t]*)\t(.*)$')
+  return {key = counter, limit = tonumber(limit), enforces = enforce == '1', expiry = expiry,
+    first = tonumber(first), users = users, described = described, pools_text = pools}
+end
+
+-- A record's burst pools: {key, amount, cap (-1: none), expiry, id, index} each, in order.
+local function pools_of(budget)
+  local pools = {}
+  for entry in string.gmatch(budget.pools_text, '[^\29]+') do
+    local key, amount, cap, expiry, id = string.match(entry,
+      '^([^\28]*)\28(%d+)\28(-?%d+)\28(%d+)\28(.*)$')
+    pools[#pools + 1] = {key = key, amount = tonumber(amount), cap = tonumber(cap),
+      expiry = expiry, id = id, index = #pools + 1}
+  end
+  return pools
+end
+
+-- Gives back lease room once per marker: a return retried after its answer was lost
+-- finds the marker and changes nothing. Never more than the counter's open leases (a
+-- counter Redis lost or restored keeps what is no longer there counted as spent).
+--   marker:  the marker key (string, set for ttl ms)     counters, rooms: parallel lists
+-- Returns false when the marker was there already (nothing changed), else true.
+local function return_leases(marker, ttl, counters, rooms)
+  if not redis.call('SET', marker, '1', 'PX', ttl, 'NX') then
+    return false
+  end
+  for i, counter in ipairs(counters) do
+    local room = tonumber(rooms[i]) or 0
+    if room > 0 then
+      room = math.min(room, math.max(tonumber(redis.call('HGET', counter, 'leased')) or 0, 0))
+    end
+    if room > 0 then
+      redis.call('HINCRBY', counter, 'used', -room)
+      redis.call('HINCRBY', counter, 'leased', -room)
+    end
+  end
+  return true
+end
+
 -- Reports, once per counter, each soft threshold that usage has reached, and
 -- exhaustion (100: usage at the limit, or a request denied), not reported before.
 -- The counter's "hwm" field holds the highest percent reported, so concurrent

@@ -17,8 +17,8 @@
 -- ARGV[4] stream max length   ARGV[5] requests r   ARGV[6] plans p   ARGV[7] counters c
 -- ARGV[8 .. 7+r]        per request "cost,plan index (1-based),budgets in its plan"
 -- ARGV[8+r .. 7+r+p]    per plan its content (see settle.lua)
--- ARGV[8+r+p .. ]       per counter "amount to assign\tlimit\tfirst threshold\texpiry\t
---                       users index\tdescription" (as in reserve.lua)
+-- ARGV[8+r+p .. ]       per counter "amount to assign\t" and its budget record (see
+--                       store/plans.py; parse_budget)
 --
 -- If Redis lost a counter (or part of its lease) since the lease was granted, what the
 -- lease no longer covers is added to the counter's usage: spend is never lost.
@@ -59,8 +59,10 @@ end
 
 for c = 1, counters do
   local key = KEYS[3 + requests + plans + c]
-  local amount, limit, first, expiry, users, described = string.match(
-    ARGV[7 + requests + plans + c], '^(%d+)\t(%d+)\t(%d+)\t(%d+)\t([^\t]*)\t(.*)$')
+  local amount, record = string.match(ARGV[7 + requests + plans + c], '^(%d+)\t(.*)$')
+  local budget = parse_budget(record)
+  local limit, first, expiry, users, described = budget.limit, budget.first, budget.expiry,
+    budget.users, budget.described
   amount = tonumber(amount)
   local open_lease = math.max(tonumber(redis.call('HGET', key, 'leased')) or 0, 0)
   local from_lease = math.min(amount, open_lease)
@@ -79,7 +81,6 @@ for c = 1, counters do
   local values = redis.call('HMGET', key, 'used', 'hwm')
   local usage = (tonumber(values[1]) or 0) - leased
   local hwm = tonumber(values[2]) or 0
-  limit, first = tonumber(limit), tonumber(first)
   if hwm < 100 and ((first > 0 and usage >= first) or usage >= limit) then
     report_crossings(key, hwm, limit, described, usage, false, stream, maxlen, now)
   end

@@ -15,12 +15,13 @@
 --            else the index of the burst pool that took the cost); joined by "\30")
 -- KEYS[2]    pending reservations (sorted set: record key -> settle deadline, ms)
 -- KEYS[3]    event stream (threshold crossings, exhaustion, burst pools)
--- KEYS[4]    plan (string, written by this script from ARGV[7]; read by settle.lua):
+-- KEYS[4]    the marker of this request's lease returns (see return_leases in _shared)
+-- KEYS[5]    plan (string, written by this script from ARGV[7]; read by settle.lua):
 --            what settling needs of the request's budgets and history, shared by every
 --            request with the same budgets, so a reservation record stays small
--- KEYS[5..]  one counter hash per budget (used = spent + reserved, spent, hwm, denied,
---            would_deny, requests), then the hash of every active burst pool (used,
---            spent, requests, activated, exhausted), in ARGV order
+-- KEYS[6..]  one counter hash per budget (used = spent + reserved + leased, spent, hwm,
+--            denied, would_deny, requests, leased), then the hash of every active burst
+--            pool (used, spent, requests, activated, exhausted), in record order
 --
 -- ARGV[1] cost (micro-USD)     ARGV[2] now (unix ms)     ARGV[3] settle deadline (unix ms)
 -- ARGV[4] record and plan TTL (ms)  ARGV[5] stream max length  ARGV[6] number of budgets n
@@ -33,18 +34,13 @@
 --         store/leases.py), within the cap on all leases (below); a lease below ARGV[10]
 --         is not granted
 -- ARGV[10] smallest useful lease (micro-USD)
--- ARGV[11] lease room the caller gives back first, per budget ("r1,r2,...", "" for none):
---         room too small for this request, returned so the request can use all that is left
--- ARGV[12 .. 11+n] one line per budget, fields joined by "\t", the hot ones first:
---   effective limit, enforce (1|0), counter expiry (unix ms), first soft threshold
---   amount (0 if none), users index key ("" unless a per-user template: a sorted set
---   of each user's usage, same hash tag as the counter), description
---   ("budget\31period\31subject\31thresholds", read only to report a crossing), and
---   active pools ("amount,cap,expiry,id;..." with cap -1 = none; read only once the
---   budget is full; their keys follow the counters in KEYS, in this order).
+-- ARGV[11] lease room the caller gives back first, per budget ("r1,r2,...", "" for none),
+--         once per request id (KEYS[4]), so the request is judged on all that is left
+-- ARGV[12 .. 11+n] one budget record per budget (see store/plans.py; parse_budget)
 --
 -- Returns {2} when the request id already has a reservation, {3} when ARGV[7] is ""
---   but the plan is not stored (call again with it); nothing changed in either case.
+--   but the plan is not stored (call again with it); nothing changed in either case
+--   (but lease returns, which are applied once whatever follows).
 --   Else {1 (reserved) | 0 (denied, nothing reserved), what is assigned to requests
 --   on each budget after this decision (used - leased: open leases are not spend),
 --   the leases granted ("g1,g2,..."), then one "index:pool:pool-used:crossed:verdict"
@@ -58,45 +54,34 @@
 -- cannot starve a shared budget, and a denial leaves at most about one request's
 -- cost held in leases elsewhere.
 
-local record, pending, stream, plan = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local record, pending, stream, returned, plan = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local cost = tonumber(ARGV[1])
 local now, maxlen = ARGV[2], ARGV[5]
 local count = tonumber(ARGV[6])
 local forced = ARGV[8] == '1'
 
-local returned = split(ARGV[11], ',')
-for i = 1, count do
-  local room = tonumber(returned[i]) or 0
-  if room > 0 then  -- never more than the open leases (see release.lua)
-    room = math.min(room, math.max(tonumber(redis.call('HGET', KEYS[4 + i], 'leased')) or 0, 0))
-  end
-  if room > 0 then
-    redis.call('HINCRBY', KEYS[4 + i], 'used', -room)
-    redis.call('HINCRBY', KEYS[4 + i], 'leased', -room)
-  end
-end
-
 local budgets = {}
-local next_pool_key = 5 + count
-local denied = false
-
-local function pools_of(budget)
-  local pools, index = {}, 0
-  for text in string.gmatch(budget.pools_text, '[^;]+') do
-    local amount, cap, expiry, id = string.match(text, '^(%d+),(-?%d+),(%d+),(.*)$')
-    pools[#pools + 1] = {key = KEYS[budget.pool_base + index], index = index + 1,
-      amount = amount, cap = tonumber(cap), expiry = expiry, id = id}
-    index = index + 1
-  end
-  return pools
+for i = 1, count do
+  budgets[i] = parse_budget(ARGV[11 + i])
+  budgets[i].crossed, budgets[i].verdict = '', 0
 end
+
+if ARGV[11] ~= '' then
+  local counters = {}
+  for i, budget in ipairs(budgets) do
+    counters[i] = budget.key
+  end
+  return_leases(returned, ARGV[4], counters, split(ARGV[11], ','))
+end
+
+local denied = false
 
 -- Draws the cost from the first active pool with room, for a full budget.
 local function draw_from_pool(budget)
   for _, pool in ipairs(pools_of(budget)) do
     if pool.cap < 0 or cost <= pool.cap then
       local used = redis.call('HINCRBY', pool.key, 'used', cost)
-      if used <= tonumber(pool.amount) then
+      if used <= pool.amount then
         pool.used, pool.first = used, used == cost
         budget.pool_target = pool
         return
@@ -115,33 +100,24 @@ end
 local function pool_would_take(budget)
   for _, pool in ipairs(pools_of(budget)) do
     local used = tonumber(redis.call('HGET', pool.key, 'used')) or 0
-    if (pool.cap < 0 or cost <= pool.cap) and used + cost <= tonumber(pool.amount) then
+    if (pool.cap < 0 or cost <= pool.cap) and used + cost <= pool.amount then
       return true
     end
   end
   return false
 end
 
-for i = 1, count do
-  local limit, enforce, expiry, first, users, described, pools = string.match(ARGV[11 + i],
-    '^(%d+)\t(%d)\t(%d+)\t(%d+)\t([^\t]*)\t([^\t]*)\t(.*)$')
-  local budget = {
-    key = KEYS[4 + i], limit = tonumber(limit), expiry = expiry,
-    first = tonumber(first), users = users, described = described, pools_text = pools,
-    pool_base = next_pool_key, crossed = '', verdict = 0,
-  }
-  next_pool_key = next_pool_key + select(2, string.gsub(pools, '[^;]+', ''))
-  budgets[i] = budget
+for _, budget in ipairs(budgets) do
   if not denied then
     budget.used = redis.call('HINCRBY', budget.key, 'used', cost)
-    if budget.used <= budget.limit or enforce == '0' or forced then
+    if budget.used <= budget.limit or not budget.enforces or forced then
       budget.added = true
       if budget.used > budget.limit then
         budget.verdict = 1
       end
     else
       budget.used = redis.call('HINCRBY', budget.key, 'used', -cost)
-      if pools ~= '' then
+      if budget.pools_text ~= '' then
         draw_from_pool(budget)
       end
       if not budget.pool_target then
@@ -151,7 +127,7 @@ for i = 1, count do
     end
   else
     budget.used = tonumber(redis.call('HGET', budget.key, 'used')) or 0
-    if enforce == '1' and budget.used + cost > budget.limit and not pool_would_take(budget) then
+    if budget.enforces and budget.used + cost > budget.limit and not pool_would_take(budget) then
       budget.verdict = 2
     end
   end

@@ -13,10 +13,8 @@
 -- indexes and history hashes the plan names, are touched too (same hash tags as
 -- when they were reserved).
 --
--- plan: budget lines, "\30", history lines. A budget line is counter key, limit,
---   expiry, users index, description (as in reserve.lua), and its pools as
---   "key\28amount\28expiry" entries joined by "\29"; fields joined by "\t". A history
---   line is "key\tspent-field\tcount-field".
+-- plan: budget records (see store/plans.py; parse_budget), "\30", history lines. A
+--   history line is "key\tspent-field\tcount-field".
 --
 -- ARGV[1] mode: "usage" | "expire-keep" | "expire-release"
 -- ARGV[2] actual cost, micro-USD (mode "usage")     ARGV[3] now (unix ms)
@@ -66,11 +64,13 @@ local delta = actual - (prior or 0)
 -- what spent + reserved changes by: the reservation turns into the actual cost
 local used_change = prior and delta or actual - cost
 for i, line in ipairs(split(plan[1], '\n')) do
-  local key, limit, expiry, users, described, pools = string.match(line,
-    '^([^\t]*)\t(%d+)\t(%d+)\t([^\t]*)\t([^\t]*)\t(.*)$')
+  local budget = parse_budget(line)
+  local key, limit, expiry = budget.key, budget.limit, budget.expiry
+  local users, described = budget.users, budget.described
   local choice = tonumber(choices[i]) or 0
   if choice > 0 then  -- the burst pool that took this budget's share
-    key, expiry = string.match(split(pools, '\29')[choice], '^([^\28]*)\28%d+\28(%d+)$')
+    local pool = pools_of(budget)[choice]
+    key, expiry = pool.key, pool.expiry
     users, described = '', ''
   end
   local used = redis.call('HINCRBY', key, 'used', used_change)
@@ -88,7 +88,7 @@ for i, line in ipairs(split(plan[1], '\n')) do
     local values = redis.call('HMGET', key, 'hwm', 'leased')
     local hwm = tonumber(values[1]) or 0
     if hwm < 100 then  -- judged on what is assigned to requests, without open leases
-      report_crossings(key, hwm, tonumber(limit), described, used - (tonumber(values[2]) or 0),
+      report_crossings(key, hwm, limit, described, used - (tonumber(values[2]) or 0),
         false, stream, maxlen, now)
     end
   end

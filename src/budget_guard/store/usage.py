@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from budget_guard.domain.budget import Budget, BurstPool
 from budget_guard.domain.periods import PeriodWindow
 from budget_guard.domain.resolution import BudgetSnapshot
+from budget_guard.store.errors import ledger_call
 from budget_guard.store.keys import KeySchema
 
 TOP_USERS = 5
@@ -78,6 +79,7 @@ class BudgetUsage:
         return self.used / self.effective_limit if self.effective_limit else 1.0
 
 
+@ledger_call
 async def read_usage(
     client: Redis,
     snapshot: BudgetSnapshot,
@@ -145,6 +147,7 @@ async def read_usage(
     return results
 
 
+@ledger_call
 async def read_daily_spend(
     client: Redis,
     budget: Budget,

@@ -15,15 +15,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from budget_guard.domain.decision import ChargePlanner
 from budget_guard.domain.manifest import ParsedManifests, parse_manifests
 from budget_guard.domain.pricing import PriceTable
 from budget_guard.domain.resolution import BudgetSnapshot
 from budget_guard.loaders.files import fingerprint, load_manifests, load_price_table, manifest_files
-from budget_guard.store.config import ConfigStore
+from budget_guard.store.errors import LedgerUnavailable
+from budget_guard.store.published_config import PublishedConfigStore
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +45,9 @@ class LabelValues:
 
 
 @dataclass(frozen=True)
-class CompiledConfig:
+class ActiveConfig:
+    """The configuration in force: budgets compiled for resolution, prices, labels."""
+
     version: str
     source: str
     snapshot: BudgetSnapshot
@@ -63,7 +63,7 @@ def compile_config(
     version: str,
     source: str,
     allowed: LabelValues | None = None,
-) -> CompiledConfig:
+) -> ActiveConfig:
     snapshot = BudgetSnapshot(parsed.budgets, parsed.pools, version)
     for rejection in snapshot.rejections:
         log.error("budget %s is not enforced: %s", rejection.id, rejection.message)
@@ -77,7 +77,7 @@ def compile_config(
         features=allowed.features if allowed and allowed.features else named.features,
         models=allowed.models if allowed and allowed.models else named.models,
     )
-    return CompiledConfig(
+    return ActiveConfig(
         version=version,
         source=source,
         snapshot=snapshot,
@@ -92,11 +92,11 @@ def compile_config(
 class ConfigHolder:
     """The one mutable cell: the hot path reads ``current``; reloaders replace it."""
 
-    current: CompiledConfig | None = None
+    current: ActiveConfig | None = None
     last_error: str | None = None
-    listeners: list[Callable[[CompiledConfig], None]] = field(default_factory=list)
+    listeners: list[Callable[[ActiveConfig], None]] = field(default_factory=list)
 
-    def install(self, config: CompiledConfig) -> None:
+    def install(self, config: ActiveConfig) -> None:
         previous = self.current
         self.current = config
         self.last_error = None
@@ -171,19 +171,17 @@ class FileSource:
                 self.load()
 
 
-class RedisSource:
+class PublishedSource:
     """Cluster mode: the operator's published document, on announcement and on a timer."""
 
     def __init__(
         self,
         holder: ConfigHolder,
-        client: Redis,
-        store: ConfigStore,
+        store: PublishedConfigStore,
         pricing: Path | None,
         allowed: LabelValues,
     ) -> None:
         self._holder = holder
-        self._client = client
         self._store = store
         self._pricing = pricing
         self._allowed = allowed
@@ -211,23 +209,14 @@ class RedisSource:
             return
         self._holder.install(config)
 
-    async def _version_changed(self) -> bool:
-        current = self._holder.current
-        return current is None or await self._store.version() != current.version
-
     async def watch(self, version_check_seconds: float) -> None:
-        """Reload on each pub/sub announcement, and check the version on a timer."""
+        """Reload on each announcement, and check the version on a timer."""
         while True:
             try:
-                async with self._client.pubsub() as pubsub:
-                    await pubsub.subscribe(self._store.keys.config_channel)
-                    await self.load()  # anything published while we were not listening
-                    while True:
-                        message = await pubsub.get_message(
-                            ignore_subscribe_messages=True, timeout=version_check_seconds
-                        )
-                        if message is not None or await self._version_changed():
-                            await self.load()
-            except (RedisError, OSError) as error:
+                async for _ in self._store.changes(version_check_seconds):
+                    current = self._holder.current
+                    if current is None or await self._store.version() != current.version:
+                        await self.load()
+            except LedgerUnavailable as error:
                 log.warning("config watch lost Redis (%s); retrying", error)
                 await asyncio.sleep(min(version_check_seconds, 2.0))

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 
+from budget_guard.store.errors import UNAVAILABLE, LedgerUnavailable, ledger_call
 from budget_guard.store.keys import KeySchema
 
 
@@ -39,11 +40,12 @@ def config_version(
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-class ConfigStore:
+class PublishedConfigStore:
     def __init__(self, client: Redis, keys: KeySchema | None = None) -> None:
         self.client = client
         self.keys = keys or KeySchema()
 
+    @ledger_call
     async def publish(
         self,
         budgets: Sequence[Mapping[str, Any]],
@@ -71,10 +73,12 @@ class ConfigStore:
             await pipeline.execute()
         return version, True
 
+    @ledger_call
     async def version(self) -> str | None:
         raw = await self.client.get(self.keys.config_version)
         return _text(raw) if raw is not None else None
 
+    @ledger_call
     async def read(self) -> PublishedConfig | None:
         raw = await self.client.get(self.keys.config_document)
         if raw is None:
@@ -86,3 +90,17 @@ class ConfigStore:
             burst_budgets=list(document.get("burstBudgets", [])),
             published_at=str(document.get("publishedAt", "")),
         )
+
+    async def changes(self, check_seconds: float) -> AsyncIterator[None]:
+        """Yields now, then whenever a new version may be there: on each announcement,
+        and every ``check_seconds`` (an announcement missed while not subscribed only
+        delays). Raises ``LedgerUnavailable`` when Redis fails; iterate again to resume."""
+        try:
+            async with self.client.pubsub() as pubsub:
+                await pubsub.subscribe(self.keys.config_channel)
+                yield  # anything published before the subscription
+                while True:
+                    await pubsub.get_message(ignore_subscribe_messages=True, timeout=check_seconds)
+                    yield
+        except UNAVAILABLE as error:
+            raise LedgerUnavailable.from_error(error) from error

@@ -1,0 +1,98 @@
+"""The check listener: every method and path is an Envoy ext_authz check.
+
+It runs on aiohttp's low-level server: every request is a check, so the application
+layer (router, middlewares, signals) would only add work per request. A check is
+taken on (``admission``), its body read, decided (``decide.Decider``), counted and
+answered; nothing else happens here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
+
+from budget_guard.webhook.admission import Admission
+from budget_guard.webhook.decide import CheckRequest, Decider
+from budget_guard.webhook.metrics import Metrics
+from budget_guard.webhook.responses import (
+    LEDGER_FAILURE_REASONS,
+    CheckAnswer,
+    error_answer,
+    overloaded_answer,
+)
+from budget_guard.webhook.settings import ListenSettings
+
+
+def strip_prefix(path: str, prefix: str) -> str:
+    """The client's path, without the prefix Envoy's ``path_prefix`` put before it."""
+    if prefix and path.startswith(prefix):
+        return path[len(prefix) :] or "/"
+    return path
+
+
+@dataclass
+class CheckService:
+    decider: Decider
+    admission: Admission
+    metrics: Metrics
+    listen: ListenSettings
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.perf_counter()
+        if not self.admission.enter():
+            answer = overloaded_answer(os.urandom(16).hex(), "too many checks in flight")
+        else:
+            try:
+                answer = await self._decide(request, started)
+            finally:
+                self.admission.leave()
+        self._count(answer, time.perf_counter() - started)
+        return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
+
+    async def _decide(self, request: web.BaseRequest, started: float) -> CheckAnswer:
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            limit = self.listen.max_body_bytes
+            return error_answer(
+                413, "body_too_large", f"the body exceeds {limit} bytes, the most that is checked"
+            )
+        path = strip_prefix(request.path_qs, self.listen.path_prefix)
+        return await self.decider.decide(
+            CheckRequest(request.method, path, request.headers, body, started)
+        )
+
+    def _count(self, answer: CheckAnswer, seconds: float) -> None:
+        metrics = self.metrics
+        metrics.count_decision(answer.decision, answer.reason, seconds)
+        if answer.reason in LEDGER_FAILURE_REASONS:
+            metrics.ledger_errors.labels("reserve").inc()
+            if answer.decision == "allow":
+                metrics.fail_open.inc()
+
+    def server(self, **handler_options: Any) -> web.Server:
+        """The listener's aiohttp server; bodies up to ``--max-body-bytes``."""
+        max_body_bytes = self.listen.max_body_bytes
+
+        def make_request(
+            message: RawRequestMessage,
+            payload: StreamReader,
+            protocol: RequestHandler,
+            writer: AbstractStreamWriter,
+            task: asyncio.Task[None],
+        ) -> web.BaseRequest:
+            loop = asyncio.get_running_loop()
+            return web.BaseRequest(
+                message, payload, protocol, writer, task, loop, client_max_size=max_body_bytes
+            )
+
+        return web.Server(self.handle, request_factory=make_request, **handler_options)

@@ -1,0 +1,88 @@
+"""How one webhook process reaches the ledger: two kinds of Redis connection, the
+leases it holds, and the journal of what it let through while Redis was away.
+
+- ``decisions``: reservations, pipelined on one connection (``store.channel``), whose
+  health is judged by ``--ledger-timeout-ms``;
+- ``operations``: everything else (commits, settlement, sweeps, reads, the config
+  watch), on pooled connections with a socket timeout of their own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from budget_guard.store.channel import ChannelSettings, LedgerChannel
+from budget_guard.store.errors import LedgerUnavailable
+from budget_guard.store.leases import LeaseSettings, LocalLeases
+from budget_guard.store.ledger import Ledger, LedgerSettings
+from budget_guard.store.scripts import RESERVE
+from budget_guard.webhook.journal import DegradedJournal
+from budget_guard.webhook.settings import WebhookSettings
+
+log = logging.getLogger(__name__)
+
+OPERATIONS_SOCKET_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass
+class LedgerAccess:
+    channel: LedgerChannel
+    decisions: Ledger
+    operations: Ledger
+    leases: LocalLeases
+    journal: DegradedJournal
+
+    @classmethod
+    def open(cls, settings: WebhookSettings) -> LedgerAccess:
+        url = settings.redis.url
+        ledger_timeout = settings.redis.timeout_ms / 1000
+        channel_settings = ChannelSettings(stall_timeout_seconds=ledger_timeout)
+        # No socket timeout and no retries on the decision client: the channel judges
+        # Redis's health itself, and a retry would only hide an outage from it.
+        decisions_client = Redis.from_url(
+            url,
+            socket_connect_timeout=channel_settings.connect_timeout_seconds,
+            socket_timeout=None,
+            max_connections=8,
+            retry=Retry(NoBackoff(), 0),
+        )
+        channel = LedgerChannel(
+            decisions_client.connection_pool, channel_settings, preload=[RESERVE.load_command]
+        )
+        operations_client = Redis.from_url(
+            url,
+            socket_connect_timeout=max(0.05, ledger_timeout),
+            socket_timeout=OPERATIONS_SOCKET_TIMEOUT_SECONDS,
+            max_connections=64,
+        )
+        ledger_settings = LedgerSettings(
+            reservation_ttl=dt.timedelta(seconds=settings.reservations.ttl_seconds),
+            expired_reservations=settings.reservations.expired,
+        )
+        decisions = Ledger(decisions_client, ledger_settings, channel=channel)
+        operations = Ledger(operations_client, ledger_settings)
+        leases = LocalLeases(decisions, LeaseSettings(enabled=settings.local_leases), operations)
+        return cls(channel, decisions, operations, leases, DegradedJournal(operations))
+
+    @property
+    def operations_client(self) -> Redis:
+        return self.operations.client
+
+    async def close(self, now: dt.datetime) -> None:
+        """Commit local decisions, give every lease back, record what failed open, and
+        close the connections: at shutdown."""
+        try:
+            await self.leases.close()
+        except LedgerUnavailable as error:
+            log.error("at shutdown, local decisions or leases could not be returned: %s", error)
+        if len(self.journal):
+            await self.journal.replay(now)  # last chance to record degraded spend
+        await self.channel.aclose()
+        await self.operations.client.aclose()
+        await self.decisions.client.aclose()
