@@ -49,7 +49,7 @@ ENFORCED = [
 ]
 
 
-def budget(conditions: list[dict[str, Any]] | None, state: str = "Ok") -> dict[str, Any]:
+def budget(conditions: list[dict[str, Any]] | None, summary: str = "Ok") -> dict[str, Any]:
     obj: dict[str, Any] = {
         "apiVersion": "budgetguard.io/v1alpha1",
         "kind": "LLMBudget",
@@ -57,7 +57,12 @@ def budget(conditions: list[dict[str, Any]] | None, state: str = "Ok") -> dict[s
         "spec": {"limit": "100.00"},
     }
     if conditions is not None:
-        obj["status"] = {"observedGeneration": 2, "state": state, "conditions": conditions}
+        obj["status"] = {
+            "observedGeneration": 2,
+            "state": summary.split()[0],  # the enum; the summary is the Status column
+            "summary": summary,
+            "conditions": conditions,
+        }
     return obj
 
 

@@ -16,7 +16,7 @@ from budget_guard.operator.status import (
     burst_status,
     changed,
     pool_phase,
-    reached_percent,
+    threshold_reached,
 )
 from budget_guard.store.usage import BudgetUsage, PoolUsage
 
@@ -79,7 +79,8 @@ def test_a_published_budget_is_ready_and_reports_spend() -> None:
     assert status["spent"] == "8.50"
     assert status["remaining"] == "1.50"
     assert status["utilizationPercent"] == "85.0%"
-    assert status["state"] == "SoftLimit 80%"
+    assert (status["state"], status["summary"]) == ("SoftLimit", "SoftLimit 80%")
+    assert status["thresholdReached"] == 80
     assert status["resetsAt"] == "2026-12-01T00:00:00Z"
     assert status["periodKey"] == "2026-11"
 
@@ -156,19 +157,19 @@ def test_alerts_condition_and_payloads() -> None:
     }
 
 
-def test_reached_percent_reads_the_status_conditions() -> None:
-    def status(soft: tuple[str, str], exhausted: str) -> dict[str, Any]:
-        return {
-            "conditions": [
-                {"type": c.SOFT_LIMIT_REACHED, "status": soft[0], "reason": soft[1]},
-                {"type": c.EXHAUSTED, "status": exhausted, "reason": "x"},
-            ]
-        }
+def test_the_threshold_reached_is_written_as_a_number() -> None:
+    compiled = compile_resources([llmbudget("acme", scope={"tenant": "acme"})], [])
+    key = "team/acme"
 
-    assert reached_percent({}) == 0
-    assert reached_percent(status(("False", c.BELOW_THRESHOLDS), "False")) == 0
-    assert reached_percent(status(("True", "Threshold80Reached"), "False")) == 80
-    assert reached_percent(status(("True", "Threshold90Reached"), "True")) == 100
+    def written(used: str) -> dict[str, Any]:
+        return dict(
+            budget_status(key, compiled, {key: 1}, usage_of(compiled, key, used), None, NOW)
+        )
+
+    below, soft, over = written("1"), written("9.1"), written("10.2")
+    assert [threshold_reached(s) for s in (below, soft, over, {})] == [0, 90, 100, 0]
+    assert [s["state"] for s in (below, soft, over)] == ["Ok", "SoftLimit", "Exhausted"]
+    assert [s["summary"] for s in (below, soft, over)] == ["Ok", "SoftLimit 90%", "Exhausted"]
 
 
 def test_burst_phases_and_status() -> None:

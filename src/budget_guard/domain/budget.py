@@ -65,8 +65,10 @@ class BudgetRef:
 
 SCOPE_FIELDS = ("tenant", "user", "tier", "feature", "model")
 # A scope or identity value: it becomes part of Redis keys and of comma-joined HTTP
-# headers, so no spaces, commas, braces, stars or control characters.
-_SCOPE_VALUE = re.compile(r"[^\s*{},\x00-\x1f\x7f]{1,253}")
+# headers, so no spaces, commas, braces, stars or control characters. One pattern for
+# the parser here and the CRD's CEL rule (RE2 reads it the same way).
+SCOPE_VALUE_PATTERN = r"[^\s*{},\x00-\x1f\x7f]{1,253}"
+_SCOPE_VALUE = re.compile(SCOPE_VALUE_PATTERN)
 SCOPE_VALUE_RULE = "1-253 characters without spaces, commas, braces or stars"
 
 
@@ -103,8 +105,16 @@ class Scope:
         explicit = 0 if self.is_user_template else 2
         return explicit + (1 if self.tier is not None else 0)
 
-    def describe(self) -> str:
-        parts = [f"{name}={value}" for name in SCOPE_FIELDS if (value := getattr(self, name))]
+    def describe(self, subject: str | None = None) -> str:
+        """``tenant=acme,user=*,tier=free``, or with ``subject`` the user a template
+        charges in place of ``*``; ``global`` for an empty scope."""
+        parts = []
+        for name in SCOPE_FIELDS:
+            value = getattr(self, name)
+            if name == "user" and self.is_user_template and subject is not None:
+                value = subject
+            if value:
+                parts.append(f"{name}={value}")
         return ",".join(parts) if parts else "global"
 
 

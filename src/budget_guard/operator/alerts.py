@@ -21,13 +21,19 @@ from typing import Any
 
 import aiohttp
 
-from budget_guard.operator import conditions as c
+from budget_guard.operator.conditions import (
+    ALERTS_CONFIGURED,
+    DELIVERED,
+    DELIVERY_FAILED,
+    SECRET_NAMESPACE_NOT_ALLOWED,
+    SECRET_NOT_FOUND,
+)
 from budget_guard.operator.kube import KubeApi, SecretMissing
 from budget_guard.operator.status import AlertState
 
 log = logging.getLogger(__name__)
 
-_SECRET_PROBLEMS = (c.SECRET_NOT_FOUND, c.SECRET_NAMESPACE_NOT_ALLOWED)
+_SECRET_PROBLEMS = (SECRET_NOT_FOUND, SECRET_NAMESPACE_NOT_ALLOWED)
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,7 @@ class AlertSender:
         if not spec.get("alerts"):
             return None
         return self._states.get(
-            budget_key, AlertState(True, c.ALERTS_CONFIGURED, "alerts are configured")
+            budget_key, AlertState(True, ALERTS_CONFIGURED, "alerts are configured")
         )
 
     async def verify(self, budget_key: str, namespace: str, spec: Mapping[str, Any]) -> None:
@@ -137,7 +143,7 @@ class AlertSender:
                 async with self._session.post(url, json=body, timeout=timeout) as response:
                     if response.status < 300:
                         self._states[alert.budget] = AlertState(
-                            True, c.DELIVERED, f"last alert ({alert.kind}) delivered"
+                            True, DELIVERED, f"last alert ({alert.kind}) delivered"
                         )
                         return
                     last_error = f"HTTP {response.status}"
@@ -153,7 +159,7 @@ class AlertSender:
             )
             self._states[alert.budget] = AlertState(
                 False,
-                c.DELIVERY_FAILED,
+                DELIVERY_FAILED,
                 f"{alert.kind} alert not delivered after {attempt} attempts: {last_error}",
             )
             if attempt < self._attempts:
@@ -168,7 +174,7 @@ class AlertSender:
                 f"operator may not read Secrets; allowed: {', '.join(sorted(allowed))}. Move "
                 "the Secret to one of them (and set spec.alerts.secretRef.namespace), or allow "
                 "the namespace (Helm value operator.alertSecretNamespaces).",
-                c.SECRET_NAMESPACE_NOT_ALLOWED,
+                SECRET_NAMESPACE_NOT_ALLOWED,
             )
         return await self._kube.secret_value(location.namespace, location.name, location.key)
 

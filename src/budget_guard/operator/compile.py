@@ -7,10 +7,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from budget_guard.domain.budget import Budget, BurstPool
+from budget_guard.domain.budget import SCOPE_FIELDS, Budget, BurstPool, Scope
 from budget_guard.domain.manifest import ManifestError, parse_budget, parse_burst_budget
 from budget_guard.domain.resolution import BudgetSnapshot
-from budget_guard.operator import conditions as c
+from budget_guard.operator.conditions import (
+    INVALID_SPEC,
+    INVALID_TIME_ZONE,
+)
 
 Manifest = Mapping[str, Any]
 T = TypeVar("T")
@@ -23,13 +26,21 @@ class Problem:
 
 
 @dataclass(frozen=True)
-class Compiled:
+class CompiledResources:
     snapshot: BudgetSnapshot
     budgets: dict[str, Budget]  # accepted, by namespace/name
     pools: dict[str, BurstPool]  # accepted, by namespace/name
     problems: dict[str, Problem]  # rejected budgets and pools, by namespace/name
     manifests: dict[str, Manifest]  # every live resource seen, by namespace/name
     generations: dict[str, int] = field(default_factory=dict)  # accepted ones, as published
+
+    def scope_summary(self, key: str) -> str:
+        """The Scope column: the parsed scope, or the written one of a rejected budget."""
+        budget = self.budgets.get(key)
+        if budget is not None:
+            return budget.scope.describe()
+        written = self.manifests[key].get("spec", {}).get("scope") or {}
+        return Scope(**{k: written.get(k) for k in SCOPE_FIELDS}).describe()
 
     def publishable(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The accepted manifests, trimmed to what the webhooks need."""
@@ -73,7 +84,7 @@ def _published(manifest: Manifest) -> dict[str, Any]:
 
 
 def _problem(error: ManifestError) -> Problem:
-    reason = c.INVALID_TIME_ZONE if error.field == "spec.timeZone" else c.INVALID_SPEC
+    reason = INVALID_TIME_ZONE if error.field == "spec.timeZone" else INVALID_SPEC
     return Problem(reason, str(error))
 
 
@@ -97,7 +108,7 @@ def _parse_live(
     return parsed
 
 
-def compile_resources(budgets: Iterable[Manifest], bursts: Iterable[Manifest]) -> Compiled:
+def compile_resources(budgets: Iterable[Manifest], bursts: Iterable[Manifest]) -> CompiledResources:
     """Validate every live resource (ones being deleted are left out) and compile."""
     manifests: dict[str, Manifest] = {}
     problems: dict[str, Problem] = {}
@@ -108,7 +119,7 @@ def compile_resources(budgets: Iterable[Manifest], bursts: Iterable[Manifest]) -
         problems[rejection.id] = Problem(rejection.reason, rejection.message)
     accepted = {budget.id: budget for budget in snapshot.budgets}
     pools = {pool.id: pool for pool in snapshot.pools}
-    return Compiled(
+    return CompiledResources(
         snapshot=snapshot,
         budgets=accepted,
         pools=pools,

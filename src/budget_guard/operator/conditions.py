@@ -8,7 +8,21 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
+
+from budget_guard.domain.instants import rfc3339
+
+
+class Condition(TypedDict):
+    """metav1.Condition, as the CRDs' status schema has it."""
+
+    type: str
+    status: str  # True, False or Unknown
+    reason: str
+    message: str
+    lastTransitionTime: str
+    observedGeneration: int
+
 
 ACCEPTED = "Accepted"
 ENFORCED = "Enforced"
@@ -52,10 +66,6 @@ def threshold_reason(percent: int) -> str:
     return f"Threshold{percent}Reached"
 
 
-def rfc3339(instant: dt.datetime) -> str:
-    return instant.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def condition(
     kind: str,
     true: bool,
@@ -64,7 +74,7 @@ def condition(
     generation: int,
     previous: Sequence[Mapping[str, Any]],
     now: dt.datetime,
-) -> dict[str, Any]:
+) -> Condition:
     """A condition, keeping its lastTransitionTime while its status stays the same."""
     status = "True" if true else "False"
     transition = rfc3339(now)

@@ -15,7 +15,9 @@ from typing import Any
 from budget_guard.domain.budget import (
     DEFAULT_FAIL_OPEN_PERCENT,
     DEFAULT_THRESHOLDS,
+    HARD_LIMIT_PERCENT,
     SCOPE_FIELDS,
+    SCOPE_VALUE_PATTERN,
     SCOPE_VALUE_RULE,
     Enforcement,
     FailureMode,
@@ -30,13 +32,14 @@ from budget_guard.domain.manifest import (
 )
 from budget_guard.domain.money import MAX_DECIMALS
 from budget_guard.domain.periods import Period
+from budget_guard.operator.status import BudgetState, PoolPhase
 
 CATEGORY = "budgets"
 
 # A positive decimal amount of USD with at most six decimals, as a string.
 _AMOUNT = r"^[0-9]+(\.[0-9]{1,6})?$"
 _ZERO = r"^0+(\.0+)?$"
-_SCOPE_VALUE = r"^[^\s*{},]{1,253}$"
+_SCOPE_VALUE = f"^{SCOPE_VALUE_PATTERN}$"
 
 
 def _rule(rule: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -448,10 +451,23 @@ def _budget_status() -> dict[str, Any]:
         "Written by the operator: validation, enforcement and spend in the current period.",
         {
             "state": _text(
-                "The Status column: Ok, SoftLimit <n>% (the highest threshold reached), "
-                "Exhausted, Rejected (see Accepted), Pending (not enforced yet), or "
-                '"<n> users exhausted" for a per-user template.'
+                "Where the budget stands: Pending (this generation is not enforced yet), Ok, "
+                "SoftLimit (past a soft threshold: see thresholdReached), Exhausted "
+                "(requests are denied until the period resets), UsersExhausted (a per-user "
+                "template some of whose users used their quota) or Rejected (see Accepted).",
+                enum=[state.value for state in BudgetState],
             ),
+            "summary": _text(
+                "The Status column: the state in words (Ok, SoftLimit 80%, Exhausted, "
+                '"3 users exhausted", ...).'
+            ),
+            "thresholdReached": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": HARD_LIMIT_PERCENT,
+                "description": "The highest threshold reached this period, in percent: 0 "
+                "below the first, a soft threshold, or 100 when the limit is reached.",
+            },
             "scopeSummary": _text("The Scope column: the scope as tenant=...,user=..., or global."),
             "periodKey": _text(
                 "The current period: 2026-11-28, 2026-W48, 2026-11, 2026-Q4 or 2026."
@@ -508,7 +524,7 @@ def _burst_status() -> dict[str, Any]:
             "phase": _text(
                 "Pending (before validFrom), Active, Exhausted (its amount is spent) or "
                 "Expired (past validUntil).",
-                enum=["Pending", "Active", "Exhausted", "Expired"],
+                enum=[phase.value for phase in PoolPhase],
             ),
             "spent": _usd("Drawn from the pool."),
             "remaining": _usd("Left in the pool."),
@@ -599,7 +615,7 @@ def llmbudget_crd() -> dict[str, Any]:
             _column("Period", ".spec.period"),
             _column("Spent", ".status.spent"),
             _column("Used", ".status.utilizationPercent"),
-            _column("Status", ".status.state"),
+            _column("Status", ".status.summary"),
             _column("Resets", ".status.resetsAt"),
             _column("Age", ".metadata.creationTimestamp", "date"),
         ],

@@ -1,20 +1,123 @@
 """The status of each resource: from its validation, the published config, and spend.
 
-Pure functions: what to write, given what is known. The controller decides when.
+Typed as the CRDs' status schema has it (``operator/crds.py`` documents every field;
+a test checks that everything written here is in the schema). Pure functions: what to
+write, given what is known. The status sync decides when.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, NotRequired, TypedDict
 
-from budget_guard.domain.budget import Budget, BurstPool
+from budget_guard.domain.budget import HARD_LIMIT_PERCENT, Budget, BurstPool
+from budget_guard.domain.instants import rfc3339
 from budget_guard.domain.money import format_usd
-from budget_guard.operator import conditions as c
-from budget_guard.operator.compile import Compiled, Problem
+from budget_guard.operator.compile import CompiledResources, Problem
+from budget_guard.operator.conditions import (
+    ACCEPTED,
+    ALERTS_READY,
+    BELOW_THRESHOLDS,
+    BURST_ACTIVE,
+    BURST_POOL_ACTIVE,
+    ENFORCED,
+    EXHAUSTED,
+    LIMIT_REACHED,
+    NO_ACTIVE_BURST,
+    NOT_PUBLISHED,
+    PUBLISHED,
+    READY,
+    REJECTED,
+    SOFT_LIMIT_REACHED,
+    VALID,
+    WITHIN_LIMIT,
+    Condition,
+    condition,
+    threshold_reason,
+)
 from budget_guard.store.usage import BudgetUsage, PoolUsage
+
+
+class BudgetState(StrEnum):
+    """``status.state`` of an LLMBudget."""
+
+    PENDING = "Pending"  # not enforced yet (this generation is not published)
+    OK = "Ok"  # enforced, below its first soft threshold
+    SOFT_LIMIT = "SoftLimit"  # past a soft threshold (status.thresholdReached says which)
+    EXHAUSTED = "Exhausted"  # the limit is reached: requests are denied
+    USERS_EXHAUSTED = "UsersExhausted"  # a per-user template: some users used their quota
+    REJECTED = "Rejected"  # invalid: the Accepted condition says what to fix
+
+
+class PoolPhase(StrEnum):
+    """``status.phase`` of a BurstBudget."""
+
+    PENDING = "Pending"  # before validFrom
+    ACTIVE = "Active"
+    EXHAUSTED = "Exhausted"  # its amount is spent
+    EXPIRED = "Expired"  # past validUntil
+
+
+class TopUser(TypedDict):
+    user: str
+    spent: str
+
+
+class UsersStatus(TypedDict):
+    tracked: int
+    exhausted: int
+    top: list[TopUser]
+
+
+class PoolStatus(TypedDict):
+    name: str
+    amount: str
+    used: str
+    remaining: str
+    validUntil: str
+
+
+class LLMBudgetStatus(TypedDict):
+    observedGeneration: int
+    conditions: list[Condition]
+    state: str  # a BudgetState
+    summary: str  # the Status column: "SoftLimit 80%", "3 users exhausted", ...
+    scopeSummary: str
+    thresholdReached: NotRequired[int]  # 0, a soft threshold's percent, or 100
+    periodKey: NotRequired[str]
+    periodStart: NotRequired[str]
+    resetsAt: NotRequired[str]
+    effectiveLimit: NotRequired[str]
+    spent: NotRequired[str]
+    reserved: NotRequired[str]
+    remaining: NotRequired[str]
+    utilization: NotRequired[str]
+    utilizationPercent: NotRequired[str]
+    users: NotRequired[UsersStatus]
+    burstPools: NotRequired[list[PoolStatus]]
+
+
+class BurstReview(TypedDict):
+    spent: str
+    requests: int
+    peakDay: str
+    peakDaySpent: str
+    approvedBy: str
+    reason: str
+    endedAt: str
+
+
+class BurstBudgetStatus(TypedDict):
+    observedGeneration: int
+    conditions: list[Condition]
+    phase: NotRequired[str]  # a PoolPhase
+    spent: NotRequired[str]
+    remaining: NotRequired[str]
+    requests: NotRequired[int]
+    review: NotRequired[BurstReview]
 
 
 @dataclass(frozen=True)
@@ -24,12 +127,10 @@ class AlertState:
     message: str
 
 
-def _scope_summary(budget_manifest: Mapping[str, Any]) -> str:
-    scope = budget_manifest.get("spec", {}).get("scope") or {}
-    parts = [
-        f"{k}={scope[k]}" for k in ("tenant", "user", "tier", "feature", "model") if scope.get(k)
-    ]
-    return ",".join(parts) or "global"
+def threshold_reached(status: Mapping[str, Any]) -> int:
+    """The highest crossing a written status shows (0 none, 100 exhausted)."""
+    value = status.get("thresholdReached", 0)
+    return value if isinstance(value, int) else 0
 
 
 def _previous(manifest: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
@@ -46,41 +147,33 @@ def _reached(budget: Budget, usage: BudgetUsage) -> int | None:
     return max(reached) if reached else None
 
 
-def reached_percent(status: Mapping[str, Any]) -> int:
-    """The highest crossing a status shows: 100 when exhausted, else the soft threshold."""
-    reasons = {
-        cond.get("type"): (cond.get("status"), str(cond.get("reason", "")))
-        for cond in status.get("conditions") or []
-    }
-    if reasons.get(c.EXHAUSTED, ("", ""))[0] == "True":
-        return 100
-    state, reason = reasons.get(c.SOFT_LIMIT_REACHED, ("", ""))
-    if state == "True" and reason.startswith("Threshold") and reason.endswith("Reached"):
-        digits = reason.removeprefix("Threshold").removesuffix("Reached")
-        return int(digits) if digits.isdigit() else 0
-    return 0
+def _exhausted(usage: BudgetUsage) -> bool:
+    return usage.used >= usage.effective_limit or usage.reported_percent >= HARD_LIMIT_PERCENT
 
 
-def pool_phase(pool: BurstPool, usage: PoolUsage | None, now: dt.datetime) -> str:
+def pool_phase(pool: BurstPool, usage: PoolUsage | None, now: dt.datetime) -> PoolPhase:
     if now < pool.valid_from:
-        return "Pending"
+        return PoolPhase.PENDING
     if usage is not None and (
         usage.exhausted_at_ms is not None or usage.used >= pool.amount_micros
     ):
-        return "Exhausted"
+        return PoolPhase.EXHAUSTED
     if now >= pool.valid_until:
-        return "Expired"
-    return "Active"
+        return PoolPhase.EXPIRED
+    return PoolPhase.ACTIVE
+
+
+ConditionFor = Callable[[str, bool, str, str], Condition]
 
 
 def budget_status(
     key: str,
-    compiled: Compiled,
+    compiled: CompiledResources,
     published: Mapping[str, int],
     usage: BudgetUsage | None,
     alerts: AlertState | None,
     now: dt.datetime,
-) -> dict[str, Any]:
+) -> LLMBudgetStatus:
     """The whole status of the LLMBudget ``key`` (namespace/name)."""
     manifest = compiled.manifests[key]
     generation = _generation(manifest)
@@ -89,159 +182,173 @@ def budget_status(
     budget = compiled.budgets.get(key)
     in_force = budget is not None and published.get(key) == generation
 
-    def cond(kind: str, true: bool, reason: str, message: str) -> dict[str, Any]:
-        return c.condition(kind, true, reason, message, generation, previous, now)
+    def cond(kind: str, true: bool, reason: str, message: str) -> Condition:
+        return condition(kind, true, reason, message, generation, previous, now)
 
-    conditions = [
-        cond(c.ACCEPTED, False, problem.reason, problem.message)
-        if problem is not None
-        else cond(c.ACCEPTED, True, c.VALID, "the budget is valid"),
-        cond(
-            c.ENFORCED,
-            in_force,
-            c.PUBLISHED if in_force else (c.REJECTED if problem else c.NOT_PUBLISHED),
-            "the webhooks enforce this generation"
-            if in_force
-            else ("not enforced: " + problem.message if problem else "not published yet"),
-        ),
-        cond(
-            c.READY,
-            in_force,
-            c.READY if in_force else c.NOT_PUBLISHED,
-            "accepted and enforced" if in_force else "not ready",
-        ),
-    ]
-    status: dict[str, Any] = {
+    state = (
+        BudgetState.REJECTED if problem else (BudgetState.OK if in_force else BudgetState.PENDING)
+    )
+    status: LLMBudgetStatus = {
         "observedGeneration": generation,
-        "scopeSummary": _scope_summary(manifest),
-        "state": "Rejected" if problem else ("Ok" if in_force else "Pending"),
+        "conditions": _validity_conditions(problem, in_force, cond),
+        "state": state.value,
+        "summary": state.value,
+        "scopeSummary": compiled.scope_summary(key),
     }
     if budget is not None and usage is not None:
-        status |= _spend(budget, usage)
-        conditions += _spend_conditions(budget, usage, cond)
-        status["state"] = _state(budget, usage) if in_force else "Pending"
+        _add_spend(status, budget, usage)
+        status["conditions"] += _spend_conditions(budget, usage, cond)
+        if in_force:
+            _add_state(status, budget, usage)
     if alerts is not None:
-        conditions.append(cond(c.ALERTS_READY, alerts.ok, alerts.reason, alerts.message))
-    status["conditions"] = conditions
+        status["conditions"].append(cond(ALERTS_READY, alerts.ok, alerts.reason, alerts.message))
     return status
 
 
-def _spend(budget: Budget, usage: BudgetUsage) -> dict[str, Any]:
+def _validity_conditions(
+    problem: Problem | None, in_force: bool, cond: ConditionFor
+) -> list[Condition]:
+    accepted = (
+        cond(ACCEPTED, False, problem.reason, problem.message)
+        if problem is not None
+        else cond(ACCEPTED, True, VALID, "the budget is valid")
+    )
+    if in_force:
+        enforced_reason, enforced_message = PUBLISHED, "the webhooks enforce this generation"
+    elif problem is not None:
+        enforced_reason, enforced_message = REJECTED, "not enforced: " + problem.message
+    else:
+        enforced_reason, enforced_message = NOT_PUBLISHED, "not published yet"
+    return [
+        accepted,
+        cond(ENFORCED, in_force, enforced_reason, enforced_message),
+        cond(
+            READY,
+            in_force,
+            READY if in_force else NOT_PUBLISHED,
+            "accepted and enforced" if in_force else "not ready",
+        ),
+    ]
+
+
+def _add_spend(status: LLMBudgetStatus, budget: Budget, usage: BudgetUsage) -> None:
     window = usage.window
-    fields: dict[str, Any] = {
-        "periodKey": window.key,
-        "periodStart": c.rfc3339(window.start),
-        "resetsAt": c.rfc3339(window.end),
-        "effectiveLimit": format_usd(usage.effective_limit),
-    }
+    status["periodKey"] = window.key
+    status["periodStart"] = rfc3339(window.start)
+    status["resetsAt"] = rfc3339(window.end)
+    status["effectiveLimit"] = format_usd(usage.effective_limit)
     if budget.scope.is_user_template:
-        fields["users"] = {
+        status["users"] = {
             "tracked": usage.users_tracked,
             "exhausted": usage.users_exhausted,
             "top": [{"user": user, "spent": format_usd(used)} for user, used in usage.top_users],
         }
     else:
-        fields |= {
-            "spent": format_usd(usage.spent),
-            "reserved": format_usd(usage.reserved),
-            "remaining": format_usd(usage.remaining),
-            "utilization": f"{usage.utilization:.4f}",
-            "utilizationPercent": f"{usage.utilization * 100:.1f}%",
-        }
+        status["spent"] = format_usd(usage.spent)
+        status["reserved"] = format_usd(usage.reserved)
+        status["remaining"] = format_usd(usage.remaining)
+        status["utilization"] = f"{usage.utilization:.4f}"
+        status["utilizationPercent"] = f"{usage.utilization * 100:.1f}%"
     if usage.pools:
-        fields["burstPools"] = [
+        status["burstPools"] = [
             {
                 "name": pool.pool.ref.name,
                 "amount": format_usd(pool.pool.amount_micros),
                 "used": format_usd(pool.used),
                 "remaining": format_usd(pool.remaining),
-                "validUntil": c.rfc3339(pool.pool.valid_until),
+                "validUntil": rfc3339(pool.pool.valid_until),
             }
             for pool in usage.pools
         ]
-    return fields
 
 
-def _spend_conditions(budget: Budget, usage: BudgetUsage, cond: Any) -> list[dict[str, Any]]:
+def _add_state(status: LLMBudgetStatus, budget: Budget, usage: BudgetUsage) -> None:
+    if budget.scope.is_user_template:
+        exhausted = usage.users_exhausted
+        state = BudgetState.USERS_EXHAUSTED if exhausted else BudgetState.OK
+        status["state"] = state.value
+        status["summary"] = f"{exhausted} users exhausted" if exhausted else state.value
+        return
+    reached = _reached(budget, usage)
+    if _exhausted(usage):
+        status["state"] = status["summary"] = BudgetState.EXHAUSTED.value
+        status["thresholdReached"] = HARD_LIMIT_PERCENT
+    elif reached is not None:
+        status["state"] = BudgetState.SOFT_LIMIT.value
+        status["summary"] = f"SoftLimit {reached}%"
+        status["thresholdReached"] = reached
+    else:
+        status["thresholdReached"] = 0
+
+
+def _spend_conditions(budget: Budget, usage: BudgetUsage, cond: ConditionFor) -> list[Condition]:
     period = budget.period.value.lower()
     if budget.scope.is_user_template:
         exhausted = usage.users_exhausted
         return [
             cond(
-                c.EXHAUSTED,
+                EXHAUSTED,
                 exhausted > 0,
-                c.LIMIT_REACHED if exhausted else c.WITHIN_LIMIT,
+                LIMIT_REACHED if exhausted else WITHIN_LIMIT,
                 f"{exhausted} of {usage.users_tracked} users have used their {period} quota",
             ),
         ]
     reached = _reached(budget, usage)
     used, limit = format_usd(usage.used), format_usd(usage.effective_limit)
-    exhausted = usage.used >= usage.effective_limit or usage.reported_percent >= 100
+    exhausted = _exhausted(usage)
     active_pools = [p.pool.ref.name for p in usage.pools if p.activated_at_ms and p.remaining > 0]
     return [
         cond(
-            c.SOFT_LIMIT_REACHED,
+            SOFT_LIMIT_REACHED,
             reached is not None,
-            c.threshold_reason(reached) if reached is not None else c.BELOW_THRESHOLDS,
+            threshold_reason(reached) if reached is not None else BELOW_THRESHOLDS,
             f"{reached}% of the {period} limit used (${used} of ${limit})"
             if reached is not None
             else f"${used} of ${limit} used this {period} period",
         ),
         cond(
-            c.EXHAUSTED,
+            EXHAUSTED,
             exhausted,
-            c.LIMIT_REACHED if exhausted else c.WITHIN_LIMIT,
-            f"${used} of ${limit} used; requests are denied until {c.rfc3339(usage.window.end)}"
+            LIMIT_REACHED if exhausted else WITHIN_LIMIT,
+            f"${used} of ${limit} used; requests are denied until {rfc3339(usage.window.end)}"
             if exhausted
             else f"${format_usd(usage.remaining)} left",
         ),
         cond(
-            c.BURST_ACTIVE,
+            BURST_ACTIVE,
             bool(active_pools),
-            c.BURST_POOL_ACTIVE if active_pools else c.NO_ACTIVE_BURST,
+            BURST_POOL_ACTIVE if active_pools else NO_ACTIVE_BURST,
             f"drawing from {', '.join(active_pools)}" if active_pools else "no burst pool in use",
         ),
     ]
 
 
-def _state(budget: Budget, usage: BudgetUsage) -> str:
-    if budget.scope.is_user_template:
-        exhausted = usage.users_exhausted
-        return f"{exhausted} users exhausted" if exhausted else "Ok"
-    if usage.used >= usage.effective_limit or usage.reported_percent >= 100:
-        return "Exhausted"
-    reached = _reached(budget, usage)
-    return f"SoftLimit {reached}%" if reached is not None else "Ok"
-
-
 def burst_status(
     key: str,
-    compiled: Compiled,
+    compiled: CompiledResources,
     usage: PoolUsage | None,
-    review: Mapping[str, Any] | None,
+    review: BurstReview | None,
     now: dt.datetime,
-) -> dict[str, Any]:
+) -> BurstBudgetStatus:
     manifest = compiled.manifests[key]
     generation = _generation(manifest)
     previous = _previous(manifest)
     problem = compiled.problems.get(key)
     pool = compiled.pools.get(key)
     accepted = (
-        c.condition(c.ACCEPTED, False, problem.reason, problem.message, generation, previous, now)
+        condition(ACCEPTED, False, problem.reason, problem.message, generation, previous, now)
         if problem is not None
-        else c.condition(
-            c.ACCEPTED, True, c.VALID, "the burst pool is valid", generation, previous, now
-        )
+        else condition(ACCEPTED, True, VALID, "the burst pool is valid", generation, previous, now)
     )
-    status: dict[str, Any] = {"observedGeneration": generation, "conditions": [accepted]}
+    status: BurstBudgetStatus = {"observedGeneration": generation, "conditions": [accepted]}
     if pool is None:
         return status
-    status["phase"] = pool_phase(pool, usage, now)
+    status["phase"] = pool_phase(pool, usage, now).value
     status["spent"] = format_usd(usage.used if usage else 0)
     status["remaining"] = format_usd(usage.remaining if usage else pool.amount_micros)
     status["requests"] = usage.requests if usage else 0
     if review is not None:
-        status["review"] = dict(review)
+        status["review"] = review
     return status
 
 

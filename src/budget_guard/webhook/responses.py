@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from budget_guard.domain.budget import Budget
 from budget_guard.domain.decision import BudgetState, BudgetVerdict, Decision
+from budget_guard.domain.instants import rfc3339
 from budget_guard.domain.money import format_usd
 from budget_guard.domain.periods import Period
 
@@ -55,10 +56,6 @@ class CheckAnswer(NamedTuple):  # per request: a NamedTuple is cheap to build
     reason: str
 
 
-def rfc3339(instant: dt.datetime) -> str:
-    return instant.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def humanize(seconds: int) -> str:
     """3h 12m, 2d 4h, 12m 5s, 45s: the two largest units that matter."""
     if seconds < 60:
@@ -71,18 +68,6 @@ def humanize(seconds: int) -> str:
         return f"{hours}h {minutes}m" if minutes else f"{hours}h"
     days, hours = divmod(hours, 24)
     return f"{days}d {hours}h" if hours else f"{days}d"
-
-
-def scope_text(budget: Budget, subject: str | None) -> str:
-    scope = budget.scope
-    parts = []
-    for name in ("tenant", "user", "tier", "feature", "model"):
-        value = getattr(scope, name)
-        if name == "user" and scope.is_user_template:
-            value = subject
-        if value:
-            parts.append(f"{name}={value}")
-    return ",".join(parts) or "global"
 
 
 def whose(budget: Budget, subject: str | None) -> str:
@@ -195,7 +180,7 @@ def _budget_exceeded(
         )
     if budget.upgrade_url:
         message += f" To raise the limit: {budget.upgrade_url}"
-    scope = scope_text(budget, charge.subject)
+    scope = budget.scope.describe(charge.subject)
     body = {
         "type": "budget_exceeded",
         "code": "budget_exceeded",

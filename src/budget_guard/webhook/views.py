@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from budget_guard.domain.instants import rfc3339
 from budget_guard.domain.money import format_usd
 from budget_guard.store.usage import BudgetUsage
 from budget_guard.webhook.active_config import ActiveConfig
-from budget_guard.webhook.responses import rfc3339
 
 
 def budget_status(usage: BudgetUsage) -> str:
