@@ -134,11 +134,6 @@ class BudgetState(NamedTuple):
         return max(0, self.charge.effective_limit - self.used)
 
     @property
-    def utilization_percent(self) -> float:
-        limit = self.charge.effective_limit
-        return 100.0 * self.used / limit if limit else 100.0
-
-    @property
     def reached_threshold(self) -> int | None:
         """The highest soft threshold this budget's usage has reached, if any."""
         amounts = self.charge.threshold_amounts
@@ -150,9 +145,15 @@ class BudgetState(NamedTuple):
             highest -= 1
         return thresholds[highest]
 
-    @property
-    def exhausted(self) -> bool:
-        return self.used >= self.charge.effective_limit
+
+class AllowSummary(NamedTuple):
+    """What an allowed decision tells the caller, gathered in one pass over its budgets."""
+
+    remaining: int | None  # the least room left among enforced budgets (or their pools)
+    soft_limit: int | None  # the highest soft threshold any budget has reached
+    model_override: str | None  # a cheaper model a budget past its first threshold suggests
+    burst_pools: tuple[str, ...]  # the pools that took the request
+    would_deny: tuple[str, ...]  # Observe budgets that would have denied it
 
 
 class Decision(NamedTuple):
@@ -169,39 +170,33 @@ class Decision(NamedTuple):
             return None
         return max(denying, key=lambda s: (s.charge.window.end, -s.remaining))
 
-    @property
-    def tightest(self) -> BudgetState | None:
-        """The enforced budget with the least room left after this decision."""
-        enforced = [s for s in self.states if s.charge.budget.enforces]
-        return min(enforced, key=lambda s: s.remaining) if enforced else None
-
-    @property
-    def would_deny(self) -> tuple[BudgetState, ...]:
-        return tuple(s for s in self.states if s.verdict is BudgetVerdict.WOULD_DENY)
-
-    @property
-    def soft_limit(self) -> int | None:
-        """The highest soft threshold any applicable budget has reached."""
-        reached = [t for s in self.states if (t := s.reached_threshold) is not None]
-        return max(reached) if reached else None
-
-    @property
-    def burst_pools(self) -> tuple[BurstPool, ...]:
-        return tuple(s.pool for s in self.states if s.pool is not None)
-
-    def model_override(self, model: str | None) -> str | None:
-        """A cheaper model suggested by a budget past its first soft threshold."""
-        if model is None:
-            return None
+    def summary(self, model: str | None) -> AllowSummary:
+        """Remaining room, soft limit, model downgrade, pools and would-deny, in one pass
+        (this runs for every allowed request)."""
+        remaining: int | None = None
+        soft_limit: int | None = None
+        override: str | None = None
+        pools: list[str] = []
+        would_deny: list[str] = []
         for state in self.states:
-            degrade = state.charge.budget.degrade_models
-            amounts = state.charge.threshold_amounts
-            past_first = (
-                state.used >= amounts[0] if amounts else state.used >= state.charge.effective_limit
+            budget = state.charge.budget
+            if budget.enforces:
+                room = state.remaining
+                if remaining is None or room < remaining:
+                    remaining = room
+            reached = state.reached_threshold
+            if reached is not None:
+                soft_limit = reached if soft_limit is None else max(soft_limit, reached)
+            past_first = reached is not None or (
+                not state.charge.threshold_amounts and state.used >= state.charge.effective_limit
             )
-            if past_first and model in degrade:
-                return degrade[model]
-        return None
+            if past_first and override is None and model is not None and budget.degrade_models:
+                override = budget.degrade_models.get(model)
+            if state.pool is not None:
+                pools.append(state.pool.id)
+            if state.verdict is BudgetVerdict.WOULD_DENY:
+                would_deny.append(budget.id)
+        return AllowSummary(remaining, soft_limit, override, tuple(pools), tuple(would_deny))
 
 
 def percent_of(used: int, limit: int) -> float:

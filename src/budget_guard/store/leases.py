@@ -182,7 +182,7 @@ class LocalLeases:
         returns = self._detach_leases(charges)
         returning = [(lease.counter, lease.room) for lease in returns if lease is not None]
         wants = [] if retry else self._wants(charges, cost)
-        counters = self._counter_keys(charges)
+        counters = self.counters_of(charges)
         marker = f"{request_id}:retry" if retry else request_id  # once per attempt
         asking = [(key, want) for key, want in zip(counters, wants, strict=False) if want]
         _add(self._returning, returning)
@@ -212,7 +212,8 @@ class LocalLeases:
             self._take(charges, decision.states, grants)
         return decision
 
-    def _counter_keys(self, charges: Sequence[BudgetCharge]) -> list[str]:
+    def counters_of(self, charges: Sequence[BudgetCharge]) -> list[str]:
+        """The counter key of each charge, in order."""
         keys = self.ledger.keys
         return [keys.counter(c.budget, c.window, c.subject) for c in charges]
 

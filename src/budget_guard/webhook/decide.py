@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from redis.exceptions import RedisError
 
@@ -22,7 +22,6 @@ from budget_guard.domain.pricing import PricedModel, UnknownModelError, Usage
 from budget_guard.domain.resolution import Attribution, RequestIdentity
 from budget_guard.domain.tokens import RequestEstimator, TokenEstimate
 from budget_guard.store.errors import LedgerUnavailable
-from budget_guard.store.leases import LocalLeases
 from budget_guard.store.ledger import RequestIdTaken
 from budget_guard.webhook.active_config import ConfigHolder
 from budget_guard.webhook.admission import Admission
@@ -31,6 +30,7 @@ from budget_guard.webhook.failopen import FailOpenAllowance
 from budget_guard.webhook.identity import IdentityError, IdentityResolver
 from budget_guard.webhook.journal import DegradedJournal, Entry
 from budget_guard.webhook.responses import (
+    OBSERVE_WOULD_DENY,
     CheckAnswer,
     allow_answer,
     degraded_answer,
@@ -60,6 +60,35 @@ class DecisionSettings:
     model_header: str
     strip_headers: tuple[str, ...]
     log_allowed: bool
+
+
+class Reservations(Protocol):
+    """Where a decision reserves: ``store.leases.LocalLeases`` (in process from a lease
+    when one covers it, else in Redis)."""
+
+    def decide_locally(
+        self,
+        request_id: str,
+        charges: tuple[BudgetCharge, ...],
+        cost: int,
+        now: dt.datetime,
+        attribution: Attribution | None,
+    ) -> Decision | None: ...
+
+    async def reserve_remotely(
+        self,
+        request_id: str,
+        charges: tuple[BudgetCharge, ...],
+        cost: int,
+        now: dt.datetime,
+        attribution: Attribution | None,
+    ) -> Decision: ...
+
+    def counters_of(self, charges: Sequence[BudgetCharge]) -> list[str]: ...
+
+    def known_assigned(self, counter: str) -> int | None: ...
+
+    def count_unrecorded(self, counter: str, cost: int) -> None: ...
 
 
 def reserves_worst_case(charges: Sequence[BudgetCharge]) -> bool:
@@ -94,7 +123,7 @@ class Decider:
         self,
         *,
         config: ConfigHolder,
-        leases: LocalLeases,
+        leases: Reservations,
         estimator: RequestEstimator,
         identity: IdentityResolver,
         journal: DegradedJournal,
@@ -220,7 +249,7 @@ class Decider:
             pending.model,
             self._settings.strip_headers,
         )
-        if self._settings.log_allowed or decision.would_deny:
+        if self._settings.log_allowed or answer.reason == OBSERVE_WOULD_DENY:
             log.info(
                 "allowed %s (%s)",
                 request_id,
@@ -237,9 +266,8 @@ class Decider:
         closed = [c.budget.id for c in charges if c.budget.failure_mode is FailureMode.CLOSED]
         spent_allowance = None
         if not closed:
-            counters = self._leases.ledger.plan_for(charges, pending.now, pending.attribution)
             spent_allowance = self._allowance.take(
-                charges, counters.counter_keys, cost, self._outage()
+                charges, self._leases.counters_of(charges), cost, self._outage()
             )
             if spent_allowance is not None:
                 closed = [spent_allowance.budget.id]

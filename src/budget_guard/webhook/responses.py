@@ -13,7 +13,7 @@ import json
 from typing import Any, NamedTuple
 
 from budget_guard.domain.budget import Budget
-from budget_guard.domain.decision import BudgetState, BudgetVerdict, Decision
+from budget_guard.domain.decision import BudgetState, Decision
 from budget_guard.domain.instants import rfc3339
 from budget_guard.domain.money import format_usd
 from budget_guard.domain.periods import Period
@@ -38,6 +38,7 @@ FAIL_OPEN_REASON = "ledger_unavailable_fail_open"
 FAIL_CLOSED_REASON = "ledger_unavailable"
 LEDGER_FAILURE_REASONS = frozenset({FAIL_OPEN_REASON, FAIL_CLOSED_REASON})
 OVERLOADED_REASON = "overloaded"
+OBSERVE_WOULD_DENY = "observe_would_deny"
 
 _PERIOD_NOUN = {
     Period.DAILY: "day",
@@ -110,43 +111,20 @@ def allow_answer(
         HEADER_ESTIMATED_COST: format_usd(decision.cost_micros),
         HEADER_ESTIMATOR: estimator,
     }
-    # One pass over the budgets: this runs for every allowed request.
-    remaining: int | None = None
-    soft_limit: int | None = None
-    override: str | None = None
-    pools: list[str] = []
-    would_deny: list[str] = []
-    for state in decision.states:
-        budget = state.charge.budget
-        if budget.enforces:
-            room = state.remaining
-            if remaining is None or room < remaining:
-                remaining = room
-        reached = state.reached_threshold
-        if reached is not None:
-            soft_limit = reached if soft_limit is None else max(soft_limit, reached)
-        past_first = reached is not None or (
-            not state.charge.threshold_amounts and state.used >= state.charge.effective_limit
-        )
-        if past_first and override is None and model is not None and budget.degrade_models:
-            override = budget.degrade_models.get(model)
-        if state.pool is not None:
-            pools.append(state.pool.id)
-        if state.verdict is BudgetVerdict.WOULD_DENY:
-            would_deny.append(budget.id)
-    if remaining is not None:
-        headers[HEADER_REMAINING] = format_usd(remaining)
-    if soft_limit is not None:
-        headers[HEADER_SOFT_LIMIT] = str(soft_limit)
-    if override is not None:
-        headers[HEADER_MODEL_OVERRIDE] = override
+    summary = decision.summary(model)
+    if summary.remaining is not None:
+        headers[HEADER_REMAINING] = format_usd(summary.remaining)
+    if summary.soft_limit is not None:
+        headers[HEADER_SOFT_LIMIT] = str(summary.soft_limit)
+    if summary.model_override is not None:
+        headers[HEADER_MODEL_OVERRIDE] = summary.model_override
     reason = "within_budget"
-    if pools:
-        headers[HEADER_BURST_POOL] = ",".join(pools)
+    if summary.burst_pools:
+        headers[HEADER_BURST_POOL] = ",".join(summary.burst_pools)
         reason = "burst_pool"
-    if would_deny:
-        headers[HEADER_WOULD_DENY] = ",".join(would_deny)
-        reason = "observe_would_deny"
+    if summary.would_deny:
+        headers[HEADER_WOULD_DENY] = ",".join(summary.would_deny)
+        reason = OBSERVE_WOULD_DENY
     if strip_headers:
         headers[HEADER_REMOVE] = ",".join(strip_headers)
     return CheckAnswer(200, headers, b"", "allow", reason)
