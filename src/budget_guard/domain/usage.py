@@ -25,9 +25,9 @@ from typing import Any
 
 from budget_guard.domain.money import MAX_AMOUNT_USD, MICROS_PER_USD
 from budget_guard.domain.pricing import Usage
+from budget_guard.domain.request_ids import REQUEST_ID_RULE, is_valid_request_id
 
 _MAX_TOKENS = 10**12
-_REQUEST_ID_MAX = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +133,8 @@ def parse_cost_usd(value: object, where: str = "cost_usd") -> int:
 def parse_request_id(value: object, where: str = "request_id") -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{where}: is required (the x-budget-request-id of the check)")
-    if len(value) > _REQUEST_ID_MAX or not value.isprintable() or any(c.isspace() for c in value):
-        raise ValueError(
-            f"{where}: must be up to {_REQUEST_ID_MAX} printable characters without spaces"
-        )
+    if not is_valid_request_id(value):
+        raise ValueError(f"{where}: must be {REQUEST_ID_RULE}")
     return value
 
 

@@ -9,7 +9,6 @@ answered; nothing else happens here.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
+from budget_guard.domain.request_ids import request_id_for
 from budget_guard.webhook.admission import Admission
 from budget_guard.webhook.decide import CheckRequest, Decider
 from budget_guard.webhook.metrics import Metrics
@@ -49,7 +49,8 @@ class CheckService:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         if not self.admission.enter():
-            answer = overloaded_answer(os.urandom(16).hex(), "too many checks in flight")
+            request_id = request_id_for(request.headers.get("x-request-id"))
+            answer = overloaded_answer(request_id, "too many checks in flight")
         else:
             try:
                 answer = await self._decide(request, started)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -19,6 +18,7 @@ from redis.exceptions import RedisError
 from budget_guard.domain.budget import FailureMode, Reservation
 from budget_guard.domain.decision import BudgetCharge, Decision
 from budget_guard.domain.pricing import PricedModel, UnknownModelError, Usage
+from budget_guard.domain.request_ids import new_request_id, request_id_for
 from budget_guard.domain.resolution import Attribution, RequestIdentity
 from budget_guard.domain.tokens import RequestEstimator, TokenEstimate
 from budget_guard.store.errors import LedgerUnavailable
@@ -42,7 +42,6 @@ from budget_guard.webhook.responses import (
 
 log = logging.getLogger(__name__)
 
-_REQUEST_ID_MAX = 200
 _MODEL_MAX = 200
 
 
@@ -99,19 +98,6 @@ def reserves_worst_case(charges: Sequence[BudgetCharge]) -> bool:
     )
 
 
-def _request_id(headers: Mapping[str, str]) -> str:
-    incoming = headers.get("x-request-id", "").strip()
-    if (
-        incoming
-        and len(incoming) <= _REQUEST_ID_MAX
-        and incoming.isprintable()
-        and " " not in incoming
-        and "," not in incoming
-    ):
-        return incoming
-    return os.urandom(16).hex()
-
-
 def _valid_model(value: object) -> str | None:
     if isinstance(value, str) and 0 < len(value) <= _MODEL_MAX and value.isprintable():
         return value
@@ -145,7 +131,7 @@ class Decider:
         self._clock = clock
 
     async def decide(self, request: CheckRequest) -> CheckAnswer:
-        request_id = _request_id(request.headers)
+        request_id = request_id_for(request.headers.get("x-request-id"))
         config = self._config.current
         if config is None:
             return error_answer(
@@ -212,7 +198,7 @@ class Decider:
         try:
             local = leases.decide_locally(request_id, *pending.reservation)
         except RequestIdTaken:  # a reused x-request-id: this request gets its own
-            pending = pending._replace(request_id=os.urandom(16).hex())
+            pending = pending._replace(request_id=new_request_id())
             local = leases.decide_locally(pending.request_id, *pending.reservation)
         if local is not None:  # from a lease: no Redis
             return self._answer(local, pending)
@@ -222,7 +208,7 @@ class Decider:
             try:
                 decision = await leases.reserve_remotely(pending.request_id, *pending.reservation)
             except RequestIdTaken:  # taken in Redis by another process
-                pending = pending._replace(request_id=os.urandom(16).hex())
+                pending = pending._replace(request_id=new_request_id())
                 decision = await leases.reserve_remotely(pending.request_id, *pending.reservation)
         except LedgerUnavailable as error:
             return self._ledger_unavailable(pending, error, sent=error.sent)
