@@ -21,7 +21,6 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from cryptography import x509
@@ -30,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from budget_guard.localservices.processes import (
+    LocalService,
     ManagedProcess,
     ServiceStartError,
     free_port,
@@ -150,7 +150,7 @@ def _make_pki(directory: Path) -> _Pki:
     )
 
 
-class KubeAPIServer:
+class KubeAPIServer(LocalService):
     """etcd + kube-apiserver for one test session (or ``make cluster``).
 
     ``kubeconfig_path`` authenticates as an admin (group ``system:masters``);
@@ -272,21 +272,6 @@ class KubeAPIServer:
 
     def pids(self) -> list[int]:
         return [process.pid for process in self._processes]
-
-    def __enter__(self) -> KubeAPIServer:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- clients -------------------------------------------------------------
 

@@ -9,8 +9,11 @@ import signal
 import socket
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
 
 _PR_SET_PDEATHSIG = 1
 
@@ -32,6 +35,33 @@ def _die_with_parent() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     os.setpgrp()
+
+
+class LocalService(ABC):
+    """A service started for a test, the demo or ``make cluster``: ``with`` starts it
+    and always stops it, also when starting fails half way."""
+
+    @abstractmethod
+    def start(self) -> Any: ...
+
+    @abstractmethod
+    def stop(self) -> Any: ...
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 class ManagedProcess:

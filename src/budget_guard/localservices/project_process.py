@@ -10,13 +10,12 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
-from budget_guard.localservices.processes import ManagedProcess, ServiceStartError
+from budget_guard.localservices.processes import LocalService, ManagedProcess, ServiceStartError
 
 
-class ProjectProcess:
+class ProjectProcess(LocalService):
     command = ""  # the budget-guard subcommand
     ready_message = ""  # a log line containing this means the process is ready
 
@@ -98,14 +97,3 @@ class ProjectProcess:
         os.kill(self._process.pid, signal.SIGKILL)
         self._process.stop()
         self._process = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

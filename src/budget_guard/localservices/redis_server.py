@@ -10,9 +10,9 @@ import signal
 import socket
 import tempfile
 from pathlib import Path
-from types import TracebackType
 
 from budget_guard.localservices.processes import (
+    LocalService,
     ManagedProcess,
     ServiceStartError,
     free_port,
@@ -39,7 +39,7 @@ def _answers_ping(port: int) -> bool:
         return conn.recv(16).startswith(b"+PONG")
 
 
-class RedisServer:
+class RedisServer(LocalService):
     """Start with ``with RedisServer() as redis:``; ``redis.url`` is ready to use."""
 
     def __init__(
@@ -117,18 +117,3 @@ class RedisServer:
             self._process = None
         if self._owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> RedisServer:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -9,7 +9,6 @@ because Prometheus samples are floating point.
 
 from __future__ import annotations
 
-import platform
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -18,14 +17,13 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import (
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from budget_guard import __version__
+from budget_guard.build_info import register_build_info
 from budget_guard.domain.budget import BurstPool
 from budget_guard.store.usage import BudgetUsage, PoolUsage
 
@@ -106,12 +104,7 @@ def pool_sample(
 class OperatorMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        Gauge(
-            "budget_guard_build_info",
-            "the running version of LLM Budget Guard (always 1)",
-            ["component", "version", "python_version"],
-            registry=self.registry,
-        ).labels("operator", __version__, platform.python_version()).set(1)
+        register_build_info(self.registry, "operator")
         self.reconcile_errors = Counter(
             "budget_guard_reconcile_errors",
             "turns of the operator's loop that failed (and were retried)",

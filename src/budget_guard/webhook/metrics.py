@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -10,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from budget_guard import __version__
+from budget_guard.build_info import register_build_info
 
 DECISION_BUCKETS = (
     0.0002,
@@ -46,12 +45,7 @@ class WebhookState:
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        Gauge(
-            "budget_guard_build_info",
-            "the running version of LLM Budget Guard (always 1)",
-            ["component", "version", "python_version"],
-            registry=self.registry,
-        ).labels("webhook", __version__, platform.python_version()).set(1)
+        register_build_info(self.registry, "webhook")
         self.ledger_up = Gauge(
             "budget_guard_ledger_up",
             "1 when the ledger (Redis) answered the last probe (at each scrape and /readyz)",
