@@ -1,49 +1,54 @@
 """Structured JSON logs, one object per line, for every process of the project.
 
-Fields passed as ``extra={...}`` (request_id, decision, budget, ...) become keys of
-the object. Prompt text is never logged: callers pass ids, amounts and names only.
+Built on python-json-logger: fields passed as ``extra={...}`` (request_id, decision,
+budget, ...) become keys of the object. Each line has ``ts`` (UTC, ISO 8601 with
+milliseconds), ``level`` (lower case), ``component``, ``logger``, ``msg`` and, for an
+error, ``exception``. Prompt text is never logged: callers pass ids, amounts and
+names only.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import sys
 from typing import Any
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+from pythonjsonlogger.json import JsonFormatter
+
 # Kopf passes its whole settings object and posting flags along with each record.
-_NOT_LOGGED = _STANDARD | {"settings", "k8s_skip"}
+_NOT_LOGGED = ("settings", "k8s_skip")
 
 
-class JsonFormatter(logging.Formatter):
-    def __init__(self, component: str) -> None:
-        super().__init__()
-        self._component = component
+class _ProjectFormatter(JsonFormatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
+        instant = dt.datetime.fromtimestamp(record.created, dt.UTC)
+        return instant.isoformat(timespec="milliseconds")
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
-                timespec="milliseconds"
-            ),
-            "level": record.levelname.lower(),
-            "component": self._component,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _NOT_LOGGED and not key.startswith("_"):
-                entry[key] = value
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+    def process_log_record(self, log_record: dict[str, Any]) -> dict[str, Any]:
+        log_record["level"] = str(log_record.get("level", "")).lower()
+        if "exc_info" in log_record:
+            log_record["exception"] = log_record.pop("exc_info")
+        for name in _NOT_LOGGED:
+            log_record.pop(name, None)
+        return log_record
+
+
+def json_formatter(component: str) -> logging.Formatter:
+    return _ProjectFormatter(
+        "{asctime}{levelname}{name}{message}",
+        style="{",
+        rename_fields={"asctime": "ts", "levelname": "level", "name": "logger", "message": "msg"},
+        static_fields={"component": component},
+        json_default=str,
+        json_ensure_ascii=False,
+    )
 
 
 def configure(component: str, level: str = "INFO") -> None:
     """JSON lines on stderr for the whole process."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(component))
+    handler.setFormatter(json_formatter(component))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -89,7 +89,13 @@ class HeaderIdentity:
 
 
 class JwksKeys:
-    """The issuer's signing keys by key id, from a file or a URL, refreshed off the hot path."""
+    """The issuer's signing keys by key id, from a file or a URL, refreshed off the hot path.
+
+    Not PyJWT's ``PyJWKClient``: it fetches with blocking urllib, and on an unknown key
+    id it fetches right then, which here would stall every check on the event loop.
+    Keys are parsed with PyJWT's ``PyJWK``; only the fetching (aiohttp, in the
+    background, on a timer) is ours.
+    """
 
     def __init__(self, settings: JwtSettings) -> None:
         self._settings = settings

@@ -4,82 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic.json_schema import models_json_schema
+
 from budget_guard import __version__
+from budget_guard.webhook.api_models import ErrorBody, Settled, SettledList, UsageReport
 
-_ERROR = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["type", "code", "message"],
-            "properties": {
-                "type": {"type": "string"},
-                "code": {"type": "string"},
-                "message": {"type": "string"},
-            },
-        }
-    },
-}
+_MODELS = (UsageReport, Settled, SettledList, ErrorBody)
 
-_TOKENS = {"type": "integer", "minimum": 0}
 
-_USAGE_REPORT = {
-    "type": "object",
-    "required": ["request_id"],
-    "properties": {
-        "request_id": {"type": "string", "description": "x-budget-request-id of the check"},
-        "model": {"type": "string", "description": "the model that served the call"},
-        "usage": {
-            "type": "object",
-            "description": "OpenAI, Anthropic or Gemini usage object, as the API returned it",
-            "properties": {
-                "prompt_tokens": _TOKENS,
-                "completion_tokens": _TOKENS,
-                "prompt_tokens_details": {
-                    "type": "object",
-                    "properties": {"cached_tokens": _TOKENS},
-                },
-                "input_tokens": _TOKENS,
-                "output_tokens": _TOKENS,
-                "input_tokens_details": {
-                    "type": "object",
-                    "properties": {"cached_tokens": _TOKENS},
-                },
-                "cache_read_input_tokens": _TOKENS,
-                "cache_creation_input_tokens": _TOKENS,
-                "usageMetadata": {"type": "object"},
-            },
-        },
-        "usageMetadata": {"type": "object", "description": "Gemini usage, beside usage"},
-        "cost_usd": {
-            "type": ["string", "number"],
-            "description": "the call's cost, instead of usage",
-        },
-    },
-}
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
 
-_SETTLED = {
-    "type": "object",
-    "required": ["request_id", "status"],
-    "properties": {
-        "request_id": {"type": "string"},
-        "status": {
-            "type": "string",
-            "enum": [
-                "settled",
-                "already_settled",
-                "accepted",
-                "unknown_request_id",
-                "ledger_unavailable",
-                "lost",
-            ],
-        },
-        "charged_usd": {"type": "string"},
-        "reserved_usd": {"type": "string"},
-        "message": {"type": "string"},
-    },
-}
+
+def _schemas() -> dict[str, Any]:
+    """Every model's JSON schema, nested models as components of their own."""
+    _, top = models_json_schema(
+        [(model, "validation") for model in _MODELS],
+        ref_template="#/components/schemas/{model}",
+    )
+    return dict(top.get("$defs", {}))
 
 
 def _json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -100,7 +43,7 @@ def document() -> dict[str, Any]:
         },
         "components": {
             "securitySchemes": {"usageToken": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": _ERROR, "UsageReport": _USAGE_REPORT, "Settled": _SETTLED},
+            "schemas": _schemas(),
         },
         "paths": {
             "/v1/usage": {
@@ -113,10 +56,11 @@ def document() -> dict[str, Any]:
                             "application/json": {
                                 "schema": {
                                     "oneOf": [
-                                        {"$ref": "#/components/schemas/UsageReport"},
+                                        _ref("UsageReport"),
                                         {
                                             "type": "array",
-                                            "items": {"$ref": "#/components/schemas/UsageReport"},
+                                            "items": _ref("UsageReport"),
+                                            "minItems": 1,
                                             "maxItems": 1000,
                                         },
                                     ]
@@ -128,26 +72,24 @@ def document() -> dict[str, Any]:
                         "200": _json_response(
                             "settled, or settled before (one report), or the result of each "
                             "report (a list)",
-                            {"$ref": "#/components/schemas/Settled"},
+                            {"oneOf": [_ref("Settled"), _ref("SettledList")]},
                         ),
                         "202": _json_response(
                             "recorded; settled once the ledger is back",
-                            {"$ref": "#/components/schemas/Settled"},
+                            _ref("Settled"),
                         ),
                         "400": _json_response(
                             "a malformed report; the message names the field",
-                            {"$ref": "#/components/schemas/Error"},
+                            _ref("ErrorBody"),
                         ),
-                        "401": _json_response(
-                            "no or wrong bearer token", {"$ref": "#/components/schemas/Error"}
-                        ),
+                        "401": _json_response("no or wrong bearer token", _ref("ErrorBody")),
                         "404": _json_response(
                             "no reservation for the request id",
-                            {"$ref": "#/components/schemas/Settled"},
+                            _ref("Settled"),
                         ),
                         "503": _json_response(
                             "the ledger cannot be reached; retry",
-                            {"$ref": "#/components/schemas/Settled"},
+                            _ref("Settled"),
                         ),
                     },
                 }
@@ -166,7 +108,7 @@ def document() -> dict[str, Any]:
             },
             "/readyz": {
                 "get": {
-                    "summary": "A config is loaded and the ledger answers",
+                    "summary": "A configuration is loaded (the ledger's health is a detail)",
                     "responses": {
                         "200": _json_response("ready", {"type": "object"}),
                         "503": _json_response("not ready, with the reasons", {"type": "object"}),

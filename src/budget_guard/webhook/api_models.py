@@ -1,0 +1,108 @@
+"""The API listener's request and answer bodies, as pydantic models: the source of the
+OpenAPI document's schemas (``webhook.openapi``), so that the document cannot say
+something the code does not.
+
+Validation of a usage report stays in ``domain.usage`` (pure, with messages that name
+the field and say what to fix); ``tests/unit/test_api_models.py`` fails when the
+models and that parser stop reading the same fields.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Tokens = Annotated[int, Field(ge=0)]
+
+
+class _Open(BaseModel):
+    """Vendors add fields; what is not read here is ignored, not refused."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class CachedTokens(_Open):
+    cached_tokens: Tokens | None = None
+
+
+class OpenAIUsage(_Open):
+    """OpenAI chat and completions: cached tokens are part of ``prompt_tokens``."""
+
+    prompt_tokens: Tokens | None = None
+    completion_tokens: Tokens | None = None
+    prompt_tokens_details: CachedTokens | None = None
+
+
+class ResponsesUsage(_Open):
+    """OpenAI Responses: cached tokens are part of ``input_tokens``."""
+
+    input_tokens: Tokens | None = None
+    output_tokens: Tokens | None = None
+    input_tokens_details: CachedTokens | None = None
+
+
+class AnthropicUsage(_Open):
+    """Anthropic Messages: cache reads and writes are *not* part of ``input_tokens``."""
+
+    input_tokens: Tokens | None = None
+    output_tokens: Tokens | None = None
+    cache_read_input_tokens: Tokens | None = None
+    cache_creation_input_tokens: Tokens | None = None
+
+
+class GeminiUsage(_Open):
+    """Gemini ``usageMetadata``: cached tokens are part of ``promptTokenCount``."""
+
+    promptTokenCount: Tokens | None = None  # noqa: N815 - Gemini's name
+    candidatesTokenCount: Tokens | None = None  # noqa: N815
+    thoughtsTokenCount: Tokens | None = None  # noqa: N815
+    cachedContentTokenCount: Tokens | None = None  # noqa: N815
+
+
+class GeminiEnvelope(_Open):
+    usageMetadata: GeminiUsage  # noqa: N815
+
+
+class UsageReport(BaseModel):
+    """One finished call: its usage as the provider returned it, or its cost."""
+
+    request_id: str = Field(
+        description="the x-budget-request-id of the check", min_length=1, max_length=200
+    )
+    model: str | None = Field(None, description="the model that served the call")
+    usage: OpenAIUsage | ResponsesUsage | AnthropicUsage | GeminiUsage | GeminiEnvelope | None = (
+        Field(None, description="the usage object, as the provider's API returned it")
+    )
+    usageMetadata: GeminiUsage | None = Field(  # noqa: N815
+        None, description="Gemini usage, beside usage"
+    )
+    cost_usd: str | float | int | None = Field(
+        None, description="the call's cost in USD, instead of usage"
+    )
+
+
+class Settled(BaseModel):
+    """What became of one usage report."""
+
+    request_id: str
+    status: Literal[
+        "settled", "already_settled", "accepted", "unknown_request_id", "ledger_unavailable", "lost"
+    ]
+    charged_usd: str | None = None
+    reserved_usd: str | None = None
+    message: str | None = None
+
+
+class SettledList(BaseModel):
+    results: list[Settled]
+
+
+class ErrorDetail(_Open):
+    type: str
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
