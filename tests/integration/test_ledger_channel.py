@@ -18,6 +18,7 @@ from budget_guard.localservices import RedisServer
 from budget_guard.store.channel import ChannelSettings, LedgerChannel
 from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.scripts import LuaScript, bulk
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.redis
 
@@ -39,10 +40,7 @@ async def open_channel(url: str, stall: float = STALL) -> tuple[Redis, LedgerCha
 
 
 async def until_available(channel: LedgerChannel) -> None:
-    deadline = time.monotonic() + 5
-    while not channel.healthy:
-        assert time.monotonic() < deadline, "the channel did not reconnect"
-        await asyncio.sleep(0.02)
+    await eventually(lambda: channel.healthy, within=5, what="the channel reconnects")
 
 
 @pytest.fixture

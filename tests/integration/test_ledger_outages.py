@@ -25,6 +25,7 @@ from budget_guard.domain.money import parse_usd
 from budget_guard.localservices import RedisServer, WebhookProcess
 from tests.fixtures.proxy import DelayingProxy
 from tests.fixtures.webhook import budget
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.redis
 
@@ -94,17 +95,17 @@ async def readiness(api_url: str) -> dict[str, Any]:
 
 
 async def ledger_reachable(api_url: str) -> None:
-    deadline = time.monotonic() + 15
-    while not (await readiness(api_url))["ledger"]["reachable"]:
-        assert time.monotonic() < deadline, "the webhook did not reconnect"
-        await asyncio.sleep(0.05)
+    async def reachable() -> bool:
+        return bool((await readiness(api_url))["ledger"]["reachable"])
+
+    await eventually(reachable, within=15, what="the webhook reconnects")
 
 
 async def journal_replayed(api_url: str) -> None:
-    deadline = time.monotonic() + 15
-    while (await readiness(api_url))["degradedJournal"]:
-        assert time.monotonic() < deadline, "the journal was not replayed"
-        await asyncio.sleep(0.05)
+    async def replayed() -> bool:
+        return not (await readiness(api_url))["degradedJournal"]
+
+    await eventually(replayed, within=15, what="the journal is replayed")
 
 
 @pytest.mark.parametrize("leases", ["true", "false"])

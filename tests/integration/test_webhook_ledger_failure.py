@@ -10,6 +10,7 @@ import pytest
 
 from budget_guard.localservices import RedisServer
 from tests.fixtures.webhook import AGENT, RunningWebhook, budget, start_webhook
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.redis
 
@@ -29,10 +30,7 @@ async def metric(wh: RunningWebhook, name: str) -> float:
 
 
 async def wait_for(condition: Callable[[], Awaitable[bool]]) -> None:
-    deadline = asyncio.get_running_loop().time() + 10
-    while not await condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
+    await eventually(condition, within=10)
 
 
 async def test_redis_down_fails_open_or_closed_then_recovers_and_loses_nothing(
@@ -100,7 +98,11 @@ async def test_a_slow_ledger_is_a_failure_too(tmp_path: Path) -> None:
                 assert await metric(wh, "budget_guard_ledger_errors_total") == 2.0
             finally:
                 redis.resume()
-            await asyncio.sleep(0.2)
+
+            async def reconnected() -> bool:
+                return bool((await wh.api("/readyz")).json()["ledger"]["reachable"])
+
+            await wait_for(reconnected)
             normal = await wh.check(CHAT)
             assert normal.status == 200
             assert "x-budget-degraded" not in normal.headers

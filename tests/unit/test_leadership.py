@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 from budget_guard.operator.leadership import Leadership, Loop
+from tests.waiting import eventually
 
 
 class Daemons:
@@ -41,20 +42,21 @@ class Daemons:
         await asyncio.wait_for(self.tasks[uid], timeout=40)
 
 
+async def leading(daemons: Daemons, uid: str) -> None:
+    await eventually(lambda: daemons.running, lambda running: running == [uid], within=5)
+
+
 async def test_the_smallest_leads_and_the_next_takes_over() -> None:
     daemons = Daemons(Leadership())
     daemons.start("c")
-    await asyncio.sleep(0.05)
+    await leading(daemons, "c")
     daemons.start("a")  # smaller: takes over from c
     daemons.start("b")
-    await asyncio.sleep(0.1)
-    assert daemons.running == ["a"]
+    await leading(daemons, "a")
     await daemons.stop("a")
-    await asyncio.sleep(0.1)
-    assert daemons.running == ["b"]
+    await leading(daemons, "b")
     await daemons.stop("b")
-    await asyncio.sleep(0.1)
-    assert daemons.running == ["c"]
+    await leading(daemons, "c")
     await daemons.stop("c")
     assert daemons.led == ["c", "a", "b", "c"]
     assert daemons.most_at_once == 1
@@ -65,7 +67,7 @@ async def test_closing_ends_every_turn() -> None:
     daemons = Daemons(leadership)
     for uid in ("a", "b"):
         daemons.start(uid)
-    await asyncio.sleep(0.05)
+    await leading(daemons, "a")
     await leadership.close(grace_seconds=1)
     assert daemons.running == []
     # every daemon returns, the waiting one too: no more turns
