@@ -107,8 +107,13 @@ func (h *headerList) remove(name string) {
 	*h = out
 }
 
+// clone copies the list with lower-case names, as Envoy holds them.
 func (h headerList) clone() headerList {
-	return append(headerList(nil), h...)
+	out := make(headerList, 0, len(h))
+	for _, e := range h {
+		out.add(e.Name, e.Value)
+	}
+	return out
 }
 
 // toProto encodes the headers as Envoy's ext_proc filter does: values in raw_value, not value.

@@ -39,7 +39,7 @@ func (r *run) responsePhase() {
 		r.res.Upstream.Reset = true
 	}
 	body, _ := spec.bodyBytes()
-	in := httpMessage{headers: append(headerList{{":status", strconv.Itoa(spec.Status)}}, spec.Headers...),
+	in := httpMessage{headers: append(headerList{{":status", strconv.Itoa(spec.Status)}}, spec.Headers.clone()...),
 		trailers: spec.Trailers.clone()}
 	in.chunks = r.chunks(spec, body, r.ex.ProcessingMode.ResponseBodyMode, &r.res.ResponseChunkSizes)
 	m := r.ex.ProcessingMode
@@ -89,7 +89,7 @@ func envoyRequestHeaders(line requestLine, given headerList, body []byte, raw bo
 			h.add("content-length", strconv.Itoa(len(body)))
 		}
 	}
-	h = append(h, given...)
+	h = append(h, given.clone()...)
 	if !raw {
 		if !given.has("x-forwarded-proto") {
 			h.add("x-forwarded-proto", line.scheme)
