@@ -90,9 +90,11 @@ type HeaderOption struct {
 
 // ExtAuthzReport is what `envoy-driver ext-authz` prints.
 type ExtAuthzReport struct {
-	Driver string        `json:"driver"`
-	Target string        `json:"target"`
-	Checks []CheckResult `json:"checks"`
+	Driver  string        `json:"driver"`
+	Version string        `json:"version"`
+	Target  string        `json:"target"`
+	Seed    uint64        `json:"seed"`
+	Checks  []CheckResult `json:"checks"`
 }
 
 func loadExtAuthzScenario(path string) (*ExtAuthzScenario, error) {

@@ -27,6 +27,9 @@ const usage = `usage:
   envoy-driver ext-authz --target HOST:PORT --scenario FILE.json [--seed N] [--timeout 5s]
 `
 
+// version is the hash of the sources the build script stamps in (-X main.version=...).
+var version = "dev"
+
 // errUsage makes the command exit with status 2, like flag's own errors.
 var errUsage = errors.New("usage")
 
@@ -102,7 +105,7 @@ func runExtProc(ctx context.Context, conn *grpc.ClientConn, opts options) (*ExtP
 		return nil, err
 	}
 	client := extprocv3.NewExternalProcessorClient(conn)
-	report := &ExtProcReport{Driver: "envoy-driver", Target: opts.target, Seed: opts.seed,
+	report := &ExtProcReport{Driver: "envoy-driver", Version: version, Target: opts.target, Seed: opts.seed,
 		Exchanges: []ExchangeResult{}}
 	for i := range scenario.Exchanges {
 		// One generator per exchange: adding an exchange does not move another's cuts.
@@ -118,6 +121,6 @@ func runExtAuthz(ctx context.Context, conn *grpc.ClientConn, opts options) (*Ext
 		return nil, err
 	}
 	client := authv3.NewAuthorizationClient(conn)
-	return &ExtAuthzReport{Driver: "envoy-driver", Target: opts.target,
+	return &ExtAuthzReport{Driver: "envoy-driver", Version: version, Target: opts.target, Seed: opts.seed,
 		Checks: runChecks(ctx, client, scenario, opts.seed, opts.timeout)}, nil
 }

@@ -38,6 +38,7 @@ func protoJSON(message proto.Message) json.RawMessage {
 // ExtProcReport is what `envoy-driver ext-proc` prints.
 type ExtProcReport struct {
 	Driver    string           `json:"driver"`
+	Version   string           `json:"version"`
 	Target    string           `json:"target"`
 	Seed      uint64           `json:"seed"`
 	Exchanges []ExchangeResult `json:"exchanges"`
