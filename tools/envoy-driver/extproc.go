@@ -44,8 +44,9 @@ type run struct {
 	client     extprocv3.ExternalProcessorClient
 	ex         *Exchange
 	rng        *rand.Rand
+	timeout    time.Duration
 	res        *ExchangeResult
-	p          *procStream
+	p          *procStream // nil until the first message is due
 	active     bool
 	streamOpen bool
 	ended      bool
@@ -56,10 +57,9 @@ type run struct {
 }
 
 func runExchange(ctx context.Context, client extprocv3.ExternalProcessorClient, ex *Exchange, rng *rand.Rand, timeout time.Duration) ExchangeResult {
-	r := &run{ctx: ctx, client: client, ex: ex, rng: rng, active: true, streamEnd: "not_opened"}
 	result := newExchangeResult(ex.Name)
-	r.res = &result
-	r.p = &procStream{timeout: timeout}
+	r := &run{ctx: ctx, client: client, ex: ex, rng: rng, timeout: timeout, res: &result,
+		active: true, streamEnd: "not_opened"}
 	r.requestPhase()
 	if !r.ended {
 		r.responsePhase()
@@ -123,8 +123,9 @@ func (r *run) ensureStream() bool {
 	if r.streamOpen {
 		return true
 	}
-	p, err := openStream(r.ctx, r.client, r.p.timeout)
+	p, err := openStream(r.ctx, r.client, r.timeout)
 	if err != nil {
+		r.recordStatus(err)
 		r.fail("opening the Process stream: " + err.Error())
 		return false
 	}
@@ -150,10 +151,14 @@ func (r *run) streamBroke(err error) {
 		r.res.Stream.GRPCCode = "OK"
 		return
 	}
+	r.recordStatus(err)
+	r.fail("processing failed: " + err.Error())
+}
+
+func (r *run) recordStatus(err error) {
 	if s, ok := status.FromError(err); ok {
 		r.res.Stream.GRPCCode, r.res.Stream.GRPCMessage = s.Code().String(), s.Message()
 	}
-	r.fail("processing failed: " + err.Error())
 }
 
 // fail is Envoy's reaction to a processing error: the stream is reset; with

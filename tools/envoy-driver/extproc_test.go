@@ -377,3 +377,15 @@ func TestUnreachableServerIsAFailure(t *testing.T) {
 		t.Fatalf("errors %v, stream %+v, client %+v", result.Errors, result.Stream, result.Client)
 	}
 }
+
+func TestSilentProcessorTimesOut(t *testing.T) {
+	ex := chatExchange()
+	ex.applyDefaults(0)
+	silent := func(*extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) { return nil, nil }
+	client := extprocv3.NewExternalProcessorClient(startServer(t, &fakeProcessor{handle: silent}, nil))
+	result := runExchange(context.Background(), client, &ex, rand.New(rand.NewPCG(1, 1)), 50*time.Millisecond)
+	if len(result.Errors) != 1 || !strings.Contains(result.Errors[0], "timeout") ||
+		result.Client.Status != 500 || result.Upstream.Reached || result.Stream.End != "failed" {
+		t.Fatalf("errors %v, client %+v, stream %+v", result.Errors, result.Client, result.Stream)
+	}
+}
