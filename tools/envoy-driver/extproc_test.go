@@ -389,3 +389,26 @@ func TestSilentProcessorTimesOut(t *testing.T) {
 		t.Fatalf("errors %v, client %+v, stream %+v", result.Errors, result.Client, result.Stream)
 	}
 }
+
+func TestFailureInAStreamedRequestResetsTheUpstream(t *testing.T) {
+	ex := chatExchange()
+	ex.ProcessingMode.RequestBodyMode = "STREAMED"
+	ex.Request.Split = SplitSpec{CutAt: []int{10}}
+	calls := 0
+	breakSecondChunk := func(req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
+		if req.GetRequestBody() != nil {
+			if calls++; calls == 2 {
+				return nil, status.Error(codes.Unavailable, "gone")
+			}
+		}
+		return continueFor(req), nil
+	}
+	result, _ := replay(t, ex, breakSecondChunk)
+	up := result.Upstream
+	if !up.Reached || !up.Reset || up.Body.Size != 10 || up.Headers.has("content-length") {
+		t.Fatalf("upstream %+v", up)
+	}
+	if result.Client.Status != 500 || result.Client.Source != "envoy" {
+		t.Fatalf("client %+v", result.Client)
+	}
+}

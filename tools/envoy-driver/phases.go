@@ -12,20 +12,25 @@ func (r *run) requestPhase() {
 	spec := &r.ex.Request
 	body, _ := spec.bodyBytes() // validated when the scenario was loaded
 	in := httpMessage{headers: r.requestHeaders(body), trailers: spec.Trailers.clone()}
-	in.chunks = r.chunks(&spec.MessageSpec, body, r.ex.ProcessingMode.RequestBodyMode, &r.res.RequestChunkSizes)
+	in.chunks = r.chunks(&spec.MessageSpec, body, &r.res.RequestChunkSizes)
 	m := r.ex.ProcessingMode
+	up := &r.res.Upstream
+	var sent [][]byte
 	d := &direction{
 		name: "request", wire: requestWire,
 		headerMode: m.RequestHeaderMode, bodyMode: m.RequestBodyMode, trailerMode: m.RequestTrailerMode,
 		interrupted: func(int) bool { return false },
-		forward:     func(headerList) {},
-		deliver:     func([]byte) {},
+		forward:     func(h headerList) { up.Reached, up.Headers = true, h },
+		deliver:     func(piece []byte) { sent = append(sent, piece) },
 	}
 	out := r.process(d, in)
-	if !r.ended {
-		r.res.Upstream = UpstreamView{Reached: true, Headers: out.headers, Body: viewBody(joinChunks(out.chunks)),
-			Trailers: out.trailers}
+	up.Body = viewBody(joinChunks(sent))
+	if r.ended {
+		// Headers (and streamed chunks) that already went on are followed by a reset.
+		up.Reset = up.Reached
+		return
 	}
+	up.Trailers = out.trailers
 }
 
 func (r *run) responsePhase() {
@@ -41,7 +46,7 @@ func (r *run) responsePhase() {
 	body, _ := spec.bodyBytes()
 	in := httpMessage{headers: append(headerList{{":status", strconv.Itoa(spec.Status)}}, spec.Headers.clone()...),
 		trailers: spec.Trailers.clone()}
-	in.chunks = r.chunks(spec, body, r.ex.ProcessingMode.ResponseBodyMode, &r.res.ResponseChunkSizes)
+	in.chunks = r.chunks(spec, body, &r.res.ResponseChunkSizes)
 	m := r.ex.ProcessingMode
 	client := &r.res.Client
 	d := &direction{
@@ -110,7 +115,7 @@ func newRequestID(rng *rand.Rand) string {
 
 // chunks cuts the body as the network delivers it. Only STREAMED mode shows the cuts to
 // the processor, but they also set when an interrupt happens in the other modes.
-func (r *run) chunks(spec *MessageSpec, body []byte, mode string, sizes *[]int) [][]byte {
+func (r *run) chunks(spec *MessageSpec, body []byte, sizes *[]int) [][]byte {
 	chunks, _ := spec.givenChunks()
 	if chunks == nil {
 		var err error
@@ -120,9 +125,7 @@ func (r *run) chunks(spec *MessageSpec, body []byte, mode string, sizes *[]int) 
 		}
 	}
 	chunks = dropEmpty(chunks)
-	if mode == "STREAMED" || len(chunks) > 0 {
-		*sizes = chunkSizes(chunks)
-	}
+	*sizes = chunkSizes(chunks)
 	return chunks
 }
 
