@@ -1,5 +1,5 @@
 # LLM Budget Guard: the commands a newcomer needs, on a fresh Debian machine.
-#   make test     everything: venv, redis-server, Kubernetes test binaries, lint, types, layers, tests
+#   make test     everything: venv, redis-server, test binaries, lint, types, layers, Go checks, tests
 #   make cluster  a real Redis and Kubernetes API server in the foreground, for humans
 #                 (docs/install.md's local quick start begins here)
 SHELL := /bin/bash
@@ -22,7 +22,7 @@ help:
 	@echo "make test     run everything (installs what is missing)"
 	@echo "make cluster  start Redis and a Kubernetes API server in the foreground"
 	@echo "make bench    run the benchmarks and write docs/benchmarks.md"
-	@echo "make lint | typecheck | imports | pytest   one step of make test"
+	@echo "make lint | typecheck | imports | go-checks | pytest   one step of make test"
 
 # -- prerequisites ---------------------------------------------------------------
 
@@ -78,6 +78,12 @@ typecheck: $(STAMP)
 imports: $(STAMP)
 	$(BIN)/lint-imports
 
+# envoy-driver's own checks: gofmt, go vet, and its self-test against fake servers.
+.PHONY: go-checks
+go-checks:
+	cd tools/envoy-driver && test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }
+	cd tools/envoy-driver && go vet ./... && go test ./...
+
 .PHONY: pytest
 pytest: $(STAMP) redis-server curl test-binaries wheelhouse
 	BUDGET_GUARD_TEST_BIN_DIR="$$(tail -n 1 $(VENV)/.test-bin-dir)" \
@@ -86,7 +92,7 @@ pytest: $(STAMP) redis-server curl test-binaries wheelhouse
 	  $(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: test
-test: lint typecheck imports pytest
+test: lint typecheck imports go-checks pytest
 
 # -- for humans ------------------------------------------------------------------
 

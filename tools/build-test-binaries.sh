@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds etcd, kube-apiserver, kubectl, helm and promtool from the Go module proxy into a
-# cache outside the checkout, one directory per pinned version. Builds only what
-# is missing; prints the bin directory on its last line.
+# cache outside the checkout, one directory per pinned version, and this project's own
+# envoy-driver into one directory per hash of its sources. Builds only what is missing;
+# prints, on its last line, a directory that links to all of them (the tests' bin dir).
 set -euo pipefail
 
 tools_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -11,6 +12,21 @@ source "${tools_dir}/versions.env"
 cache="${BUDGET_GUARD_CACHE:-${HOME}/.cache/llm-budget-guard}"
 bin_dir="${cache}/bin/k8s-${KUBE_VERSION}_etcd-${ETCD_VERSION}_helm-${HELM_VERSION}_prometheus-${PROMETHEUS_VERSION}"
 mkdir -p "${bin_dir}"
+
+# envoy-driver is built from tools/envoy-driver/ in this checkout: a change to its sources
+# (tests aside) or its dependencies gives a new hash, so a new build, without rebuilding
+# the pinned tools above.
+driver_src="${tools_dir}/envoy-driver"
+driver_hash="$(cd "${driver_src}" &&
+  find . -maxdepth 1 \( -name '*.go' ! -name '*_test.go' -o -name go.mod -o -name go.sum \) -print0 |
+  sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12)"
+driver_dir="${cache}/bin/envoy-driver-${driver_hash}"
+test_bin_dir="${bin_dir}_envoy-driver-${driver_hash}"
+mkdir -p "${driver_dir}" "${test_bin_dir}"
+
+# Two checkouts may run 'make test' at once on one cache: one builds, the other waits.
+exec 9>"${cache}/bin/.build.lock"
+flock 9
 
 if ! command -v go >/dev/null 2>&1; then
   echo "error: 'go' is not on PATH; the Kubernetes test binaries are built from source." >&2
@@ -22,13 +38,13 @@ export CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false"
 
 log() { printf '[build-test-binaries] %s\n' "$*" >&2; }
 
-build() { # build <tools module dir> <output name> <package> <ldflags> [<build tags>]
-  local module="$1" name="$2" package="$3" ldflags="$4" tags="${5:-}"
-  if [[ -x "${bin_dir}/${name}" ]]; then return 0; fi
+build() { # build <tools module dir> <output name> <package> <ldflags> [<build tags>] [<output dir>]
+  local module="$1" name="$2" package="$3" ldflags="$4" tags="${5:-}" out="${6:-${bin_dir}}"
+  if [[ -x "${out}/${name}" ]]; then return 0; fi
   log "building ${name} (${package}); this takes minutes the first time"
   local started=${SECONDS}
-  (cd "${tools_dir}/${module}" && go build -trimpath -tags "${tags}" -ldflags "${ldflags}" -o "${bin_dir}/${name}.partial" "${package}")
-  mv "${bin_dir}/${name}.partial" "${bin_dir}/${name}"
+  (cd "${tools_dir}/${module}" && go build -trimpath -tags "${tags}" -ldflags "${ldflags}" -o "${out}/${name}.partial" "${package}")
+  mv "${out}/${name}.partial" "${out}/${name}"
   log "built ${name} in $((SECONDS - started))s"
 }
 
@@ -47,5 +63,11 @@ build helm helm helm.sh/helm/v3/cmd/helm "-s -w -X helm.sh/helm/v3/internal/vers
 # rule checks and rule unit tests do not use them, and the build is minutes shorter.
 build promtool promtool github.com/prometheus/prometheus/cmd/promtool \
   "-s -w -X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION#v}" remove_all_sd
+build envoy-driver envoy-driver . "-s -w -X main.version=${driver_hash}" "" "${driver_dir}"
 
-echo "${bin_dir}"
+for binary in etcd kube-apiserver kubectl helm promtool; do
+  ln -sfn "${bin_dir}/${binary}" "${test_bin_dir}/${binary}"
+done
+ln -sfn "${driver_dir}/envoy-driver" "${test_bin_dir}/envoy-driver"
+
+echo "${test_bin_dir}"
