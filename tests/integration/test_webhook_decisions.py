@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from budget_guard.localservices import RedisServer
-from tests.fixtures.webhook import AGENT, Clock, budget, manifest, start_webhook
+from tests.factories import manifest
+from tests.fixtures.webhook import AGENT, Clock, budget, start_webhook
 
 pytestmark = pytest.mark.redis
 

@@ -29,6 +29,7 @@ from budget_guard.webhook.identity import HeaderIdentity
 from budget_guard.webhook.journal import DegradedJournal
 from budget_guard.webhook.responses import CheckAnswer
 from budget_guard.webhook.settings import IdentitySettings
+from tests.factories import budget_manifest
 
 NOW = dt.datetime(2030, 5, 10, 12, 0, tzinfo=dt.UTC)
 ACME = {"x-budget-tenant": "acme", "x-budget-user": "ann"}
@@ -93,12 +94,7 @@ class Clock:
 
 
 def budget(name: str, limit: str, **spec: Any) -> dict[str, Any]:
-    scope = {k: spec.pop(k) for k in ("tenant", "user", "tier", "feature") if k in spec}
-    return {
-        "kind": "LLMBudget",
-        "metadata": {"name": name, "namespace": "team"},
-        "spec": {"scope": scope, "limit": limit, **spec},
-    }
+    return budget_manifest(name, limit, namespace="team", **spec)
 
 
 def decider(

@@ -19,39 +19,31 @@ from budget_guard.operator.status import (
     threshold_reached,
 )
 from budget_guard.store.usage import BudgetUsage, PoolUsage
+from tests.factories import budget_manifest, burst_manifest
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
 
 def llmbudget(name: str, limit: str = "10", generation: int = 1, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "budgetguard.io/v1alpha1",
-        "kind": "LLMBudget",
-        "metadata": {
-            "name": name,
-            "namespace": "team",
-            "uid": f"uid-{name}",
-            "generation": generation,
-            "creationTimestamp": spec.pop("created", "2026-11-01T00:00:00Z"),
-        },
-        "spec": {"limit": limit, **spec},
-    }
+    spec.setdefault("created", "2026-11-01T00:00:00Z")
+    return budget_manifest(
+        name, limit, namespace="team", uid=f"uid-{name}", generation=generation, **spec
+    )
 
 
 def burstbudget(name: str, budget_name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "budgetguard.io/v1alpha1",
-        "kind": "BurstBudget",
-        "metadata": {"name": name, "namespace": "team", "uid": f"uid-{name}", "generation": 1},
-        "spec": {
-            "budgetRef": {"name": budget_name},
-            "amount": "5",
-            "validFrom": "2026-11-27T00:00:00Z",
-            "validUntil": "2026-11-30T00:00:00Z",
-            "approvedBy": "cfo@example.com",
-            **spec,
-        },
-    }
+    made = burst_manifest(
+        name,
+        budget_name,
+        "5",
+        "2026-11-27T00:00:00Z",
+        "2026-11-30T00:00:00Z",
+        namespace="team",
+        approvedBy="cfo@example.com",
+        **spec,
+    )
+    made["metadata"] |= {"uid": f"uid-{name}", "generation": 1}
+    return made
 
 
 def conditions_of(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
