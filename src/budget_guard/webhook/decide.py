@@ -212,7 +212,8 @@ class Decider:
                 decision = await leases.reserve_remotely(pending.request_id, *pending.reservation)
         except LedgerUnavailable as error:
             return self._ledger_unavailable(pending, error, sent=error.sent)
-        except (RedisError, OSError) as error:  # an error reply (OOM, READONLY, ...)
+        except RedisError as error:  # a script failed: a bug, but the decision must not 500
+            log.error("reservation of %s failed: %s", pending.request_id, error)
             return self._ledger_unavailable(pending, error, sent=True)
         return self._answer(decision, pending)
 
