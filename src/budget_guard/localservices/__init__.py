@@ -1,8 +1,9 @@
 """Real services on loopback, for the demo, the tests and ``make cluster``.
 
 Rule of this room: it starts and stops local processes (redis-server, a Sentinel
-set, a Redis Cluster, etcd, kube-apiserver) on free loopback ports with their own temporary directories,
-stops them by pid, and knows nothing of budgets. Production code never imports it.
+set, a Redis Cluster, etcd, kube-apiserver) on free loopback ports with their own
+temporary directories, stops them by pid, and knows nothing of budgets. Production
+code never imports it.
 """
 
 from budget_guard.localservices.kube import KubeAPIServer, KubeBinaries
