@@ -223,11 +223,26 @@ class RedisSentinelSet:
             assert port is not None
             if primary is not None and port != primary:
                 return False
-            return self.role(port) == "master" and all(
-                self._sentinel_sees(sentinel, replicas) for sentinel in self.sentinel_ports
+            return (
+                self.role(port) == "master"
+                and self._replicas_in_sync(port)
+                and all(self._sentinel_sees(sentinel, replicas) for sentinel in self.sentinel_ports)
             )
 
         wait_until_all(settled, processes, timeout_seconds or self._timeout, what)
+
+    def _replicas_in_sync(self, primary: int) -> bool:
+        """Every other running data node says it is a replica of ``primary``, linked."""
+        for port, node in self.data_nodes.items():
+            if port == primary or not node.running:
+                continue
+            with redis.Redis(port=port, socket_timeout=1) as replica:
+                replication = replica.info("replication")
+            if (replication["role"], replication.get("master_port")) != ("slave", primary):
+                return False
+            if replication["master_link_status"] != "up":
+                return False
+        return True
 
     def _sentinel_sees(self, sentinel_port: int, replicas: int) -> bool:
         """The sentinel knows the other sentinels and at least ``replicas`` live replicas."""
