@@ -258,7 +258,8 @@ class _Parts:
 def _split(url: str) -> _Parts:
     """The URL's parts, cut as ``describe`` cuts them, so errors never show a password.
 
-    The credentials end at the last ``@`` before the query, as urllib reads them.
+    The credentials end at the last ``@`` before the query, so that a password may
+    hold ``/`` and ``@`` unencoded (generated passwords often have ``/``).
     """
     scheme, separator, rest = url.partition("://")
     rest, _, query = rest.partition("?")
