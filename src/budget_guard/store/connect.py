@@ -196,6 +196,29 @@ def redis_client(
     )
 
 
+def checked_redis_url(url: str) -> str:
+    """``url`` when the ledger can run on it; else ``RedisUrlError`` (a ``ValueError``)
+    saying what is wrong, without the password."""
+    if parse_redis_url(url).topology is Topology.CLUSTER:
+        raise RedisUrlError(
+            f"{describe(url)}: the ledger runs on one Redis instance or on Sentinel; "
+            "Redis Cluster is not supported yet"
+        )
+    return url
+
+
+def ledger_client(url: str, **options: Unpack[ClientOptions]) -> redis.asyncio.Redis:
+    """``redis_client`` for the ledger, which runs on one instance or on Sentinel: its
+    scripts touch keys of several slots, which Redis Cluster refuses."""
+    client = redis_client(url, **options)
+    if isinstance(client, redis.asyncio.RedisCluster):
+        raise RedisUrlError(
+            f"{describe(url)}: the ledger runs on one Redis instance or on Sentinel; "
+            "Redis Cluster is not supported yet"
+        )
+    return client
+
+
 def sync_redis_client(
     url: str, **options: Unpack[SyncClientOptions]
 ) -> redis.Redis | redis.RedisCluster:

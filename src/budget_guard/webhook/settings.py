@@ -15,6 +15,7 @@ from pathlib import Path
 from budget_guard.domain.budget import is_valid_scope_value
 from budget_guard.domain.resolution import RequestIdentity
 from budget_guard.options import Option, add_options, parse_bool
+from budget_guard.store.connect import checked_redis_url
 from budget_guard.store.ledger import ExpiredReservations
 
 
@@ -230,7 +231,13 @@ _OPTIONS = (
         Path,
     ),
     Option("--pricing", "price table YAML or JSON merged over the shipped defaults", Path),
-    Option("--redis-url", "the ledger's Redis", str, RedisSettings.url),
+    Option(
+        "--redis-url",
+        "the ledger's Redis: redis://, rediss://, unix://, or "
+        "redis+sentinel://[[user]:password@]host:port[,host:port...]/service_name[/db]",
+        checked_redis_url,
+        RedisSettings.url,
+    ),
     Option(
         "--ledger-timeout-ms",
         "Redis counts as unavailable when it sends no reply for this long while commands "
