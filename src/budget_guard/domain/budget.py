@@ -43,6 +43,11 @@ class Reservation(StrEnum):
     WORST_CASE = "WorstCase"
 
 
+# How many times its usual spend rate a budget must jump to count as an anomaly.
+DEFAULT_ANOMALY_FACTOR = 10
+MIN_ANOMALY_FACTOR, MAX_ANOMALY_FACTOR = 2, 1000
+MAX_DISCOUNT_PERCENT = Decimal(100)
+
 # With failureMode Open and no failOpenLimit: the share of the effective limit each
 # webhook replica may let through on a budget during one ledger outage.
 DEFAULT_FAIL_OPEN_PERCENT = 5
@@ -125,6 +130,22 @@ class SeasonalMultiplier:
 
 
 @dataclass(frozen=True, slots=True)
+class Commitment:
+    """Committed use: spend per period bought ahead from the provider at a discount.
+
+    Reported as utilization against ``amount_micros``; what the forecast leaves of it at
+    the end of the period would go unused."""
+
+    amount_micros: int
+    discount_percent: Decimal = Decimal(0)
+
+    def discount_micros(self, spent_micros: int) -> int:
+        """What the discount takes off the spend inside the commitment (whole micro-USD)."""
+        covered = min(spent_micros, self.amount_micros)
+        return int((covered * self.discount_percent / 100).to_integral_value(rounding=ROUND_FLOOR))
+
+
+@dataclass(frozen=True, slots=True)
 class Budget:
     ref: BudgetRef
     scope: Scope
@@ -139,6 +160,8 @@ class Budget:
     degrade_models: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     schedule: tuple[SeasonalMultiplier, ...] = ()
     upgrade_url: str | None = None
+    commitment: Commitment | None = None
+    anomaly_factor: int = DEFAULT_ANOMALY_FACTOR
     uid: str = ""
     generation: int = 0
     created_at: dt.datetime | None = None

@@ -16,14 +16,19 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from budget_guard.domain.budget import (
+    DEFAULT_ANOMALY_FACTOR,
     DEFAULT_THRESHOLDS,
     HARD_LIMIT_PERCENT,
+    MAX_ANOMALY_FACTOR,
+    MAX_DISCOUNT_PERCENT,
+    MIN_ANOMALY_FACTOR,
     SCOPE_FIELDS,
     SCOPE_VALUE_RULE,
     USER_TEMPLATE,
     Budget,
     BudgetRef,
     BurstPool,
+    Commitment,
     Enforcement,
     FailureMode,
     Reservation,
@@ -232,6 +237,54 @@ def _money(value: object, field: str, *, required: bool = True) -> int | None:
         raise ManifestError(field, str(error).split(": ", 1)[1]) from None
 
 
+_PERCENT = re.compile(r"[0-9]{1,3}(\.[0-9]{1,2})?")
+
+
+def parse_commitment(value: object, field: str = "spec.commitment") -> Commitment | None:
+    """Committed use: ``{amount: "5000.00", discountPercent: "20"}`` (the discount optional)."""
+    if value is None:
+        return None
+    raw = _mapping(value, field)
+    unknown = sorted(set(raw) - {"amount", "discountPercent"})
+    if unknown:
+        raise ManifestError(f"{field}.{unknown[0]}", "unknown field; use amount, discountPercent")
+    amount = _money(raw.get("amount"), f"{field}.amount")
+    assert amount is not None
+    discount = raw.get("discountPercent", "0")
+    if isinstance(discount, bool) or not isinstance(discount, (str, int)):
+        raise ManifestError(
+            f"{field}.discountPercent", f'must be a percentage string like "20", got {discount!r}'
+        )
+    text = str(discount).strip()
+    if not _PERCENT.fullmatch(text) or Decimal(text) >= MAX_DISCOUNT_PERCENT:
+        raise ManifestError(
+            f"{field}.discountPercent",
+            f'must be a percentage from 0 to below 100 with at most 2 decimals, e.g. "20", '
+            f"got {discount!r}",
+        )
+    return Commitment(amount, Decimal(text))
+
+
+def parse_anomaly_factor(value: object, field: str = "spec.anomaly") -> int:
+    """``spec.anomaly.factor``: how many times the usual rate is an anomaly (default 10)."""
+    raw = _mapping(value, field)
+    unknown = sorted(set(raw) - {"factor"})
+    if unknown:
+        raise ManifestError(f"{field}.{unknown[0]}", "unknown field; use factor")
+    factor = raw.get("factor", DEFAULT_ANOMALY_FACTOR)
+    if (
+        isinstance(factor, bool)
+        or not isinstance(factor, int)
+        or not MIN_ANOMALY_FACTOR <= factor <= MAX_ANOMALY_FACTOR
+    ):
+        raise ManifestError(
+            f"{field}.factor",
+            f"must be a whole number from {MIN_ANOMALY_FACTOR} to {MAX_ANOMALY_FACTOR}, "
+            f"got {factor!r}",
+        )
+    return factor
+
+
 def _fail_open_limit(spec: Mapping[str, Any]) -> int | None:
     value = spec.get("failOpenLimit")
     if value is None:
@@ -282,6 +335,8 @@ def parse_budget(manifest: Mapping[str, Any]) -> Budget:
         ),
         schedule=parse_schedule(spec.get("schedule")),
         upgrade_url=_url(spec.get("upgradeURL"), "spec.upgradeURL"),
+        commitment=parse_commitment(spec.get("commitment")),
+        anomaly_factor=parse_anomaly_factor(spec.get("anomaly")),
         created_at=_created_at(manifest),
     )
 

@@ -46,9 +46,35 @@ class KeySchema:
         """Settled spend of one budget on one local day, kept for reports."""
         return f"{self.prefix}:{tenant_tag(budget.scope.tenant)}:h:{budget.id}:{day.isoformat()}"
 
+    def user_history(self, budget: Budget, day: dt.date) -> str:
+        """Settled spend of a per-user template's users on one local day (the per-user
+        window only: it grows with users x days)."""
+        return f"{self.prefix}:{tenant_tag(budget.scope.tenant)}:hu:{budget.id}:{day.isoformat()}"
+
+    def hourly(self, budget: Budget, day: dt.date) -> str:
+        """Settled spend of one budget per UTC hour of one UTC day (fields ``s:HH``), kept
+        a little over a week: the anomaly baseline."""
+        return f"{self.prefix}:{tenant_tag(budget.scope.tenant)}:hh:{budget.id}:{day.isoformat()}"
+
     def attribution(self, tenant: str | None, day: dt.date) -> str:
-        """Settled spend by tenant, feature, model and user on one UTC day (chargeback)."""
+        """Settled spend by tenant, feature and model on one UTC day (chargeback; kept
+        as long as the daily history)."""
         return f"{self.prefix}:{tenant_tag(tenant)}:a:{day.isoformat()}"
+
+    def user_attribution(self, tenant: str | None, day: dt.date) -> str:
+        """Settled spend by tenant, feature, model and user on one UTC day (the per-user
+        window only)."""
+        return f"{self.prefix}:{tenant_tag(tenant)}:ua:{day.isoformat()}"
+
+    def attribution_index(self, day: dt.date) -> str:
+        """Settled spend per tenant on one UTC day (fields ``s:<tenant>``): which tenants'
+        attribution hashes exist, without scanning."""
+        return f"{self.prefix}:{GLOBAL_TAG}:at:{day.isoformat()}"
+
+    @property
+    def settled(self) -> str:
+        """Settled requests, one entry each (a bounded stream, for audits of recent spend)."""
+        return f"{self.prefix}:{GLOBAL_TAG}:settled"
 
     def reservation(self, request_id: str) -> str:
         """What one request reserved, until it is settled (and a while after)."""

@@ -16,13 +16,20 @@ from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 
+from budget_guard.domain.anomaly import HOURLY_RETENTION
 from budget_guard.domain.decision import BudgetCharge, BudgetState, BudgetVerdict, Decision
 from budget_guard.domain.instants import unix_ms
+from budget_guard.domain.pricing import Usage
 from budget_guard.domain.resolution import Attribution
 from budget_guard.store.channel import LedgerChannel
 from budget_guard.store.errors import ledger_call
 from budget_guard.store.keys import KeySchema
-from budget_guard.store.plans import EncodedPlan, PlanCache, parse_attribution_label
+from budget_guard.store.plans import (
+    DetailRetention,
+    EncodedPlan,
+    PlanCache,
+    parse_attribution_label,
+)
 from budget_guard.store.scripts import COMMIT, RELEASE, RESERVE, SETTLE, bulk
 
 __all__ = [
@@ -54,6 +61,16 @@ class LedgerSettings:
     record_retention: dt.timedelta = dt.timedelta(hours=24)
     history_retention: dt.timedelta = dt.timedelta(days=400)  # 13 months and change
     event_stream_length: int = 10_000
+    # What grows with users x days is kept for a window only (docs/reports.md).
+    user_detail_retention: dt.timedelta = dt.timedelta(days=35)
+    hourly_retention: dt.timedelta = HOURLY_RETENTION
+    # The settled-requests stream: at most this many entries, none older than this.
+    settled_stream_length: int = 100_000
+    settled_stream_age: dt.timedelta = dt.timedelta(days=7)
+
+    @property
+    def detail_retention(self) -> DetailRetention:
+        return DetailRetention(users=self.user_detail_retention, hourly=self.hourly_retention)
 
     @property
     def reservation_ttl_ms(self) -> int:
@@ -189,7 +206,7 @@ class Ledger:
         self._reservations: Redis | LedgerChannel = channel or client
         self.settings = settings or LedgerSettings()
         self.keys = keys or KeySchema()
-        self._plans = PlanCache(self.keys)
+        self._plans = PlanCache(self.keys, retention=self.settings.detail_retention)
         self._fixed_keys = bulk(self.keys.pending) + bulk(self.keys.events)
         self._fixed_args = bulk(self.settings.record_ttl_ms) + bulk(
             self.settings.event_stream_length
@@ -374,8 +391,15 @@ class Ledger:
     # -- settle ----------------------------------------------------------------
 
     @ledger_call
-    async def settle(self, request_id: str, actual_micros: int, now: dt.datetime) -> Settlement:
+    async def settle(
+        self,
+        request_id: str,
+        actual_micros: int,
+        now: dt.datetime,
+        usage: Usage | None = None,
+    ) -> Settlement:
         """Charge the actual cost of a reserved request, exactly once (idempotent).
+        ``usage`` (when reported) goes to the settled-requests stream with it.
 
         Raises ``LedgerDataLost`` if Redis lost what the reservation referred to.
         """
@@ -383,21 +407,40 @@ class Ledger:
             raise ValueError(f"actual cost must not be negative, got {actual_micros}")
         answer = await SETTLE.run(
             self.client,
-            [self.keys.reservation(request_id), self.keys.pending, self.keys.events],
-            self._settle_args("usage", actual_micros, now),
+            self._settle_keys(self.keys.reservation(request_id)),
+            self._settle_args("usage", actual_micros, now, request_id, usage),
         )
         settlement = _settlement(request_id, answer)
         if settlement.status is SettlementStatus.LOST:
             raise LedgerDataLost(f"the reservation of {request_id} refers to data Redis lost")
         return settlement
 
-    def _settle_args(self, mode: str, actual_micros: int, now: dt.datetime) -> list[Any]:
+    def _settle_keys(self, record: str) -> list[str]:
+        return [record, self.keys.pending, self.keys.events, self.keys.settled]
+
+    def _settle_args(
+        self,
+        mode: str,
+        actual_micros: int,
+        now: dt.datetime,
+        request_id: str,
+        usage: Usage | None = None,
+    ) -> list[Any]:
+        settings = self.settings
+        tokens: tuple[Any, Any] = ("", "")
+        if usage is not None:
+            read = usage.input_tokens + usage.cached_input_tokens + usage.cache_write_tokens
+            tokens = (read, usage.output_tokens)
         return [
             mode,
             actual_micros,
             unix_ms(now),
-            int(self.settings.history_retention.total_seconds()),
-            self.settings.event_stream_length,
+            int(settings.history_retention.total_seconds()),
+            settings.event_stream_length,
+            request_id,
+            *tokens,
+            settings.settled_stream_length,
+            int(settings.settled_stream_age.total_seconds() * 1000),
         ]
 
     @ledger_call
@@ -412,12 +455,11 @@ class Ledger:
         swept = []
         for raw in due:
             record = _text(raw)
+            request_id = self.keys.request_id_of(record)
             answer = await SETTLE.run(
-                self.client,
-                [record, self.keys.pending, self.keys.events],
-                self._settle_args(mode, 0, now),
+                self.client, self._settle_keys(record), self._settle_args(mode, 0, now, request_id)
             )
-            settlement = _settlement(self.keys.request_id_of(record), answer)
+            settlement = _settlement(request_id, answer)
             if settlement.status is SettlementStatus.SETTLED:
                 swept.append(settlement)
             elif settlement.status in (SettlementStatus.UNKNOWN, SettlementStatus.LOST):

@@ -29,7 +29,8 @@ To add a field: append it here (writer), in ``parse_budget`` (reader), and to th
 table; the scripts that need it read it from the parsed table.
 
 A plan's content is the records joined by ``LINE``, then ``SECTION``, then one
-history line per daily hash to write at settlement (``key\\tspent-field\\tcount-field``).
+history line per hash to write at settlement (``key\\tspent-field\\tcount-field``, and
+``\\tseconds`` when the hash has a retention of its own; see ``history_lines``).
 """
 
 from __future__ import annotations
@@ -126,23 +127,58 @@ def budget_record(charge: BudgetCharge, keys: KeySchema) -> tuple[str, tuple[str
     return record, tuple(pool_keys)
 
 
-def _history(
+@dataclass(frozen=True)
+class DetailRetention:
+    """How long the detail that grows with users or hours is kept (the daily aggregates
+    keep the ledger's history retention): per-user spend, and spend per hour."""
+
+    users: dt.timedelta = dt.timedelta(days=35)
+    hourly: dt.timedelta = dt.timedelta(days=9)
+
+    def seconds(self, kept: dt.timedelta) -> str:
+        return str(int(kept.total_seconds()))
+
+
+def history_lines(
     charges: Sequence[BudgetCharge],
     keys: KeySchema,
     now: dt.datetime,
     attribution: Attribution | None,
+    retention: DetailRetention,
 ) -> list[str]:
+    """The hashes a settlement adds to, besides the counters. Kept long (the ledger's
+    history retention), and independent of how many users there are: per budget the
+    local day's spend, per tenant/feature/model the UTC day's, and which tenants spent
+    that day. Kept for the per-user window: per-user spend (templates' users, and the
+    attribution by user). Kept a week and a bit: per budget the UTC hour's spend."""
+    users, hourly = retention.seconds(retention.users), retention.seconds(retention.hourly)
+    utc = now.astimezone(dt.UTC)
     lines = []
     for charge in charges:
         budget, subject = charge.budget, charge.subject
-        history_key = keys.history(budget, now.astimezone(budget.zone).date())
-        lines.append(FIELD.join((history_key, "spent", "requests")))
+        local_day = now.astimezone(budget.zone).date()
+        lines.append(FIELD.join((keys.history(budget, local_day), "spent", "requests")))
+        hour = f"{utc.hour:02d}"
+        lines.append(
+            FIELD.join((keys.hourly(budget, utc.date()), f"s:{hour}", f"n:{hour}", hourly))
+        )
         if subject is not None:
-            lines.append(FIELD.join((history_key, f"u:{subject}", f"n:{subject}")))
+            user_key = keys.user_history(budget, local_day)
+            lines.append(FIELD.join((user_key, f"u:{subject}", f"n:{subject}", users)))
     if attribution is not None:
-        attribution_key = keys.attribution(attribution.tenant, now.astimezone(dt.UTC).date())
+        tenant, day = attribution.tenant, utc.date()
+        index = keys.attribution_index(day)
+        lines.append(FIELD.join((index, f"s:{tenant or ''}", f"n:{tenant or ''}")))
+        aggregate = attribution_label(attribution._replace(user=None))
+        lines.append(
+            FIELD.join(
+                (keys.attribution(tenant, day), f"s{LABEL}{aggregate}", f"n{LABEL}{aggregate}")
+            )
+        )
+        # Last: settle.lua answers the label of the last "s<LABEL>" line it wrote.
         label = attribution_label(attribution)
-        lines.append(FIELD.join((attribution_key, f"s{LABEL}{label}", f"n{LABEL}{label}")))
+        user_key = keys.user_attribution(tenant, day)
+        lines.append(FIELD.join((user_key, f"s{LABEL}{label}", f"n{LABEL}{label}", users)))
     return lines
 
 
@@ -151,6 +187,7 @@ def encode_plan(
     keys: KeySchema,
     now: dt.datetime,
     attribution: Attribution | None,
+    retention: DetailRetention | None = None,
 ) -> EncodedPlan:
     records: list[str] = []
     pool_keys: list[str] = []
@@ -158,7 +195,8 @@ def encode_plan(
         record, pools = budget_record(charge, keys)
         records.append(record)
         pool_keys.extend(pools)
-    content = LINE.join(records) + SECTION + LINE.join(_history(charges, keys, now, attribution))
+    history = history_lines(charges, keys, now, attribution, retention or DetailRetention())
+    content = LINE.join(records) + SECTION + LINE.join(history)
     digest = hashlib.blake2b(content.encode(), digest_size=12).hexdigest()
     return EncodedPlan(
         charges=charges,
@@ -179,8 +217,11 @@ class PlanCache:
 
     QUARTER_HOUR_MS = 15 * 60 * 1000
 
-    def __init__(self, keys: KeySchema, max_entries: int = 8192) -> None:
+    def __init__(
+        self, keys: KeySchema, max_entries: int = 8192, retention: DetailRetention | None = None
+    ) -> None:
         self._keys = keys
+        self._retention = retention or DetailRetention()
         self._max_entries = max_entries
         self._plans: dict[tuple[int, int, Attribution | None], EncodedPlan] = {}
 
@@ -195,7 +236,7 @@ class PlanCache:
         plan = self._plans.get(cache_key)
         if plan is not None and plan.charges is charges:
             return plan
-        plan = encode_plan(charges, self._keys, now, attribution)
+        plan = encode_plan(charges, self._keys, now, attribution, self._retention)
         if len(self._plans) >= self._max_entries:
             self._plans.clear()
         self._plans[cache_key] = plan

@@ -117,7 +117,9 @@ class SettlementService:
         try:
             if self._leases.holds(report.request_id):
                 await self._leases.flush()  # decided here from a lease, not committed yet
-            settlement = await self._ledger.settle(report.request_id, cost, self._clock())
+            settlement = await self._ledger.settle(
+                report.request_id, cost, self._clock(), report.usage
+            )
         except LedgerDataLost as error:
             return _item(409, report.request_id, "lost", message=str(error))
         except LedgerUnavailable as error:

@@ -9,16 +9,20 @@
 -- KEYS[1] reservation record (string written by reserve.lua; see its header)
 -- KEYS[2] pending reservations (sorted set)
 -- KEYS[3] event stream
+-- KEYS[4] settled requests (stream; optional): one entry per settlement, for audits
 -- The plan the record names (see reserve.lua), and the counters, pools, users
 -- indexes and history hashes the plan names, are touched too (same hash tags as
 -- when they were reserved).
 --
 -- plan: budget records (see store/plans.py; parse_budget), "\30", history lines. A
---   history line is "key\tspent-field\tcount-field".
+--   history line is "key\tspent-field\tcount-field", and "\tseconds" when the hash has a
+--   retention of its own (per-user and hourly detail; else ARGV[4]).
 --
 -- ARGV[1] mode: "usage" | "expire-keep" | "expire-release"
 -- ARGV[2] actual cost, micro-USD (mode "usage")     ARGV[3] now (unix ms)
 -- ARGV[4] history retention (s)                      ARGV[5] stream max length
+-- With KEYS[4]: ARGV[6] request id, ARGV[7] input tokens and ARGV[8] output tokens ("":
+--   not reported), ARGV[9] its max length, ARGV[10] its max age (ms, by Redis's clock).
 --
 -- Returns {status, reserved cost, charged cost, charged before (-1: never), attribution
 --   ("tenant\31feature\31model\31user" from the plan's attribution line, or "")}; status is one of
@@ -63,16 +67,20 @@ local choices = split(fields[5], ',')
 local delta = actual - (prior or 0)
 -- what spent + reserved changes by: the reservation turns into the actual cost
 local used_change = prior and delta or actual - cost
+local charged = {}  -- the budgets (or burst pools) charged, for the settled stream
 for i, line in ipairs(split(plan[1], '\n')) do
   local budget = parse_budget(line)
   local key, limit, expiry = budget.key, budget.limit, budget.expiry
   local users, described = budget.users, budget.described
   local choice = tonumber(choices[i]) or 0
+  local charged_id = string.match(described, '^[^\31]*')
   if choice > 0 then  -- the burst pool that took this budget's share
     local pool = pools_of(budget)[choice]
     key, expiry = pool.key, pool.expiry
     users, described = '', ''
+    charged_id = pool.id
   end
+  charged[#charged + 1] = charged_id
   local used = redis.call('HINCRBY', key, 'used', used_change)
   redis.call('HINCRBY', key, 'spent', delta)
   if not prior then
@@ -96,7 +104,8 @@ end
 
 local attribution = ''
 for _, line in ipairs(split(plan[2], '\n')) do
-  local key, spent_field, count_field = string.match(line, '^([^\t]*)\t([^\t]*)\t(.*)$')
+  local key, spent_field, count_field, kept = string.match(line,
+    '^([^\t]*)\t([^\t]*)\t([^\t]*)\t?(%d*)$')
   if string.sub(spent_field, 1, 2) == 's\31' then
     attribution = string.sub(spent_field, 3)
   end
@@ -104,7 +113,7 @@ for _, line in ipairs(split(plan[2], '\n')) do
   if not prior then
     redis.call('HINCRBY', key, count_field, 1)
   end
-  redis.call('EXPIRE', key, retention)
+  redis.call('EXPIRE', key, kept ~= '' and kept or retention)
 end
 
 local settled_by = mode == 'usage' and 'usage' or 'expiry'
@@ -112,4 +121,25 @@ local value = table.concat({fields[1], string.format('%d', actual), settled_by, 
   fields[5]}, '\30')
 redis.call('SET', record, value, 'KEEPTTL')
 redis.call('ZREM', pending, record)
+if KEYS[4] then
+  local entry = {'at', now, 'request', ARGV[6], 'cost', string.format('%d', actual),
+    'source', settled_by, 'budgets', table.concat(charged, ',')}
+  local who = split(attribution, '\31')
+  for i, name in ipairs({'tenant', 'feature', 'model', 'user'}) do
+    if who[i] and who[i] ~= '' then
+      entry[#entry + 1], entry[#entry + 2] = name, who[i]
+    end
+  end
+  if prior then
+    entry[#entry + 1], entry[#entry + 2] = 'replaces', string.format('%d', prior)
+  end
+  if ARGV[7] ~= '' then
+    entry[#entry + 1], entry[#entry + 2] = 'input_tokens', ARGV[7]
+    entry[#entry + 1], entry[#entry + 2] = 'output_tokens', ARGV[8]
+  end
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*', unpack(entry))
+  local clock = redis.call('TIME')
+  local oldest = tonumber(clock[1]) * 1000 - tonumber(ARGV[10])
+  redis.call('XTRIM', KEYS[4], 'MINID', '~', string.format('%d', oldest))
+end
 return {'settled', cost, actual, prior or -1, attribution}
