@@ -82,6 +82,8 @@ FULL_BUDGET = {
     "onSoftLimit": {"degradeModels": {"gpt-4o": "gpt-4o-mini"}},
     "schedule": [{"months": [12], "multiplier": "2"}],
     "upgradeURL": "https://x.example",
+    "commitment": {"amount": "5", "discountPercent": "12.5"},
+    "anomaly": {"factor": 5},
 }
 FULL_BURST = {
     "budgetRef": {"name": "b"},

@@ -14,7 +14,9 @@ import pytest
 from budget_guard.domain.money import parse_usd
 from budget_guard.operator.compile import compile_resources
 from budget_guard.operator.crds import burstbudget_crd, llmbudget_crd
-from budget_guard.operator.status import AlertState, budget_status, burst_status
+from budget_guard.domain.anomaly import Anomaly
+from budget_guard.domain.review import build_review
+from budget_guard.operator.status import AlertState, Insight, budget_status, burst_status
 from budget_guard.store.usage import BudgetUsage, PoolUsage
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
@@ -93,7 +95,12 @@ def written_paths(value: Any, path: str) -> Iterator[str]:
 
 
 def declared_paths(kind: str) -> set[str]:
-    return {path for path, _ in fields(schema(CRDS[kind])["properties"]["status"], "status")}
+    declared = set()
+    for path, node in fields(schema(CRDS[kind])["properties"]["status"], "status"):
+        declared.add(path)
+        if node.get("type") == "array":  # its items, objects or not
+            declared.add(f"{path}[]")
+    return declared
 
 
 def manifests() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -104,7 +111,11 @@ def manifests() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         {
             "kind": "LLMBudget",
             "metadata": meta("acme"),
-            "spec": {"limit": "10", "scope": {"tenant": "acme"}},
+            "spec": {
+                "limit": "10",
+                "scope": {"tenant": "acme"},
+                "commitment": {"amount": "20", "discountPercent": "10"},
+            },
         },
         {
             "kind": "LLMBudget",
@@ -162,10 +173,16 @@ def test_every_field_the_operator_writes_is_in_the_schema() -> None:
         ),
     }
     alerts = AlertState(False, "SecretNotFound", "no Secret")
+    days = {NOW.date() - dt.timedelta(days=n): 1_000_000 for n in range(40)}
     written = set()
     for key, usage in usages.items():
-        status = budget_status(key, compiled, {key: 1}, usage, alerts, NOW)
+        review = build_review(
+            usage.budget, days, NOW, allocated_micros=usage.effective_limit, spent_micros=8_000_000
+        )
+        insight = Insight(review, Anomaly(True, "hour", 5, 1, 7, "a jump"))
+        status = budget_status(key, compiled, {key: 1}, usage, alerts, NOW, insight)
         written |= set(written_paths(status, "status"))
+    assert {"status.forecast.limitDate", "status.commitment.projectedUnused"} <= written
     assert written <= declared_paths("LLMBudget"), written - declared_paths("LLMBudget")
     review = dict.fromkeys(("spent", "peakDay", "peakDaySpent", "approvedBy", "reason"), "x")
     review |= {"requests": 3, "endedAt": "2026-11-30T00:00:00Z"}

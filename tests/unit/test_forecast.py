@@ -25,7 +25,7 @@ def test_a_flat_history_projects_the_same_rate_to_the_end() -> None:
     days = history(dt.date(2026, 10, 14), [10 * USD] * 28)
     result = forecast_period(monthly, monthly.window(now), 1000 * USD, 100 * USD, days, now)
     assert result.projected_micros == 300 * USD
-    assert result.limit_day is None and not result.exceeds_limit
+    assert result.limit_day is None and not result.reaches_limit
     assert result.history_days == 28
     assert result.basis == "28 days"
 
@@ -46,10 +46,10 @@ def test_a_rising_history_crosses_the_limit_with_days_left() -> None:
     now = at(dt.date(2026, 11, 11))
     days = history(dt.date(2026, 11, 1), [n * USD for n in range(1, 11)])
     result = forecast_period(monthly, monthly.window(now), 300 * USD, 55 * USD, days, now)
-    # 55 + 11 + 12 + ... : 55+11+...+24 = 290, +25 = 315 > 300 on Nov 25.
-    assert result.exceeds_limit
-    assert result.limit_day == dt.date(2026, 11, 25)
-    assert result.days_left_at_limit == 5
+    # 55 + 11 + 12 + ... + 24 = 300: the limit is reached with Nov 24's spend.
+    assert result.reaches_limit
+    assert result.limit_day == dt.date(2026, 11, 24)
+    assert result.days_left_at_limit == 6
 
 
 def test_weekdays_and_weekends_are_projected_by_their_own_rate() -> None:

@@ -23,9 +23,7 @@ NOW = dt.datetime(2026, 11, 11, 0, 0, tzinfo=dt.UTC)  # ten whole days of Novemb
 
 
 def every_day(first: dt.date, last: dt.date, amount: int) -> dict[dt.date, int]:
-    return {
-        first + dt.timedelta(days=n): amount for n in range((last - first).days + 1)
-    }
+    return {first + dt.timedelta(days=n): amount for n in range((last - first).days + 1)}
 
 
 def history(previous: int, current: int) -> PeriodHistory:

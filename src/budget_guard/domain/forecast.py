@@ -59,9 +59,9 @@ class Forecast:
         return self.projected_micros is not None
 
     @property
-    def exceeds_limit(self) -> bool:
-        """Projected past the limit before the period ends."""
-        return self.projected_micros is not None and self.projected_micros > self.limit_micros
+    def reaches_limit(self) -> bool:
+        """Projected to reach the limit (where requests are denied) by the period's end."""
+        return self.projected_micros is not None and self.projected_micros >= self.limit_micros
 
     @property
     def days_left_at_limit(self) -> int | None:
@@ -210,7 +210,7 @@ def forecast_period(
     while day <= last_day:
         expected = model.day((day - first).days, day.isoweekday(), multiplier(day))
         cumulative += expected * left_today if day == today else expected
-        if limit_day is None and spent_micros < limit_micros and cumulative > limit_micros:
+        if limit_day is None and spent_micros < limit_micros and cumulative >= limit_micros:
             limit_day = day
         day += dt.timedelta(days=1)
     return Forecast(

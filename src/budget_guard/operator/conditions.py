@@ -31,6 +31,8 @@ SOFT_LIMIT_REACHED = "SoftLimitReached"
 EXHAUSTED = "Exhausted"
 BURST_ACTIVE = "BurstActive"
 ALERTS_READY = "AlertsReady"
+FORECAST_EXCEEDS_LIMIT = "ForecastExceedsLimit"
+ANOMALY_DETECTED = "AnomalyDetected"
 
 # Reasons
 VALID = "Valid"
@@ -52,6 +54,12 @@ SECRET_NOT_FOUND = "SecretNotFound"  # noqa: S105 - a reason, not a secret
 SECRET_NAMESPACE_NOT_ALLOWED = "SecretNamespaceNotAllowed"  # noqa: S105
 DELIVERY_FAILED = "AlertDeliveryFailed"
 DELIVERED = "AlertDelivered"
+PROJECTED_OVER_LIMIT = "ProjectedOverLimit"
+PROJECTED_WITHIN_LIMIT = "ProjectedWithinLimit"
+INSUFFICIENT_HISTORY = "InsufficientHistory"
+SPEND_JUMP = "SpendJump"
+USUAL_SPEND = "UsualSpend"
+INSUFFICIENT_BASELINE = "InsufficientBaseline"
 
 # Event reasons (on the LLMBudget)
 EVENT_SOFT_LIMIT = "SoftLimitReached"
@@ -60,6 +68,9 @@ EVENT_PERIOD_RESET = "PeriodReset"
 EVENT_BURST_ACTIVATED = "BurstActivated"
 EVENT_BURST_EXHAUSTED = "BurstExhausted"
 EVENT_LEDGER_RESTORED = "LedgerRestored"
+EVENT_FORECAST_EXCEEDS_LIMIT = "ForecastExceedsLimit"
+EVENT_ANOMALY = "AnomalyDetected"
+EVENT_COMMITMENT_UNUSED = "CommitmentUnused"
 
 
 def threshold_reason(percent: int) -> str:

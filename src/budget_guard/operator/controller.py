@@ -25,6 +25,7 @@ from budget_guard.domain.instants import utc_now
 from budget_guard.operator.alerts import AlertSender
 from budget_guard.operator.compile import CompiledResources, Manifest, compile_resources, trim
 from budget_guard.operator.events import EventSink, NoticeRelay, post_with_kopf
+from budget_guard.operator.insights import Insights
 from budget_guard.operator.kube import KubeApi
 from budget_guard.operator.leadership import Leadership
 from budget_guard.operator.metrics import OperatorMetrics
@@ -61,8 +62,11 @@ class Controller:
         post_event = post_event or post_with_kopf
         self.notices = Notices(redis, keys)
         self.publisher = Publisher(PublishedConfigStore(redis, keys), clock)
+        insights = Insights(
+            redis, keys, self.notices, alerts, post_event, settings.insight_interval_seconds
+        )
         self.statuses = StatusSync(
-            redis, keys, kube, alerts, self.notices, post_event, self.metrics, clock
+            redis, keys, kube, alerts, self.notices, post_event, self.metrics, clock, insights
         )
         self.relay = NoticeRelay(self.notices, alerts, post_event)
         self.dirty = asyncio.Event()

@@ -13,9 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 from budget_guard.domain.budget import (
+    DEFAULT_ANOMALY_FACTOR,
     DEFAULT_FAIL_OPEN_PERCENT,
     DEFAULT_THRESHOLDS,
     HARD_LIMIT_PERCENT,
+    MAX_ANOMALY_FACTOR,
+    MIN_ANOMALY_FACTOR,
     SCOPE_FIELDS,
     SCOPE_VALUE_PATTERN,
     SCOPE_VALUE_RULE,
@@ -108,6 +111,60 @@ def _scope_schema() -> dict[str, Any]:
         "description": "Which requests the budget covers: a request counts when every field "
         "set here matches it. No field set: every request (a global budget).",
         "properties": properties,
+    }
+
+
+def _commitment_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "Committed use: spend per period bought ahead from the provider at a "
+        "discount. The status reports utilization against it, and a Warning Event and an "
+        "alert say when the forecast leaves part of it unused.",
+        "required": ["amount"],
+        "properties": {
+            "amount": _amount(
+                'The committed spend per period, in USD, as a decimal string such as "5000.00".',
+                "commitment.amount",
+            ),
+            "discountPercent": {
+                "type": "string",
+                "default": "0",
+                "maxLength": 6,
+                "description": "The discount the commitment buys, in percent, as a string such "
+                'as "20" (0 up to below 100). The report shows what it saved.',
+                "x-kubernetes-validations": [
+                    _rule(
+                        _matches(r"^[0-9]{1,3}(\.[0-9]{1,2})?$") + " && double(self) < 100.0",
+                        "commitment.discountPercent must be a percentage from 0 to below 100 "
+                        'with at most 2 decimals, written as a string, e.g. "20"',
+                    )
+                ],
+            },
+        },
+    }
+
+
+def _anomaly_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "When a jump in spend counts as an anomaly: the last hour or day against "
+        "the same hours of the days before (AnomalyDetected, a Warning Event and an alert).",
+        "properties": {
+            "factor": {
+                "type": "integer",
+                "default": DEFAULT_ANOMALY_FACTOR,
+                "description": "How many times its usual spend rate counts as an anomaly "
+                f"({MIN_ANOMALY_FACTOR} to {MAX_ANOMALY_FACTOR}).",
+                "x-kubernetes-validations": [
+                    _rule(
+                        f"self >= {MIN_ANOMALY_FACTOR} && self <= {MAX_ANOMALY_FACTOR}",
+                        f"anomaly.factor must be a whole number from {MIN_ANOMALY_FACTOR} to "
+                        f"{MAX_ANOMALY_FACTOR}: how many times the usual spend rate is an anomaly "
+                        f"(default {DEFAULT_ANOMALY_FACTOR})",
+                    )
+                ],
+            }
+        },
     }
 
 
@@ -256,6 +313,8 @@ def _budget_spec() -> dict[str, Any]:
                     },
                 },
             },
+            "commitment": _commitment_schema(),
+            "anomaly": _anomaly_schema(),
             "upgradeURL": {
                 "type": "string",
                 "description": "An http(s) URL shown in the 429 answer (upgrade_url) to whoever "
@@ -401,8 +460,8 @@ _CONDITION = _object(
     "One aspect of the resource's state, as metav1.Condition.",
     {
         "type": _text(
-            "The aspect: Accepted, Enforced, Ready, SoftLimitReached, Exhausted, BurstActive "
-            "or AlertsReady.",
+            "The aspect: Accepted, Enforced, Ready, SoftLimitReached, Exhausted, BurstActive, "
+            "ForecastExceedsLimit, AnomalyDetected or AlertsReady.",
             maxLength=316,
             pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
             r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
@@ -498,6 +557,55 @@ def _budget_status() -> dict[str, Any]:
                         ),
                         maxItems=5,
                     ),
+                },
+            ),
+            "forecast": _object(
+                "The end of the period projected from the burn rate (weekday-shaped, trend "
+                "and seasonal schedule aware; docs/reports.md). Not for per-user templates.",
+                {
+                    "summary": _text(
+                        "The Forecast column: the projected spend, and the day the limit would "
+                        "be reached, or why there is no forecast."
+                    ),
+                    "spend": _usd("Projected spend at the end of the period."),
+                    "limitDate": _text(
+                        "The local day (YYYY-MM-DD) the limit is projected to be reached, when "
+                        "that is before the period ends."
+                    ),
+                    "basis": _text("What the projection rests on: days of history and shape."),
+                    "message": _text("Why there is no forecast (too little history)."),
+                },
+            ),
+            "review": _object(
+                "The monthly review's figures (budget-guard report and kubectl llmbudget "
+                "report read them).",
+                {
+                    "days": _list(
+                        "Settled spend per local day of the current period, from periodStart "
+                        "(today so far).",
+                        _usd("One day's spend."),
+                    ),
+                    "yearToDate": _usd("Settled spend since January 1 (local time)."),
+                    "previousPeriod": _usd("Settled spend of the whole previous period."),
+                    "previousPeriodToDate": _usd(
+                        "The previous period's spend over as many days as this period has "
+                        "completed: what the trend compares with."
+                    ),
+                    "trend": _text('Against the previous period: "up 20 %", "down 5 %", flat.'),
+                    "action": _text(
+                        "The suggested action: OK, monitor, request +$N, hard limit active."
+                    ),
+                },
+            ),
+            "commitment": _object(
+                "Spend against spec.commitment this period.",
+                {
+                    "amount": _usd("The committed spend per period."),
+                    "used": _usd("Spent this period, against the commitment."),
+                    "utilization": _text("used / amount, in percent (64.0 %)."),
+                    "projectedUnused": _usd("What the forecast leaves unused at the period's end."),
+                    "discount": _usd("What the commitment's discount took off this period."),
+                    "summary": _text("Utilization in words, and what would go unused."),
                 },
             ),
             "burstPools": _list(
@@ -616,6 +724,8 @@ def llmbudget_crd() -> dict[str, Any]:
             _column("Spent", ".status.spent"),
             _column("Used", ".status.utilizationPercent"),
             _column("Status", ".status.summary"),
+            _column("Forecast", ".status.forecast.summary"),
+            _column("Action", ".status.review.action", priority=1),
             _column("Resets", ".status.resetsAt"),
             _column("Age", ".metadata.creationTimestamp", "date"),
         ],

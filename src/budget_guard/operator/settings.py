@@ -16,6 +16,7 @@ class OperatorSettings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     sync_interval_seconds: float = 15.0  # status from spend
+    insight_interval_seconds: float = 60.0  # forecasts and anomalies from the history
     publish_delay_seconds: float = 0.5  # gather changes into one published config
     standalone: bool = False  # no peering: the only replica
     priority: int = 0  # peering: the highest live priority is the active replica
@@ -35,6 +36,7 @@ class OperatorSettings:
             redis_url=ns.redis_url,
             namespaces=tuple(ns.namespace),
             sync_interval_seconds=ns.sync_interval_seconds,
+            insight_interval_seconds=ns.insight_interval_seconds,
             standalone=ns.standalone,
             priority=ns.priority if ns.priority is not None else random.randint(1, 32_000),  # noqa: S311
             peering_name=ns.peering_name,
@@ -67,6 +69,13 @@ _OPTIONS = (
         "how often status is refreshed from spend",
         float,
         _DEFAULTS.sync_interval_seconds,
+    ),
+    Option(
+        "--insight-interval-seconds",
+        "how often forecasts, anomalies and review figures are recomputed from the history "
+        "(they are written with the next status sync)",
+        float,
+        _DEFAULTS.insight_interval_seconds,
     ),
     Option("--standalone", "run without peering (a single replica)", kind="switch"),
     Option("--priority", "peering priority (default: random, so replicas never tie)", int),

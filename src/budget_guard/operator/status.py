@@ -13,25 +13,36 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NotRequired, TypedDict
 
+from budget_guard.domain.anomaly import Anomaly
 from budget_guard.domain.budget import HARD_LIMIT_PERCENT, Budget, BurstPool
 from budget_guard.domain.instants import rfc3339
 from budget_guard.domain.money import format_usd
+from budget_guard.domain.percent import percent_text
+from budget_guard.domain.review import BudgetReview, CommitmentUse
 from budget_guard.operator.compile import CompiledResources, Problem
 from budget_guard.operator.conditions import (
     ACCEPTED,
     ALERTS_READY,
+    ANOMALY_DETECTED,
     BELOW_THRESHOLDS,
     BURST_ACTIVE,
     BURST_POOL_ACTIVE,
     ENFORCED,
     EXHAUSTED,
+    FORECAST_EXCEEDS_LIMIT,
+    INSUFFICIENT_BASELINE,
+    INSUFFICIENT_HISTORY,
     LIMIT_REACHED,
     NO_ACTIVE_BURST,
     NOT_PUBLISHED,
+    PROJECTED_OVER_LIMIT,
+    PROJECTED_WITHIN_LIMIT,
     PUBLISHED,
     READY,
     REJECTED,
     SOFT_LIMIT_REACHED,
+    SPEND_JUMP,
+    USUAL_SPEND,
     VALID,
     WITHIN_LIMIT,
     Condition,
@@ -80,6 +91,32 @@ class PoolStatus(TypedDict):
     validUntil: str
 
 
+class ForecastStatus(TypedDict):
+    summary: str  # the Forecast column
+    spend: NotRequired[str]
+    limitDate: NotRequired[str]
+    basis: NotRequired[str]
+    message: NotRequired[str]
+
+
+class ReviewStatus(TypedDict):
+    days: list[str]  # spend per local day of the period, from periodStart
+    yearToDate: str
+    previousPeriod: NotRequired[str]
+    previousPeriodToDate: NotRequired[str]
+    trend: str
+    action: str
+
+
+class CommitmentStatus(TypedDict):
+    amount: str
+    used: str
+    utilization: str
+    discount: str
+    summary: str
+    projectedUnused: NotRequired[str]
+
+
 class LLMBudgetStatus(TypedDict):
     observedGeneration: int
     conditions: list[Condition]
@@ -97,6 +134,9 @@ class LLMBudgetStatus(TypedDict):
     utilization: NotRequired[str]
     utilizationPercent: NotRequired[str]
     users: NotRequired[UsersStatus]
+    forecast: NotRequired[ForecastStatus]
+    review: NotRequired[ReviewStatus]
+    commitment: NotRequired[CommitmentStatus]
     burstPools: NotRequired[list[PoolStatus]]
 
 
@@ -118,6 +158,15 @@ class BurstBudgetStatus(TypedDict):
     remaining: NotRequired[str]
     requests: NotRequired[int]
     review: NotRequired[BurstReview]
+
+
+@dataclass(frozen=True)
+class Insight:
+    """What the history says of a budget: its review (the forecast in it) and whether its
+    spend just jumped."""
+
+    review: BudgetReview
+    anomaly: Anomaly
 
 
 @dataclass(frozen=True)
@@ -173,6 +222,7 @@ def budget_status(
     usage: BudgetUsage | None,
     alerts: AlertState | None,
     now: dt.datetime,
+    insight: Insight | None = None,
 ) -> LLMBudgetStatus:
     """The whole status of the LLMBudget ``key`` (namespace/name)."""
     manifest = compiled.manifests[key]
@@ -200,6 +250,8 @@ def budget_status(
         status["conditions"] += _spend_conditions(budget, usage, cond)
         if in_force:
             _add_state(status, budget, usage)
+        if insight is not None:
+            status["conditions"] += _add_insight(status, insight, cond)
     if alerts is not None:
         status["conditions"].append(cond(ALERTS_READY, alerts.ok, alerts.reason, alerts.message))
     return status
@@ -321,6 +373,94 @@ def _spend_conditions(budget: Budget, usage: BudgetUsage, cond: ConditionFor) ->
             f"drawing from {', '.join(active_pools)}" if active_pools else "no burst pool in use",
         ),
     ]
+
+
+def _add_insight(status: LLMBudgetStatus, insight: Insight, cond: ConditionFor) -> list[Condition]:
+    """The review, forecast and commitment figures; the forecast and anomaly conditions."""
+    review, anomaly = insight.review, insight.anomaly
+    history = review.history
+    status["review"] = {
+        "days": [format_usd(spent) for _, spent in history.days],
+        "yearToDate": format_usd(history.year_to_date),
+        "trend": review.trend.text,
+        "action": review.action.text,
+    }
+    if history.previous_spent is not None and history.previous_to_date is not None:
+        status["review"]["previousPeriod"] = format_usd(history.previous_spent)
+        status["review"]["previousPeriodToDate"] = format_usd(history.previous_to_date)
+    use = review.commitment_use
+    if use is not None:
+        status["commitment"] = commitment_status(use)
+    conditions = [
+        cond(
+            ANOMALY_DETECTED,
+            anomaly.detected,
+            SPEND_JUMP
+            if anomaly.detected
+            else (USUAL_SPEND if anomaly.enough_history else INSUFFICIENT_BASELINE),
+            anomaly.message,
+        )
+    ]
+    forecast = review.forecast
+    if forecast is None:  # a per-user template: each user has a limit of their own
+        return conditions
+    if forecast.projected_micros is None:
+        status["forecast"] = {"summary": "n/a", "message": forecast.message}
+        conditions.append(
+            cond(FORECAST_EXCEEDS_LIMIT, False, INSUFFICIENT_HISTORY, forecast.message)
+        )
+        return conditions
+    projected, limit = format_usd(forecast.projected_micros), format_usd(forecast.limit_micros)
+    last_day = forecast.last_day.isoformat() if forecast.last_day else "the period's end"
+    status["forecast"] = {"summary": f"${projected}", "spend": projected, "basis": forecast.basis}
+    reached = review.spent_micros >= forecast.limit_micros
+    if forecast.limit_day is not None and not reached:
+        limit_day = forecast.limit_day.isoformat()
+        status["forecast"]["limitDate"] = limit_day
+        status["forecast"]["summary"] = f"${projected}, limit on {limit_day}"
+        conditions.append(
+            cond(
+                FORECAST_EXCEEDS_LIMIT,
+                True,
+                PROJECTED_OVER_LIMIT,
+                f"projected to reach the ${limit} limit on {limit_day}, "
+                f"{forecast.days_left_at_limit} days before the period ends: ${projected} by "
+                f"{last_day} ({forecast.basis})",
+            )
+        )
+    elif reached:
+        conditions.append(
+            cond(
+                FORECAST_EXCEEDS_LIMIT,
+                False,
+                LIMIT_REACHED,
+                f"the ${limit} limit is reached this period; ${projected} projected by {last_day}",
+            )
+        )
+    else:
+        conditions.append(
+            cond(
+                FORECAST_EXCEEDS_LIMIT,
+                False,
+                PROJECTED_WITHIN_LIMIT,
+                f"${projected} projected by {last_day}, within the ${limit} limit "
+                f"({forecast.basis})",
+            )
+        )
+    return conditions
+
+
+def commitment_status(use: CommitmentUse) -> CommitmentStatus:
+    status: CommitmentStatus = {
+        "amount": format_usd(use.commitment.amount_micros),
+        "used": format_usd(use.spent_micros),
+        "utilization": percent_text(use.utilization),
+        "discount": format_usd(use.discount_micros),
+        "summary": use.summary,
+    }
+    if use.projected_unused_micros is not None:
+        status["projectedUnused"] = format_usd(use.projected_unused_micros)
+    return status
 
 
 def burst_status(

@@ -23,6 +23,7 @@ from budget_guard.operator.burst_review import BurstReviews
 from budget_guard.operator.compile import CompiledResources, Manifest
 from budget_guard.operator.conditions import EVENT_LEDGER_RESTORED, EVENT_PERIOD_RESET
 from budget_guard.operator.events import NOTICE_MEMORY, EventSink
+from budget_guard.operator.insights import Insights
 from budget_guard.operator.kube import KubeApi
 from budget_guard.operator.metrics import BudgetSample, OperatorMetrics, budget_sample, pool_sample
 from budget_guard.operator.status import (
@@ -52,6 +53,7 @@ class StatusSync:
         post_event: EventSink,
         metrics: OperatorMetrics,
         clock: Callable[[], dt.datetime],
+        insights: Insights | None = None,
     ) -> None:
         self._redis = redis
         self._keys = keys
@@ -63,6 +65,7 @@ class StatusSync:
         self._clock = clock
         self._reviews = BurstReviews(redis, keys)
         self._writers = asyncio.Semaphore(STATUS_WRITERS)
+        self._insights = insights or Insights(redis, keys, notices, alerts, post_event)
 
     async def sync(self, compiled: CompiledResources, published: Mapping[str, int]) -> None:
         """Refresh every status of ``compiled`` from spend; ``published``: the generations
@@ -74,6 +77,7 @@ class StatusSync:
             for usage in await read_usage(self._redis, compiled.snapshot, now, self._keys)
         }
         pool_usages = {p.pool.id: p for u in usages.values() for p in u.pools}
+        await self._insights.refresh(list(compiled.budgets.values()), usages, now)
         samples = await asyncio.gather(
             *(
                 self._sync_budget(key, manifest, compiled, published, usages.get(key), now)
@@ -101,8 +105,11 @@ class StatusSync:
         spec = manifest.get("spec", {})
         await self._alerts.verify(key, manifest.get("metadata", {}).get("namespace", ""), spec)
         alerts = self._alerts.state(key, spec)
-        status = budget_status(key, compiled, published, usage, alerts, now)
+        insight = self._insights.get(key) if budget is not None else None
+        status = budget_status(key, compiled, published, usage, alerts, now, insight)
         await self._write(LLMBUDGETS, key, manifest, status)
+        if insight is not None:
+            await self._insights.announce(manifest, status)
         return budget_sample(key, status, usage if budget is not None else None)
 
     async def _sync_burst(

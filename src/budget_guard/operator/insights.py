@@ -1,0 +1,155 @@
+"""What the history says of each budget: the review figures, the end-of-period forecast,
+committed use and anomalies, refreshed from the ledger's daily and hourly history at most
+every ``--insight-interval-seconds``, and said once each as a Warning Event and an alert.
+
+The status sync writes them into the status (``status.review``, ``status.forecast``,
+``status.commitment`` and the ``ForecastExceedsLimit`` and ``AnomalyDetected``
+conditions; see ``operator.status``) and then lets ``announce`` tell people: a forecast
+past the limit once per period, an anomaly once per episode (the condition's transition
+time), an unused commitment once per period.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from budget_guard.domain.anomaly import detect_anomaly
+from budget_guard.domain.budget import Budget
+from budget_guard.domain.review import build_review, review_days
+from budget_guard.operator.alerts import Alert, AlertSender
+from budget_guard.operator.compile import Manifest
+from budget_guard.operator.conditions import (
+    ANOMALY_DETECTED,
+    EVENT_ANOMALY,
+    EVENT_COMMITMENT_UNUSED,
+    EVENT_FORECAST_EXCEEDS_LIMIT,
+    FORECAST_EXCEEDS_LIMIT,
+)
+from budget_guard.operator.events import NOTICE_MEMORY, EventSink
+from budget_guard.operator.status import Insight
+from budget_guard.store.errors import LedgerUnavailable
+from budget_guard.store.history import DailySpend, DaysWanted, read_hourly
+from budget_guard.store.keys import KeySchema
+from budget_guard.store.notices import Notices
+from budget_guard.store.usage import BudgetUsage
+
+log = logging.getLogger(__name__)
+
+
+class Insights:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: KeySchema,
+        notices: Notices,
+        alerts: AlertSender,
+        post_event: EventSink,
+        interval_seconds: float = 60.0,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._notices = notices
+        self._alerts = alerts
+        self._post_event = post_event
+        self._interval = interval_seconds
+        self._daily = DailySpend(redis, keys, keep_settled=True)
+        self._current: dict[str, Insight] = {}
+        self._next_refresh = 0.0
+
+    def get(self, budget_id: str) -> Insight | None:
+        return self._current.get(budget_id)
+
+    async def refresh(
+        self, budgets: Sequence[Budget], usages: Mapping[str, BudgetUsage], now: dt.datetime
+    ) -> None:
+        """Recompute every budget's insight, unless the last refresh is recent. A ledger
+        that cannot be read leaves the last insights in place."""
+        if time.monotonic() < self._next_refresh:
+            return
+        budgets = [budget for budget in budgets if budget.id in usages]
+        try:
+            daily = await self._daily.read([DaysWanted(b, *review_days(b, now)) for b in budgets])
+            hourly = await read_hourly(self._redis, self._keys, budgets, now)
+        except LedgerUnavailable as error:
+            log.warning("budget insights not refreshed: %s", error)
+            return
+        current = {}
+        for budget, days, hours in zip(budgets, daily, hourly, strict=True):
+            usage = usages[budget.id]
+            anomaly = detect_anomaly(hours, now, budget.anomaly_factor, budget.created_at)
+            review = build_review(
+                budget,
+                days,
+                now,
+                allocated_micros=usage.effective_limit,
+                spent_micros=usage.spent,
+                users_exhausted=usage.users_exhausted,
+                limit_reached=usage.reported_percent >= 100,
+                anomaly=anomaly.detected,
+            )
+            current[budget.id] = Insight(review, anomaly)
+        self._current = current
+        self._daily.forget(current)
+        self._next_refresh = time.monotonic() + self._interval
+
+    async def announce(self, manifest: Manifest, status: Mapping[str, Any]) -> None:
+        """A Warning Event and an alert for what ``status`` newly says, each once."""
+        metadata = manifest.get("metadata", {})
+        uid = metadata.get("uid") or f"{metadata.get('namespace')}/{metadata.get('name')}"
+        period = str(status.get("periodKey", ""))
+        conditions = {str(c["type"]): c for c in status.get("conditions", [])}
+        forecast = conditions.get(FORECAST_EXCEEDS_LIMIT)
+        if forecast is not None and forecast["status"] == "True":
+            details = {"period": period, **dict(status.get("forecast", {}))}
+            await self._say(
+                manifest,
+                f"{uid}:forecast:{period}",
+                EVENT_FORECAST_EXCEEDS_LIMIT,
+                str(forecast["message"]),
+                details,
+            )
+        anomaly = conditions.get(ANOMALY_DETECTED)
+        if anomaly is not None and anomaly["status"] == "True":
+            await self._say(
+                manifest,
+                f"{uid}:anomaly:{anomaly['lastTransitionTime']}",
+                EVENT_ANOMALY,
+                str(anomaly["message"]),
+                {"period": period},
+            )
+        commitment = status.get("commitment") or {}
+        unused = commitment.get("projectedUnused")
+        if unused is not None and unused != "0.00":
+            await self._say(
+                manifest,
+                f"{uid}:commitment:{period}",
+                EVENT_COMMITMENT_UNUSED,
+                f"the forecast leaves ${unused} of the ${commitment['amount']} commitment "
+                f"unused this period ({commitment['summary']})",
+                {"period": period, "projectedUnusedUsd": unused},
+            )
+
+    async def _say(
+        self,
+        manifest: Manifest,
+        marker: str,
+        reason: str,
+        message: str,
+        details: Mapping[str, Any],
+    ) -> None:
+        if not await self._notices.first_time(marker, NOTICE_MEMORY):
+            return
+        self._post_event(manifest, "Warning", reason, message)
+        metadata = manifest.get("metadata", {})
+        budget = f"{metadata.get('namespace')}/{metadata.get('name')}"
+        self._alerts.send(
+            Alert(budget, reason, message, details),
+            str(metadata.get("namespace", "default")),
+            manifest.get("spec", {}),
+        )
