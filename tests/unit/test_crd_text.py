@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
+from budget_guard.domain.anomaly import Anomaly
 from budget_guard.domain.money import parse_usd
+from budget_guard.domain.review import build_review
 from budget_guard.operator.compile import compile_resources
 from budget_guard.operator.crds import burstbudget_crd, llmbudget_crd
-from budget_guard.domain.anomaly import Anomaly
-from budget_guard.domain.review import build_review
 from budget_guard.operator.status import AlertState, Insight, budget_status, burst_status
 from budget_guard.store.usage import BudgetUsage, PoolUsage
 

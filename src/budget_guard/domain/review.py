@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
 
+from budget_guard.domain.anomaly import Anomaly, detect_anomaly
 from budget_guard.domain.budget import Budget, Commitment
 from budget_guard.domain.forecast import (
     LOOKBACK_DAYS,
@@ -283,3 +284,29 @@ def build_review(
         anomaly=anomaly,
         limit_reached=limit_reached,
     )
+
+
+def review_with_anomaly(
+    budget: Budget,
+    days: Mapping[dt.date, int],
+    hours: Mapping[dt.datetime, int],
+    now: dt.datetime,
+    *,
+    allocated_micros: int,
+    spent_micros: int,
+    users_exhausted: int = 0,
+    limit_reached: bool = False,
+) -> tuple[BudgetReview, Anomaly]:
+    """``build_review`` with the anomaly check of ``hours`` (spend per UTC hour) in it."""
+    anomaly = detect_anomaly(hours, now, budget.anomaly_factor, budget.created_at)
+    review = build_review(
+        budget,
+        days,
+        now,
+        allocated_micros=allocated_micros,
+        spent_micros=spent_micros,
+        users_exhausted=users_exhausted,
+        limit_reached=limit_reached,
+        anomaly=anomaly.detected,
+    )
+    return review, anomaly

@@ -19,9 +19,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from budget_guard.domain.anomaly import detect_anomaly
 from budget_guard.domain.budget import Budget
-from budget_guard.domain.review import build_review, review_days
+from budget_guard.domain.review import review_with_anomaly
 from budget_guard.operator.alerts import Alert, AlertSender
 from budget_guard.operator.compile import Manifest
 from budget_guard.operator.conditions import (
@@ -34,7 +33,7 @@ from budget_guard.operator.conditions import (
 from budget_guard.operator.events import NOTICE_MEMORY, EventSink
 from budget_guard.operator.status import Insight
 from budget_guard.store.errors import LedgerUnavailable
-from budget_guard.store.history import DailySpend, DaysWanted, read_hourly
+from budget_guard.store.history import DailySpend, read_review_history
 from budget_guard.store.keys import KeySchema
 from budget_guard.store.notices import Notices
 from budget_guard.store.usage import BudgetUsage
@@ -74,24 +73,24 @@ class Insights:
             return
         budgets = [budget for budget in budgets if budget.id in usages]
         try:
-            daily = await self._daily.read([DaysWanted(b, *review_days(b, now)) for b in budgets])
-            hourly = await read_hourly(self._redis, self._keys, budgets, now)
+            histories = await read_review_history(
+                self._redis, self._keys, budgets, now, self._daily
+            )
         except LedgerUnavailable as error:
             log.warning("budget insights not refreshed: %s", error)
             return
         current = {}
-        for budget, days, hours in zip(budgets, daily, hourly, strict=True):
+        for budget, (days, hours) in zip(budgets, histories, strict=True):
             usage = usages[budget.id]
-            anomaly = detect_anomaly(hours, now, budget.anomaly_factor, budget.created_at)
-            review = build_review(
+            review, anomaly = review_with_anomaly(
                 budget,
                 days,
+                hours,
                 now,
                 allocated_micros=usage.effective_limit,
                 spent_micros=usage.spent,
                 users_exhausted=usage.users_exhausted,
                 limit_reached=usage.reported_percent >= 100,
-                anomaly=anomaly.detected,
             )
             current[budget.id] = Insight(review, anomaly)
         self._current = current

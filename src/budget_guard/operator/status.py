@@ -15,10 +15,11 @@ from typing import Any, NotRequired, TypedDict
 
 from budget_guard.domain.anomaly import Anomaly
 from budget_guard.domain.budget import HARD_LIMIT_PERCENT, Budget, BurstPool
+from budget_guard.domain.forecast import Forecast
 from budget_guard.domain.instants import rfc3339
-from budget_guard.domain.money import format_usd
+from budget_guard.domain.money import format_usd, parse_usd
 from budget_guard.domain.percent import percent_text
-from budget_guard.domain.review import BudgetReview, CommitmentUse
+from budget_guard.domain.review import BudgetReview, CommitmentUse, PeriodHistory
 from budget_guard.operator.compile import CompiledResources, Problem
 from budget_guard.operator.conditions import (
     ACCEPTED,
@@ -448,6 +449,81 @@ def _add_insight(status: LLMBudgetStatus, insight: Insight, cond: ConditionFor) 
             )
         )
     return conditions
+
+
+def _usd(value: object, field: str) -> int:
+    return parse_usd(str(value), field, allow_zero=True)
+
+
+def _instant(value: object) -> dt.datetime:
+    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def review_from_status(budget: Budget, status: Mapping[str, Any]) -> BudgetReview | None:
+    """The review a status holds (what ``_add_insight`` wrote), for reports read from the
+    cluster; None when it holds none (not enforced yet, or no sync since)."""
+    review = status.get("review")
+    if not isinstance(review, Mapping) or "periodStart" not in status:
+        return None
+    first = _instant(status["periodStart"]).astimezone(budget.zone).date()
+    previous, previous_to_date = review.get("previousPeriod"), review.get("previousPeriodToDate")
+    history = PeriodHistory(
+        days=tuple(
+            (first + dt.timedelta(days=n), _usd(value, "status.review.days"))
+            for n, value in enumerate(review.get("days", []))
+        ),
+        year_to_date=_usd(review.get("yearToDate", "0"), "status.review.yearToDate"),
+        previous_spent=None if previous is None else _usd(previous, "previousPeriod"),
+        previous_to_date=None
+        if previous_to_date is None
+        else _usd(previous_to_date, "previousPeriodToDate"),
+    )
+    allocated = _usd(status.get("effectiveLimit", "0"), "status.effectiveLimit")
+    per_user = budget.scope.is_user_template
+    return BudgetReview(
+        budget_id=budget.id,
+        scope=budget.scope.describe(),
+        period=budget.period.value,
+        period_key=str(status.get("periodKey", "")),
+        enforces=budget.enforces,
+        per_user=per_user,
+        allocated_micros=allocated,
+        spent_micros=history.period_spent
+        if per_user
+        else _usd(status.get("spent", "0"), "status.spent"),
+        history=history,
+        forecast=_forecast_from_status(budget, status, allocated),
+        users_exhausted=int((status.get("users") or {}).get("exhausted", 0)),
+        commitment=budget.commitment,
+        anomaly=any(
+            cond.get("type") == ANOMALY_DETECTED and cond.get("status") == "True"
+            for cond in status.get("conditions", [])
+        ),
+        limit_reached=threshold_reached(status) >= HARD_LIMIT_PERCENT,
+    )
+
+
+def _forecast_from_status(
+    budget: Budget, status: Mapping[str, Any], allocated: int
+) -> Forecast | None:
+    written = status.get("forecast")
+    if not isinstance(written, Mapping):
+        return None
+    resets = status.get("resetsAt")
+    last_day = (
+        (_instant(resets) - dt.timedelta(microseconds=1)).astimezone(budget.zone).date()
+        if resets
+        else None
+    )
+    spend, limit_day = written.get("spend"), written.get("limitDate")
+    return Forecast(
+        projected_micros=None if spend is None else _usd(spend, "status.forecast.spend"),
+        limit_micros=allocated,
+        limit_day=dt.date.fromisoformat(str(limit_day)) if limit_day else None,
+        last_day=last_day,
+        basis=str(written.get("basis", "")),
+        message=str(written.get("message", "")),
+    )
 
 
 def commitment_status(use: CommitmentUse) -> CommitmentStatus:

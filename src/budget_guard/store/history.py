@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from budget_guard.domain.anomaly import HOURLY_RETENTION
 from budget_guard.domain.budget import Budget
+from budget_guard.domain.review import review_days
 from budget_guard.domain.spend import SpendCell
 from budget_guard.store.errors import ledger_call
 from budget_guard.store.keys import KeySchema
@@ -285,3 +286,19 @@ async def read_settled(
         if len(entries) < batch:
             return found
         cursor = "(" + _text(entries[-1][0])
+
+
+@ledger_call
+async def read_review_history(
+    client: Redis,
+    keys: KeySchema,
+    budgets: Sequence[Budget],
+    now: dt.datetime,
+    daily: DailySpend | None = None,
+) -> list[tuple[dict[dt.date, int], dict[dt.datetime, int]]]:
+    """What a review of each budget at ``now`` reads: its daily spend over ``review_days``
+    and its hourly spend (for the anomaly check)."""
+    reader = daily or DailySpend(client, keys)
+    days = await reader.read([DaysWanted(b, *review_days(b, now)) for b in budgets])
+    hours = await read_hourly(client, keys, budgets, now)
+    return list(zip(days, hours, strict=True))
