@@ -13,6 +13,7 @@ from budget_guard import __version__, logs
 
 def build_parser() -> argparse.ArgumentParser:
     from budget_guard.operator.settings import build_parser as operator_options
+    from budget_guard.reports.commands import add_commands as report_commands
     from budget_guard.webhook.settings import build_parser as webhook_options
 
     parser = argparse.ArgumentParser(
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--budgets", type=Path, default=None, help="budget YAML (default: examples/budgets)"
     )
+    report_commands(commands)
     return parser
 
 
@@ -94,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_operator(args)
     if args.command == "crds":
         return write_crds(args.write)
+    if args.command in ("export", "report", "simulate"):
+        from budget_guard.reports.commands import run
+
+        return run(args)
     if args.command == "demo":
         from budget_guard.demo.run import EXAMPLES
         from budget_guard.demo.run import main as demo

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
@@ -34,14 +35,17 @@ class SecretMissing(LookupError):
         self.reason = reason
 
 
-def _api_client() -> client.ApiClient:
+def _api_client(kubeconfig: Path | None = None) -> client.ApiClient:
     configuration = client.Configuration()
     try:
+        if kubeconfig is not None:
+            raise config.ConfigException("a kubeconfig was named")
         config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
         # $KUBECONFIG read now: the library reads it once, when first imported.
         config.load_kube_config(
-            config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+            config_file=str(kubeconfig) if kubeconfig else os.environ.get("KUBECONFIG"),
+            client_configuration=configuration,
         )
     return client.ApiClient(configuration)
 
@@ -51,6 +55,11 @@ class KubeApi:
         self._client = api_client or _api_client()
         self._custom = client.CustomObjectsApi(self._client)
         self._core = client.CoreV1Api(self._client)
+
+    @classmethod
+    def connect(cls, kubeconfig: Path | None = None) -> KubeApi:
+        """A client from ``kubeconfig``, else in-cluster, else $KUBECONFIG or ~/.kube/config."""
+        return cls(_api_client(kubeconfig))
 
     async def patch_status(
         self, plural: str, namespace: str, name: str, status: dict[str, Any]
