@@ -165,9 +165,7 @@ def record(review: BudgetReview) -> dict[str, Any]:
         "allocatedUsd": format_usd(review.allocated_micros),
         "spentUsd": format_usd(review.spent_micros),
         "yearToDateUsd": format_usd(review.history.year_to_date),
-        "utilizationPercent": percent_text(utilization, unit="")
-        if utilization is not None
-        else None,
+        "utilizationPercent": utilized,
         "trend": review.trend.text,
         "trendPercent": review.trend.percent,
         "previousPeriodUsd": None
