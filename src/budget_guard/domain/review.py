@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
+from typing import Any
 
 from budget_guard.domain.anomaly import Anomaly, detect_anomaly
 from budget_guard.domain.budget import Budget, Commitment
@@ -310,3 +311,60 @@ def review_with_anomaly(
         anomaly=anomaly.detected,
     )
     return review, anomaly
+
+
+def review_record(review: BudgetReview) -> dict[str, Any]:
+    """The review for machines (JSON reports, the read API): amounts as exact decimal
+    strings of USD."""
+    forecast = review.forecast
+    action = review.action
+    use = review.commitment_use
+    utilization = review.utilization
+    utilized = percent_text(utilization, unit="") if utilization is not None else None
+    return {
+        "budget": review.budget_id,
+        "scope": review.scope,
+        "period": review.period,
+        "periodKey": review.period_key,
+        "perUser": review.per_user,
+        "allocatedUsd": format_usd(review.allocated_micros),
+        "spentUsd": format_usd(review.spent_micros),
+        "yearToDateUsd": format_usd(review.history.year_to_date),
+        "utilizationPercent": utilized,
+        "trend": review.trend.text,
+        "trendPercent": review.trend.percent,
+        "previousPeriodUsd": None
+        if review.history.previous_spent is None
+        else format_usd(review.history.previous_spent),
+        "forecast": None
+        if forecast is None
+        else {
+            "spendUsd": None
+            if forecast.projected_micros is None
+            else format_usd(forecast.projected_micros),
+            "limitDate": forecast.limit_day.isoformat() if forecast.limit_day else None,
+            "basis": forecast.basis or None,
+            "message": forecast.message or None,
+        },
+        "action": action.text,
+        "requestUsd": format_usd(action.amount_micros)
+        if action.kind is ActionKind.REQUEST
+        else None,
+        "anomaly": review.anomaly,
+        "usersExhausted": review.users_exhausted if review.per_user else None,
+        "commitment": None
+        if use is None
+        else {
+            "amountUsd": format_usd(use.commitment.amount_micros),
+            "discountPercent": str(use.commitment.discount_percent),
+            "utilizationPercent": percent_text(use.utilization, unit=""),
+            "projectedUnusedUsd": None
+            if use.projected_unused_micros is None
+            else format_usd(use.projected_unused_micros),
+            "discountUsd": format_usd(use.discount_micros),
+        },
+        "days": [
+            {"day": day.isoformat(), "spentUsd": format_usd(spent)}
+            for day, spent in review.history.days
+        ],
+    }

@@ -19,6 +19,7 @@ from budget_guard.webhook.active_config import ConfigHolder
 from budget_guard.webhook.identity import JwksKeys
 from budget_guard.webhook.ledger_access import LedgerAccess
 from budget_guard.webhook.metrics import Metrics
+from budget_guard.webhook.read_api import ReadApi
 from budget_guard.webhook.responses import JSON, error_answer
 from budget_guard.webhook.settlement import SettlementService, UsageTokens
 from budget_guard.webhook.views import budgets_document
@@ -55,6 +56,7 @@ class ApiService:
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.get_metrics)
         app.router.add_get("/openapi.json", self.openapi_json)
+        ReadApi(self.config, self.ledger, self.usage_tokens, self.clock).routes(app)
         return app
 
     async def post_usage(self, request: web.Request) -> web.Response:

@@ -106,3 +106,107 @@ class ErrorDetail(_Open):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+# -- the read API's answers (GET /v1/spend, GET /v1/budgets/{namespace}/{name}) ------------
+# Closed models: a field an answer adds and the model lacks fails the integration tests,
+# which validate every answer against these.
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+Usd = Annotated[str, Field(description="USD as an exact decimal string, e.g. 12.50")]
+
+
+class SpendRow(_Closed):
+    """One group's spend; only the dimensions grouped by are present."""
+
+    tenant: str | None = None
+    feature: str | None = None
+    model: str | None = None
+    user: str | None = None
+    day: str | None = Field(None, description="a UTC day, YYYY-MM-DD")
+    requests: int
+    costUsd: Usd  # noqa: N815 - the API's camelCase
+
+
+class SpendAnswer(_Closed):
+    start: str = Field(alias="from", description="the first UTC day")
+    to: str = Field(description="the last UTC day (included)")
+    groupBy: list[str]  # noqa: N815
+    rows: list[SpendRow]
+    requests: int
+    totalUsd: Usd  # noqa: N815
+
+
+class ForecastOut(_Closed):
+    spendUsd: Usd | None  # noqa: N815
+    limitDate: str | None  # noqa: N815
+    basis: str | None
+    message: str | None
+
+
+class CommitmentOut(_Closed):
+    amountUsd: Usd  # noqa: N815
+    discountPercent: str  # noqa: N815
+    utilizationPercent: str  # noqa: N815
+    projectedUnusedUsd: Usd | None  # noqa: N815
+    discountUsd: Usd  # noqa: N815
+
+
+class DaySpend(_Closed):
+    day: str
+    spentUsd: Usd  # noqa: N815
+
+
+class ReviewOut(_Closed):
+    """The monthly review's row of one budget (as ``budget-guard report --format json``)."""
+
+    budget: str
+    scope: str
+    period: str
+    periodKey: str  # noqa: N815
+    perUser: bool  # noqa: N815
+    allocatedUsd: Usd  # noqa: N815
+    spentUsd: Usd  # noqa: N815
+    yearToDateUsd: Usd  # noqa: N815
+    utilizationPercent: str | None  # noqa: N815
+    trend: str
+    trendPercent: int | None  # noqa: N815
+    previousPeriodUsd: Usd | None  # noqa: N815
+    forecast: ForecastOut | None
+    action: str
+    requestUsd: Usd | None  # noqa: N815
+    anomaly: bool
+    usersExhausted: int | None  # noqa: N815
+    commitment: CommitmentOut | None
+    days: list[DaySpend]
+
+
+class AnomalyOut(_Closed):
+    detected: bool
+    message: str
+
+
+class HistoryOut(_Closed):
+    start: str = Field(alias="from")
+    to: str
+    days: list[DaySpend]
+
+
+class UserSpend(_Closed):
+    user: str
+    spentUsd: Usd  # noqa: N815
+
+
+class BudgetDetail(_Closed):
+    budget: dict[str, object] = Field(description="as in GET /v1/budgets")
+    review: ReviewOut
+    anomaly: AnomalyOut
+    history: HistoryOut = Field(description="settled spend per local day of the budget")
+    users: list[UserSpend] = Field(
+        description="per-user templates: the top spenders of the history's days within the "
+        "per-user window"
+    )

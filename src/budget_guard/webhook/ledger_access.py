@@ -62,9 +62,13 @@ class LedgerAccess:
             socket_timeout=OPERATIONS_SOCKET_TIMEOUT_SECONDS,
             max_connections=64,
         )
+        retention = settings.retention
         ledger_settings = LedgerSettings(
             reservation_ttl=dt.timedelta(seconds=settings.reservations.ttl_seconds),
             expired_reservations=settings.reservations.expired,
+            user_detail_retention=dt.timedelta(days=retention.user_detail_days),
+            settled_stream_length=retention.settled_stream_length,
+            settled_stream_age=dt.timedelta(hours=retention.settled_stream_age_hours),
         )
         decisions = Ledger(decisions_client, ledger_settings, channel=channel)
         operations = Ledger(operations_client, ledger_settings)

@@ -7,9 +7,16 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from budget_guard import __version__
-from budget_guard.webhook.api_models import ErrorBody, Settled, SettledList, UsageReport
+from budget_guard.webhook.api_models import (
+    BudgetDetail,
+    ErrorBody,
+    Settled,
+    SettledList,
+    SpendAnswer,
+    UsageReport,
+)
 
-_MODELS = (UsageReport, Settled, SettledList, ErrorBody)
+_MODELS = (UsageReport, Settled, SettledList, ErrorBody, SpendAnswer, BudgetDetail)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -27,6 +34,16 @@ def _schemas() -> dict[str, Any]:
 
 def _json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _query(name: str, description: str, *, required: bool = True) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": {"type": "string"},
+    }
 
 
 def document() -> dict[str, Any]:
@@ -98,6 +115,69 @@ def document() -> dict[str, Any]:
                 "get": {
                     "summary": "Every budget in force and where it stands this period",
                     "responses": {"200": _json_response("the budgets", {"type": "object"})},
+                }
+            },
+            "/v1/spend": {
+                "get": {
+                    "summary": "Attributed spend of UTC days, grouped (the chargeback data)",
+                    "security": [{"usageToken": []}],
+                    "parameters": [
+                        _query("from", "the first UTC day, 2026-11-01, or a month, 2026-11"),
+                        _query("to", "the last UTC day (included), or a month"),
+                        _query(
+                            "groupBy",
+                            "comma-separated: tenant, feature, model, user, day (default "
+                            "tenant,feature,model)",
+                            required=False,
+                        ),
+                        _query("tenant", "only this tenant (repeatable)", required=False),
+                    ],
+                    "responses": {
+                        "200": _json_response("the groups and the total", _ref("SpendAnswer")),
+                        "400": _json_response(
+                            "a malformed period or grouping, or per-user detail asked for days "
+                            "past the per-user window",
+                            _ref("ErrorBody"),
+                        ),
+                        "401": _json_response("no or wrong bearer token", _ref("ErrorBody")),
+                        "503": _json_response("the ledger cannot be reached", _ref("ErrorBody")),
+                    },
+                }
+            },
+            "/v1/budgets/{namespace}/{name}": {
+                "get": {
+                    "summary": "One budget: where it stands, its review, forecast and history",
+                    "security": [{"usageToken": []}],
+                    "parameters": [
+                        {
+                            "name": "namespace",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "name",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        _query(
+                            "from",
+                            "the history's first local day (default: what the review reads)",
+                            required=False,
+                        ),
+                        _query("to", "the history's last local day", required=False),
+                    ],
+                    "responses": {
+                        "200": _json_response("the budget", _ref("BudgetDetail")),
+                        "400": _json_response("a malformed period", _ref("ErrorBody")),
+                        "401": _json_response("no or wrong bearer token", _ref("ErrorBody")),
+                        "404": _json_response("no such budget in force", _ref("ErrorBody")),
+                        "503": _json_response(
+                            "no configuration yet, or the ledger cannot be reached",
+                            _ref("ErrorBody"),
+                        ),
+                    },
                 }
             },
             "/healthz": {

@@ -81,6 +81,16 @@ class ReservationSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """What the ledger keeps for reports besides the 13 months of daily aggregates: the
+    per-user detail (it grows with users x days) and the settled-requests stream."""
+
+    user_detail_days: int = 35
+    settled_stream_length: int = 100_000
+    settled_stream_age_hours: int = 168
+
+
+@dataclass(frozen=True)
 class ConfigSourceSettings:
     budgets_path: Path | None = None  # standalone mode; else the operator's snapshot in Redis
     pricing_file: Path | None = None
@@ -106,6 +116,7 @@ class WebhookSettings:
     reservations: ReservationSettings = field(default_factory=ReservationSettings)
     config: ConfigSourceSettings = field(default_factory=ConfigSourceSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     usage_token_file: Path | None = None
     strip_headers: tuple[str, ...] = ()  # removed from the upstream request on allow
     log_level: str = "INFO"
@@ -197,6 +208,11 @@ class WebhookSettings:
                 features=frozenset(ns.metrics_features),
                 models=frozenset(ns.metrics_models),
             ),
+            retention=RetentionSettings(
+                user_detail_days=ns.user_detail_days,
+                settled_stream_length=ns.settled_stream_length,
+                settled_stream_age_hours=ns.settled_stream_age_hours,
+            ),
             usage_token_file=ns.usage_token_file,
             strip_headers=strip,
             log_level=ns.log_level.upper(),
@@ -204,6 +220,13 @@ class WebhookSettings:
             message_cache_entries=ns.message_cache_entries,
             local_leases=ns.local_leases,
         )
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"must be a whole number of at least 1, got {text!r}")
+    return value
 
 
 def _csv(text: str) -> list[str]:
@@ -343,6 +366,25 @@ _OPTIONS = (
         "Redis (false: one Redis round trip per decision)",
         parse_bool,
         True,
+    ),
+    Option(
+        "--user-detail-days",
+        "days per-user spend is kept (chargeback by user, per-user templates' history); "
+        "aggregates by tenant, feature, model and budget are kept 13 months",
+        _positive,
+        RetentionSettings.user_detail_days,
+    ),
+    Option(
+        "--settled-stream-length",
+        "settled requests kept in the audit stream, at most",
+        _positive,
+        RetentionSettings.settled_stream_length,
+    ),
+    Option(
+        "--settled-stream-age-hours",
+        "settled requests kept in the audit stream, at most this old",
+        _positive,
+        RetentionSettings.settled_stream_age_hours,
     ),
     Option("--log-level", "DEBUG, INFO, WARNING, ERROR", str, "INFO"),
     Option("--log-allowed", "log every allowed request too", parse_bool, False),

@@ -1,0 +1,187 @@
+"""The read API for people and dashboards, on the API listener: ``GET /v1/spend`` (the
+chargeback data, grouped) and ``GET /v1/budgets/{namespace}/{name}`` (one budget, its
+review and its history). Both ask for the usage token, like ``POST /v1/usage``.
+
+The figures are the ones ``budget-guard export`` and ``report`` print (the same domain
+functions); the answers' shapes are the models in ``webhook.api_models``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from budget_guard.domain.budget import Budget
+from budget_guard.domain.forecast import local_day_of
+from budget_guard.domain.money import format_usd
+from budget_guard.domain.resolution import BudgetSnapshot
+from budget_guard.domain.review import review_days, review_record, review_with_anomaly
+from budget_guard.domain.spend import DayRange, SpendQueryError, group_spend, parse_group_by
+from budget_guard.store.errors import LedgerUnavailable
+from budget_guard.store.history import (
+    DailySpend,
+    DaysWanted,
+    read_attribution,
+    read_review_history,
+    read_user_spend,
+)
+from budget_guard.store.usage import read_usage
+from budget_guard.webhook.active_config import ConfigHolder
+from budget_guard.webhook.ledger_access import LedgerAccess
+from budget_guard.webhook.responses import JSON, error_answer
+from budget_guard.webhook.settlement import UsageTokens
+from budget_guard.webhook.views import budget_view
+
+TOP_USERS = 20
+
+
+def _json(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=json.dumps(payload), content_type=JSON)
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.Response(
+        status=status, body=error_answer(status, code, message).body, content_type=JSON
+    )
+
+
+def _recent(
+    period: DayRange, budget: Budget, now: dt.datetime, window: dt.timedelta
+) -> list[dt.date]:
+    """The days of ``period`` inside the per-user window."""
+    window_start = local_day_of(budget, now) - window + dt.timedelta(days=1)
+    return [day for day in period.days() if day >= window_start]
+
+
+@dataclass
+class ReadApi:
+    config: ConfigHolder
+    ledger: LedgerAccess
+    tokens: UsageTokens
+    clock: Callable[[], dt.datetime]
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/v1/spend", self.get_spend)
+        app.router.add_get("/v1/budgets/{namespace}/{name}", self.get_budget)
+
+    def _refused(self, request: web.Request) -> web.Response | None:
+        problem = self.tokens.problem(request.headers.get("authorization", ""))
+        return _error(401, "unauthorized", problem) if problem is not None else None
+
+    async def get_spend(self, request: web.Request) -> web.Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        query = request.query
+        try:
+            period = DayRange.parse(query.get("from"), query.get("to"), ("from", "to"))
+            group_by = parse_group_by(query.get("groupBy"), "groupBy")
+        except SpendQueryError as error:
+            return _error(400, "invalid_query", str(error))
+        tenants = frozenset(query.getall("tenant", [])) or None
+        operations = self.ledger.operations
+        try:
+            attributed = await read_attribution(
+                operations.client,
+                operations.keys,
+                period.days(),
+                users="user" in group_by,
+                tenants=tenants,
+            )
+        except LedgerUnavailable as error:
+            return _error(503, "ledger_unavailable", f"the ledger cannot be reached: {error}")
+        if attributed.days_without_users:
+            days = sorted(attributed.days_without_users)
+            return _error(
+                400,
+                "user_detail_not_kept",
+                f"per-user detail is no longer kept for {days[0]}..{days[-1]} (the per-user "
+                "window): group without user, or ask for recent days",
+            )
+        rows = group_spend(attributed.cells, group_by)
+        return _json(
+            {
+                "from": period.first.isoformat(),
+                "to": period.last.isoformat(),
+                "groupBy": list(group_by),
+                "rows": [
+                    {
+                        **dict(zip(group_by, row.group, strict=True)),
+                        "requests": row.requests,
+                        "costUsd": format_usd(row.cost_micros),
+                    }
+                    for row in rows
+                ],
+                "requests": sum(row.requests for row in rows),
+                "totalUsd": format_usd(sum(row.cost_micros for row in rows)),
+            }
+        )
+
+    async def get_budget(self, request: web.Request) -> web.Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        config = self.config.current
+        if config is None:
+            return _error(503, "config_unavailable", "no budget configuration is loaded yet")
+        budget_id = f"{request.match_info['namespace']}/{request.match_info['name']}"
+        budget = config.snapshot.budget(budget_id)
+        if budget is None:
+            return _error(404, "unknown_budget", f"no budget {budget_id} is in force")
+        now = self.clock()
+        query = request.query
+        try:
+            if "from" in query or "to" in query:
+                period = DayRange.parse(query.get("from"), query.get("to"), ("from", "to"))
+            else:
+                period = DayRange(*review_days(budget, now))
+        except SpendQueryError as error:
+            return _error(400, "invalid_query", str(error))
+        operations = self.ledger.operations
+        client, keys = operations.client, operations.keys
+        snapshot: BudgetSnapshot = config.snapshot
+        try:
+            (usage,) = await read_usage(client, snapshot, now, keys, [budget])
+            ((days, hours),) = await read_review_history(client, keys, [budget], now)
+            (history,) = await DailySpend(client, keys).read(
+                [DaysWanted(budget, period.first, period.last)]
+            )
+            users: dict[str, int] = {}
+            if budget.scope.is_user_template:
+                window = operations.settings.user_detail_retention
+                recent = _recent(period, budget, now, window)
+                users = await read_user_spend(client, keys, budget, recent)
+        except LedgerUnavailable as error:
+            return _error(503, "ledger_unavailable", f"the ledger cannot be reached: {error}")
+        review, anomaly = review_with_anomaly(
+            budget,
+            days,
+            hours,
+            now,
+            allocated_micros=usage.effective_limit,
+            spent_micros=usage.spent,
+            users_exhausted=usage.users_exhausted,
+            limit_reached=usage.reported_percent >= 100,
+        )
+        top = sorted(users.items(), key=lambda item: (-item[1], item[0]))[:TOP_USERS]
+        return _json(
+            {
+                "budget": budget_view(usage),
+                "review": review_record(review),
+                "anomaly": {"detected": anomaly.detected, "message": anomaly.message},
+                "history": {
+                    "from": period.first.isoformat(),
+                    "to": period.last.isoformat(),
+                    "days": [
+                        {"day": day.isoformat(), "spentUsd": format_usd(history.get(day, 0))}
+                        for day in period.days()
+                    ],
+                },
+                "users": [{"user": user, "spentUsd": format_usd(spent)} for user, spent in top],
+            }
+        )
