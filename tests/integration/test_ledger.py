@@ -280,22 +280,45 @@ async def test_history_and_attribution_are_kept_apart_for_reports(redis_client: 
     h = Harness(redis_client, [budget("every", "10", user="*", timeZone="Europe/Berlin")])
     await h.reserve(2 * USD, request_id="a")
     await h.ledger.settle("a", 1_250_000, NOW)
-    keys = h.ledger.keys
-    history = await redis_client.hgetall(keys.history(h.snapshot.budgets[0], NOW.date()))
-    assert history == {
+    keys, every = h.ledger.keys, h.snapshot.budgets[0]
+    day = NOW.date()
+
+    async def kept_for(key: str) -> int:
+        return int(await redis_client.ttl(key))
+
+    # Kept 13 months, whatever the number of users: the budget's day, the tenant's day
+    # by feature and model, and which tenants spent that day.
+    assert await redis_client.hgetall(keys.history(every, day)) == {
         b"spent": b"1250000",
         b"requests": b"1",
+    }
+    assert await redis_client.hgetall(keys.attribution("acme", day)) == {
+        b"s\x1facme\x1fchat\x1fgpt-4o\x1f": b"1250000",
+        b"n\x1facme\x1fchat\x1fgpt-4o\x1f": b"1",
+    }
+    assert await redis_client.hgetall(keys.attribution_index(day)) == {
+        b"s:acme": b"1250000",
+        b"n:acme": b"1",
+    }
+    for key in (keys.history(every, day), keys.attribution("acme", day)):
+        assert 399 * 86400 < await kept_for(key) <= 400 * 86400
+    # Kept for the per-user window: per user.
+    assert await redis_client.hgetall(keys.user_history(every, day)) == {
         b"u:alice": b"1250000",
         b"n:alice": b"1",
     }
-    assert (
-        0 < await redis_client.ttl(keys.history(h.snapshot.budgets[0], NOW.date())) <= 400 * 86400
-    )
-    attribution = await redis_client.hgetall(keys.attribution("acme", NOW.date()))
-    assert attribution == {
+    assert await redis_client.hgetall(keys.user_attribution("acme", day)) == {
         b"s\x1facme\x1fchat\x1fgpt-4o\x1falice": b"1250000",
         b"n\x1facme\x1fchat\x1fgpt-4o\x1falice": b"1",
     }
+    for key in (keys.user_history(every, day), keys.user_attribution("acme", day)):
+        assert 34 * 86400 < await kept_for(key) <= 35 * 86400
+    # Kept a little over a week: per UTC hour, the anomaly baseline.
+    assert await redis_client.hgetall(keys.hourly(every, day)) == {
+        b"s:12": b"1250000",
+        b"n:12": b"1",
+    }
+    assert 8 * 86400 < await kept_for(keys.hourly(every, day)) <= 9 * 86400
     users = h.ledger.keys.users(h.snapshot.budgets[0], h.snapshot.budgets[0].window(NOW))
     assert await redis_client.zscore(users, "alice") == 1_250_000
 
@@ -315,7 +338,7 @@ async def test_requests_no_budget_applies_to_are_still_attributed(redis_client: 
     assert decision.allowed and decision.states == ()
     assert (await h.ledger.settle("free-range", 2 * USD, NOW)).status is SettlementStatus.SETTLED
     attribution = await redis_client.hgetall(h.ledger.keys.attribution("acme", NOW.date()))
-    assert attribution[b"s\x1facme\x1fchat\x1fgpt-4o\x1falice"] == b"2000000"
+    assert attribution[b"s\x1facme\x1fchat\x1fgpt-4o\x1f"] == b"2000000"
 
 
 async def test_amounts_near_the_ceiling_stay_exact(redis_client: Redis) -> None:
