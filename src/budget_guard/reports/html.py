@@ -9,15 +9,15 @@ from collections.abc import Sequence
 from html import escape
 
 from budget_guard.domain.review import BudgetReview
-from budget_guard.reports.render import notes, table_rows, usd
+from budget_guard.reports.render import NUMBERS, notes, table_rows, usd
 
 WIDTH, HEIGHT = 640, 240
 LEFT, RIGHT, TOP, BOTTOM = 72, 16, 16, 32  # margins around the plot
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #1f2328; }
 table { border-collapse: collapse; margin-bottom: 2rem; }
-th, td { padding: 0.3rem 0.7rem; border-bottom: 1px solid #d0d7de; text-align: right; }
-th:nth-child(-n+3), td:nth-child(-n+3) { text-align: left; }
+th, td { padding: 0.3rem 0.7rem; border-bottom: 1px solid #d0d7de; text-align: left; }
+.num { text-align: right; }
 section { margin: 1.5rem 0; page-break-inside: avoid; }
 .legend span { margin-right: 1.2rem; font-size: 0.85rem; }
 .spent { color: #0969da; } .limit { color: #cf222e; } .forecast { color: #9a6700; }
@@ -93,9 +93,16 @@ def burn_up_svg(review: BudgetReview) -> str:
 
 def html_document(reviews: Sequence[BudgetReview], title: str, generated: str) -> str:
     header, rows = table_rows(reviews)
-    table = ["<table>", "<tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>"]
-    table += ["<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows]
-    table.append("</table>")
+    kinds = [' class="num"' if name in NUMBERS else "" for name in header]
+
+    def row_of(tag: str, values: Sequence[str]) -> str:
+        inner = "".join(
+            f"<{tag}{kind}>{escape(value)}</{tag}>"
+            for kind, value in zip(kinds, values, strict=True)
+        )
+        return f"<tr>{inner}</tr>"
+
+    table = ["<table>", row_of("th", header), *(row_of("td", row) for row in rows), "</table>"]
     sections = []
     for review in reviews:
         forecast = review.projected_micros

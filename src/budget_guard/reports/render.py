@@ -26,6 +26,7 @@ COLUMNS = (
     "FORECAST",
     "ACTION",
 )
+NUMBERS = frozenset(("ALLOCATED", "SPENT", "YTD", "UTILIZED"))  # right-aligned
 CSV_FIELDS = (
     "budget",
     "scope",
@@ -137,10 +138,7 @@ def markdown(reviews: Sequence[BudgetReview], title: str) -> str:
     def line(row: Sequence[str]) -> str:
         return "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
 
-    aligned = [
-        "---" if name in ("BUDGET", "SCOPE", "PERIOD", "TREND", "ACTION") else "---:"
-        for name in header
-    ]
+    aligned = ["---:" if name in NUMBERS else "---" for name in header]
     body = [f"# {title}", "", line(header), "| " + " | ".join(aligned) + " |"]
     body += [line(row) for row in rows]
     extra = notes(reviews)
