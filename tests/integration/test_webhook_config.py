@@ -116,6 +116,8 @@ async def test_budgets_view(tmp_path: Path, redis_server: RedisServer) -> None:
         assert set(openapi["paths"]) == {
             "/v1/usage",
             "/v1/budgets",
+            "/v1/spend",
+            "/v1/budgets/{namespace}/{name}",
             "/healthz",
             "/readyz",
             "/metrics",
