@@ -18,10 +18,10 @@ import pytest
 import yaml
 from redis.asyncio import Redis
 
-from budget_guard.cli import main
 from budget_guard.domain.resolution import BudgetSnapshot
 from budget_guard.localservices import RedisServer
 from budget_guard.store.ledger import Ledger
+from tests.commands import cli
 from tests.factories import budget, budget_manifest
 from tests.spending import USD, identity, spend_daily
 
@@ -67,11 +67,6 @@ async def history(redis_client: Redis, tmp_path: Path) -> Path:
     directory.mkdir()
     (directory / "teams.yaml").write_text(yaml.safe_dump_all(manifests()))
     return directory
-
-
-async def cli(*argv: str, output: Path) -> tuple[int, str]:
-    code = await asyncio.to_thread(main, [*argv, "--output", str(output)])
-    return code, output.read_text() if output.exists() else ""
 
 
 async def test_the_review_figures_and_actions(

@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from budget_guard.cli import main
+from budget_guard.domain.budget import Budget
 from budget_guard.domain.decision import plan_charges
 from budget_guard.domain.pricing import Usage
 from budget_guard.domain.resolution import BudgetSnapshot
 from budget_guard.localservices import RedisServer
 from budget_guard.store.history import read_settled
 from budget_guard.store.ledger import ExpiredReservations, Ledger, LedgerSettings
+from tests.commands import cli
 from tests.factories import budget
 from tests.spending import USD, identity, spend
 
@@ -30,15 +31,8 @@ pytestmark = pytest.mark.redis
 NOW = dt.datetime(2030, 11, 20, 12, 0, tzinfo=dt.UTC)
 
 
-async def cli(*argv: str, output: Path | None = None) -> tuple[int, str]:
-    """``budget-guard`` in process (off the event loop); its exit code and output."""
-    args = [*argv, "--output", str(output)] if output is not None else list(argv)
-    code = await asyncio.to_thread(main, args)
-    return code, output.read_text() if output is not None and output.exists() else ""
-
-
-def snapshot(*budgets: object) -> BudgetSnapshot:
-    return BudgetSnapshot(budgets)  # type: ignore[arg-type]
+def snapshot(*budgets: Budget) -> BudgetSnapshot:
+    return BudgetSnapshot(budgets)
 
 
 async def test_every_settlement_lands_in_the_settled_stream(redis_client: Redis) -> None:

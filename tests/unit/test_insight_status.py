@@ -13,7 +13,7 @@ from budget_guard.domain.manifest import ManifestError, parse_budget
 from budget_guard.domain.review import build_review
 from budget_guard.operator import conditions as c
 from budget_guard.operator.compile import compile_resources
-from budget_guard.operator.status import Insight, budget_status
+from budget_guard.operator.status import Insight, budget_status, review_from_status
 from budget_guard.store.usage import BudgetUsage
 from tests.factories import budget_manifest
 
@@ -142,3 +142,31 @@ def test_commitment_and_anomaly_factor_are_parsed() -> None:
     assert str(parsed.commitment.discount_percent) == "12.5"
     assert parsed.anomaly_factor == 4
     assert parse_budget(budget_manifest("y", "10")).anomaly_factor == 10
+
+
+def test_the_review_read_back_from_a_status_is_the_one_written() -> None:
+    manifest = budget_manifest(
+        "team", "250", namespace="ns", uid="u", generation=1, commitment={"amount": "400"}
+    )
+    compiled = compile_resources([manifest], [])
+    budget = compiled.budgets["ns/team"]
+    window = budget.window(NOW)
+    days = {dt.date(2026, 10, 1) + dt.timedelta(days=n): 10 * USD for n in range(41)}
+    usage = BudgetUsage(budget, window, 250 * USD, used=100 * USD, spent=100 * USD)
+    written = build_review(budget, days, NOW, allocated_micros=250 * USD, spent_micros=100 * USD)
+    status = budget_status("ns/team", compiled, {"ns/team": 1}, usage, None, NOW,
+                           Insight(written, QUIET))  # fmt: skip
+    read = review_from_status(budget, dict(status))
+    assert read is not None
+    assert read.history == written.history
+    assert (read.allocated_micros, read.spent_micros) == (250 * USD, 100 * USD)
+    assert read.forecast is not None and written.forecast is not None
+    assert read.forecast.projected_micros == written.forecast.projected_micros
+    assert read.forecast.limit_day == written.forecast.limit_day
+    assert read.forecast.last_day == written.forecast.last_day
+    assert (read.trend, read.action, read.commitment_use) == (
+        written.trend,
+        written.action,
+        written.commitment_use,
+    )
+    assert review_from_status(budget, {"state": "Pending"}) is None
