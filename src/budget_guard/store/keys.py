@@ -54,7 +54,11 @@ class KeySchema:
     def hourly(self, budget: Budget, day: dt.date) -> str:
         """Settled spend of one budget per UTC hour of one UTC day (fields ``s:HH``), kept
         a little over a week: the anomaly baseline."""
-        return f"{self.prefix}:{tenant_tag(budget.scope.tenant)}:hh:{budget.id}:{day.isoformat()}"
+        return self.hourly_prefix(budget) + day.isoformat()
+
+    def hourly_prefix(self, budget: Budget) -> str:
+        """``hourly`` without its day: settle.lua adds the day of the settlement."""
+        return f"{self.prefix}:{tenant_tag(budget.scope.tenant)}:hh:{budget.id}:"
 
     def attribution(self, tenant: str | None, day: dt.date) -> str:
         """Settled spend by tenant, feature and model on one UTC day (chargeback; kept

@@ -441,6 +441,7 @@ class Ledger:
             *tokens,
             settings.settled_stream_length,
             int(settings.settled_stream_age.total_seconds() * 1000),
+            *now.astimezone(dt.UTC).strftime("%Y-%m-%d %H").split(),
         ]
 
     @ledger_call

@@ -30,7 +30,9 @@ table; the scripts that need it read it from the parsed table.
 
 A plan's content is the records joined by ``LINE``, then ``SECTION``, then one
 history line per hash to write at settlement (``key\\tspent-field\\tcount-field``, and
-``\\tseconds`` when the hash has a retention of its own; see ``history_lines``).
+``\\tseconds`` when the hash has a retention of its own; see ``history_lines``), then
+``SECTION`` and one hourly line per budget (``key-prefix\\tseconds``: settle.lua adds
+the UTC day and hour of the settlement, so that a plan stays the same all day).
 """
 
 from __future__ import annotations
@@ -150,18 +152,14 @@ def history_lines(
     history retention), and independent of how many users there are: per budget the
     local day's spend, per tenant/feature/model the UTC day's, and which tenants spent
     that day. Kept for the per-user window: per-user spend (templates' users, and the
-    attribution by user). Kept a week and a bit: per budget the UTC hour's spend."""
-    users, hourly = retention.seconds(retention.users), retention.seconds(retention.hourly)
+    attribution by user)."""
+    users = retention.seconds(retention.users)
     utc = now.astimezone(dt.UTC)
     lines = []
     for charge in charges:
         budget, subject = charge.budget, charge.subject
         local_day = now.astimezone(budget.zone).date()
         lines.append(FIELD.join((keys.history(budget, local_day), "spent", "requests")))
-        hour = f"{utc.hour:02d}"
-        lines.append(
-            FIELD.join((keys.hourly(budget, utc.date()), f"s:{hour}", f"n:{hour}", hourly))
-        )
         if subject is not None:
             user_key = keys.user_history(budget, local_day)
             lines.append(FIELD.join((user_key, f"u:{subject}", f"n:{subject}", users)))
@@ -182,6 +180,15 @@ def history_lines(
     return lines
 
 
+def hourly_lines(
+    charges: Sequence[BudgetCharge], keys: KeySchema, retention: DetailRetention
+) -> list[str]:
+    """Per budget, the spend of each UTC hour, kept a week and a bit (the anomaly
+    baseline): key prefixes only, the hour is the settlement's."""
+    kept = retention.seconds(retention.hourly)
+    return [FIELD.join((keys.hourly_prefix(charge.budget), kept)) for charge in charges]
+
+
 def encode_plan(
     charges: Sequence[BudgetCharge],
     keys: KeySchema,
@@ -195,8 +202,10 @@ def encode_plan(
         record, pools = budget_record(charge, keys)
         records.append(record)
         pool_keys.extend(pools)
-    history = history_lines(charges, keys, now, attribution, retention or DetailRetention())
-    content = LINE.join(records) + SECTION + LINE.join(history)
+    retention = retention or DetailRetention()
+    history = history_lines(charges, keys, now, attribution, retention)
+    hourly = hourly_lines(charges, keys, retention)
+    content = SECTION.join((LINE.join(records), LINE.join(history), LINE.join(hourly)))
     digest = hashlib.blake2b(content.encode(), digest_size=12).hexdigest()
     return EncodedPlan(
         charges=charges,

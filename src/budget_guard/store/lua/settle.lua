@@ -14,15 +14,18 @@
 -- indexes and history hashes the plan names, are touched too (same hash tags as
 -- when they were reserved).
 --
--- plan: budget records (see store/plans.py; parse_budget), "\30", history lines. A
---   history line is "key\tspent-field\tcount-field", and "\tseconds" when the hash has a
---   retention of its own (per-user and hourly detail; else ARGV[4]).
+-- plan: budget records (see store/plans.py; parse_budget), "\30", history lines, "\30",
+--   hourly lines. A history line is "key\tspent-field\tcount-field", and "\tseconds" when
+--   the hash has a retention of its own (per-user detail; else ARGV[4]). An hourly line
+--   is "key-prefix\tseconds": the hash is the prefix and ARGV[11], fields "s:"/"n:" and
+--   ARGV[12].
 --
 -- ARGV[1] mode: "usage" | "expire-keep" | "expire-release"
 -- ARGV[2] actual cost, micro-USD (mode "usage")     ARGV[3] now (unix ms)
 -- ARGV[4] history retention (s)                      ARGV[5] stream max length
 -- With KEYS[4]: ARGV[6] request id, ARGV[7] input tokens and ARGV[8] output tokens ("":
 --   not reported), ARGV[9] its max length, ARGV[10] its max age (ms, by Redis's clock).
+-- ARGV[11] the settlement's UTC day (YYYY-MM-DD)     ARGV[12] its UTC hour (HH)
 --
 -- Returns {status, reserved cost, charged cost, charged before (-1: never), attribution
 --   ("tenant\31feature\31model\31user" from the plan's attribution line, or "")}; status is one of
@@ -114,6 +117,15 @@ for _, line in ipairs(split(plan[2], '\n')) do
     redis.call('HINCRBY', key, count_field, 1)
   end
   redis.call('EXPIRE', key, kept ~= '' and kept or retention)
+end
+for _, line in ipairs(split(plan[3], '\n')) do
+  local prefix, kept = string.match(line, '^([^\t]*)\t(%d+)$')
+  local key = prefix .. ARGV[11]
+  redis.call('HINCRBY', key, 's:' .. ARGV[12], delta)
+  if not prior then
+    redis.call('HINCRBY', key, 'n:' .. ARGV[12], 1)
+  end
+  redis.call('EXPIRE', key, kept)
 end
 
 local settled_by = mode == 'usage' and 'usage' or 'expiry'
