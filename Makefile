@@ -23,6 +23,7 @@ help:
 	@echo "make test     run everything (installs what is missing)"
 	@echo "make cluster  start Redis and a Kubernetes API server in the foreground"
 	@echo "make bench    run the benchmarks and write docs/benchmarks.md"
+	@echo "make bench-reports   only the reports' benchmarks (their sections of that page)"
 	@echo "make lint | typecheck | imports | go-checks | pytest   one step of make test"
 
 # -- prerequisites ---------------------------------------------------------------
@@ -114,6 +115,11 @@ crds: $(STAMP)
 bench: $(STAMP) redis-server wrk test-binaries
 	BUDGET_GUARD_TEST_BIN_DIR="$$(tail -n 1 $(VENV)/.test-bin-dir)" \
 	  $(BIN)/python -m bench
+
+.PHONY: bench-reports
+bench-reports: $(STAMP) redis-server test-binaries
+	BUDGET_GUARD_TEST_BIN_DIR="$$(tail -n 1 $(VENV)/.test-bin-dir)" \
+	  $(BIN)/python -m bench --only reports
 
 .PHONY: cluster
 cluster: $(STAMP) redis-server test-binaries

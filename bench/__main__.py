@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import ledger, ledger_path, operator, tokens, webhook
+from bench import ledger, ledger_path, operator, reports, tokens, webhook
 from bench.stats import LATENCY_HEADER
 from budget_guard.loaders.tokenizers import load_tokenizers
 from budget_guard.localservices import RedisServer, seed_offline_tiktoken_cache
@@ -293,6 +293,94 @@ Kopf adding its finalizer to each budget ({OPERATOR_WORKERS} resources at a time
 
 
 OPERATOR_WORKERS = 32
+REPORTS_HEADING = "## Reports and export"
+MEMORY_HEADING = "## Redis memory per daily active user"
+
+
+def reports_section(results: reports.ReportResults) -> str:
+    rows = "\n".join(run.row() for run in results.runs)
+    return f"""{REPORTS_HEADING}: 13 months, 1,000 budgets, 10,000 users
+
+A fresh redis-server holds 13 months in the ledger's own layout: 1,000 budgets
+({reports.TENANTS} tenants x {reports.FEATURES} features) with {reports.DAYS} days of daily
+history each and {reports.HOURLY_DAYS} of hourly history, the attribution of every tenant by
+feature and model ({len(reports.MODELS)} models) for {reports.DAYS} days, and
+{reports.USER_DAYS} days of attribution by user for {reports.USERS:,} users
+({results.history_keys:,} keys, {results.redis_mib:.0f} MiB in Redis, written in
+{results.setup_seconds:.0f} s). Each command runs as a process of its own against it (the
+report in standalone mode: the budget files and the ledger); peak memory is the process's
+VmHWM. The floor is starting the command at all.
+
+| command | wall time (s) | peak memory (MiB) | output (KiB) |
+|---|---:|---:|---:|
+{rows}
+
+A report reads each budget's days since January 1, the previous period and the
+forecast's four weeks (one `read_field.lua` call per budget: one reply for some 400
+hashes), its nine days of hours and its counter; exports read a month of attribution
+at a time (a week at a time by user) and sum it as they go, so their memory does not
+grow with the range.
+"""
+
+
+def memory_section(results: reports.MemoryResults) -> str:
+    kinds = [name for name, _ in reports.KINDS]
+    rows = "\n".join(
+        f"| {kind} | {results.per_user(kind):,.0f} | {results.fixed(kind):,.0f} |" for kind in kinds
+    )
+    detail = results.per_user(reports.KINDS[0][0])
+    counters = results.per_user(reports.KINDS[1][0])
+    records = results.per_user(reports.KINDS[2][0])
+    plans = results.per_user(reports.KINDS[3][0])
+    stream = results.per_user(reports.KINDS[4][0]) / results.requests_per_user
+    day = detail * reports.USER_DAYS + plans + records
+    before = detail * 400
+    return f"""{MEMORY_HEADING}
+
+A day of real settlements (reserve and settle through the ledger) by {results.users:,}
+users, then a second day by {2 * results.users:,} others; each user makes
+{results.requests_per_user} requests, in two features, at three hours of the day. Four
+budgets apply: global, tenant, feature and a per-user template. Every key is measured
+with `MEMORY USAGE` and counted by what it is kept for; a day's cost splits into what
+each daily active user adds and what the day costs whatever the users.
+
+| kept for | bytes per daily active user | bytes per day, whatever the users |
+|---|---:|---:|
+{rows}
+
+Sizing rule, with W the per-user window (`--user-detail-days`, 35 by default):
+
+    Redis ≈ DAU x (W x {detail:,.0f} B + {plans + records:,.0f} B)  per-user detail; plans, records
+          + users of the period x 2 x {counters:,.0f} B           per-user counters
+          + {stream:,.0f} B x the settled stream's length (100,000)
+          + the daily aggregates (a few hundred bytes a day per budget and tenant)
+
+For a million daily active users like these: about {day * 1_000_000 / 1024**3:,.0f} GiB, of
+which the per-user window is {detail * reports.USER_DAYS * 1_000_000 / 1024**3:,.0f} GiB. Kept
+for 400 days as before, the per-user detail alone would take
+{before * 1_000_000 / 1024**3:,.0f} GiB. The 13-month aggregates (per budget, tenant, feature
+and model) do not grow with users at all: the last column.
+"""
+
+
+def splice(document: str, heading: str, section: str) -> str:
+    """``document`` with the section under ``heading`` replaced by ``section`` (or added
+    before the first "Reading the" section)."""
+    lines = document.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.startswith(heading)), None)
+    if start is None:
+        marker = next(
+            (i for i, line in enumerate(lines) if line.startswith("## Reading")), len(lines)
+        )
+        return "".join(lines[:marker]) + section + "\n" + "".join(lines[marker:])
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "".join(lines[:start]) + section + "\n" + "".join(lines[end:])
+
+
+def run_reports_only(document: str) -> str:
+    """Only the reports' benchmarks, spliced into the existing page."""
+    document = splice(document, REPORTS_HEADING, reports_section(reports.run_reports()))
+    return splice(document, MEMORY_HEADING, memory_section(reports.run_memory()))
 
 
 async def run_all(rounds: int) -> str:
@@ -315,6 +403,8 @@ async def run_all(rounds: int) -> str:
             ledger_path.baseline_from_environment(),
         )
     operator_results = await asyncio.to_thread(operator.run)
+    report_results = await asyncio.to_thread(reports.run_reports)
+    memory_results = await asyncio.to_thread(reports.run_memory)
     today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
     return f"""# Benchmarks
 
@@ -327,6 +417,8 @@ library's own work.
 {ledger_path_section(path_results, WRK_SECONDS)}
 {ledger_section(ledger_results)}
 {operator_section(operator_results)}
+{reports_section(report_results)}
+{memory_section(memory_results)}
 {tokens_section(throughput, loop, loaded.tokenizers.loaded_encodings)}
 {READING_THE_WEBHOOK}
 {READING_THE_LEDGER_PATH}
@@ -337,8 +429,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--rounds", type=int, default=5000)
     parser.add_argument("--output", type=Path, default=DOC)
+    parser.add_argument(
+        "--only",
+        choices=("reports",),
+        help="run only these benchmarks and replace their sections of the existing page",
+    )
     args = parser.parse_args()
-    report = asyncio.run(run_all(args.rounds))
+    if args.only == "reports":
+        report = run_reports_only(args.output.read_text() if args.output.exists() else "")
+    else:
+        report = asyncio.run(run_all(args.rounds))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)
     print(report)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import subprocess
 import sys
 import tempfile
@@ -157,20 +156,21 @@ async def write_history(client: Redis, manifests: Sequence[dict[str, object]]) -
     return written
 
 
-def measure(name: str, argv: Sequence[str], output: Path) -> Run:
-    """One command as its own process: wall time and its peak resident memory."""
+def measure(name: str, argv: Sequence[str], output: Path, scratch: Path) -> Run:
+    """``budget-guard argv`` as its own process (``bench.peak``): wall time and peak
+    resident memory."""
+    record = scratch / "peak"
+    command = [sys.executable, "-m", "bench.peak", str(record), *argv]
     started = time.perf_counter()
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
+    finished = subprocess.run(command, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{name} failed: {process.stderr.read() if process.stderr else ''!r}")
+    if finished.returncode != 0:
+        raise RuntimeError(f"{name} failed ({finished.returncode}): {finished.stderr}")
     size = output.stat().st_size if output.exists() else 0
-    return Run(name, seconds, usage.ru_maxrss / 1024, size)
+    return Run(name, seconds, int(record.read_text()) / 1024, size)
 
 
 def run_reports() -> ReportResults:
-    command = [sys.executable, "-m", "budget_guard"]
     today = dt.datetime.now(dt.UTC).date()
     first = (today - dt.timedelta(days=DAYS - 1)).isoformat()
     recent = (today - dt.timedelta(days=USER_DAYS - 1)).isoformat()
@@ -192,7 +192,7 @@ def run_reports() -> ReportResults:
         history_keys, redis_mib = asyncio.run(setup())
         setup_seconds = time.perf_counter() - started
         url = ["--redis-url", redis.url]
-        runs = [measure("floor: `budget-guard --version`", [*command, "--version"], work / "-")]
+        runs = [measure("floor: `budget-guard --version`", ["--version"], work / "-", work)]
         for name, extra, out in (
             ("report, HTML with 1,000 charts", ["report", "--budgets", str(work), "--format",
                                                "html"], "review.html"),
@@ -205,7 +205,7 @@ def run_reports() -> ReportResults:
              "--to", today.isoformat(), "--group-by", "tenant,user,day"], "by-user.csv"),
         ):  # fmt: skip
             output = work / out
-            runs.append(measure(name, [*command, *extra, *url, "--output", str(output)], output))
+            runs.append(measure(name, [*extra, *url, "--output", str(output)], output, work))
         return ReportResults(runs, history_keys, redis_mib, setup_seconds)
 
 
@@ -214,13 +214,25 @@ def run_reports() -> ReportResults:
 
 @dataclass(frozen=True)
 class MemoryResults:
-    users: tuple[int, int]
+    """Bytes each kind of key took after a day of N users, then after a second day of
+    2N other users: ``fixed`` is what a day costs whatever the users, ``per_user`` what
+    each daily active user adds."""
+
+    users: int
     requests_per_user: int
-    by_kind: dict[str, tuple[int, int]]  # kind -> bytes after N users, after 2N users
+    by_kind: dict[str, tuple[int, int]]  # kind -> bytes after day 1, after day 2
+
+    def added(self, kind: str) -> tuple[int, int]:
+        first, both = self.by_kind.get(kind, (0, 0))
+        return first, both - first
 
     def per_user(self, kind: str) -> float:
-        low, high = self.by_kind.get(kind, (0, 0))
-        return (high - low) / (self.users[1] - self.users[0])
+        day_one, day_two = self.added(kind)
+        return (day_two - day_one) / self.users
+
+    def fixed(self, kind: str) -> float:
+        day_one, _ = self.added(kind)
+        return day_one - self.per_user(kind) * self.users
 
 
 KINDS = (
@@ -280,7 +292,7 @@ async def memory_per_user(url: str, users: int = 2000, requests: int = 3) -> Mem
     await client.aclose()
     kinds = {name for name, _ in KINDS}
     return MemoryResults(
-        users=(users, 3 * users),  # the second day adds 2N users on top of the first N
+        users=users,
         requests_per_user=requests,
         by_kind={k: (measured[0].get(k, 0), measured[1].get(k, 0)) for k in kinds},
     )

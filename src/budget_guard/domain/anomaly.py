@@ -52,8 +52,11 @@ def hour_start(instant: dt.datetime) -> dt.datetime:
     return instant.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def _seconds(delta: dt.timedelta) -> Fraction:
-    return Fraction(delta.days * 86_400 + delta.seconds) + Fraction(delta.microseconds, 10**6)
+_HOUR_US = 3_600_000_000
+
+
+def _microseconds(delta: dt.timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def window_spend(
@@ -61,7 +64,7 @@ def window_spend(
 ) -> Fraction:
     """Spend in [start, end): whole hours inside it, partial hours pro rata. ``live``: the
     hour holding ``end`` is the current one, whose spend so far all lies before ``end``."""
-    total = Fraction(0)
+    total = 0  # micro-USD x microseconds: exact, divided once at the end
     bucket = hour_start(start)
     while bucket < end:
         spent = hours.get(bucket, 0)
@@ -70,9 +73,9 @@ def window_spend(
             covered_to = min(bucket + HOUR, end)
             if live and covered_to == end and bucket + HOUR > end:
                 covered_to = bucket + HOUR  # the current hour: all of it so far
-            total += spent * _seconds(covered_to - covered_from) / 3600
+            total += spent * _microseconds(covered_to - covered_from)
         bucket += HOUR
-    return total
+    return Fraction(total, _HOUR_US)
 
 
 def _median(values: list[Fraction]) -> Fraction:

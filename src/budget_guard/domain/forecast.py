@@ -84,6 +84,9 @@ def _first_instant(budget: Budget, day: dt.date) -> dt.datetime:
     return dt.datetime(day.year, day.month, day.day, tzinfo=budget.zone).astimezone(dt.UTC)
 
 
+_ONE = Fraction(1)
+
+
 class _Multipliers:
     """The seasonal multiplier of each local day, computed once per day asked."""
 
@@ -92,6 +95,8 @@ class _Multipliers:
         self._known: dict[dt.date, Fraction] = {}
 
     def __call__(self, day: dt.date) -> Fraction:
+        if not self._budget.schedule:
+            return _ONE
         known = self._known.get(day)
         if known is None:
             noon = dt.datetime(day.year, day.month, day.day, 12, tzinfo=self._budget.zone)

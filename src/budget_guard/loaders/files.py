@@ -13,6 +13,9 @@ from budget_guard.domain.manifest import ParsedManifests, parse_manifests
 from budget_guard.domain.pricing import PriceTable, build_price_table
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+# libyaml's safe loader when PyYAML has it (thousands of budgets parse in a fraction of
+# the time), else the pure-Python one: both accept the same documents.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def manifest_files(path: Path) -> list[Path]:
@@ -48,7 +51,7 @@ def load_manifests(path: Path) -> ParsedManifests:
     pools: list[BurstPool] = []
     for file in manifest_files(path):
         try:
-            documents = list(yaml.safe_load_all(file.read_text()))
+            documents = list(yaml.load_all(file.read_text(), Loader=_SAFE_LOADER))
         except yaml.YAMLError as error:
             raise ValueError(f"{file}: not valid YAML: {error}") from None
         parsed = parse_manifests(documents, source=str(file))

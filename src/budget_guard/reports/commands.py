@@ -37,7 +37,7 @@ from budget_guard.reports.sources import (
     standalone_reviews,
 )
 from budget_guard.store.connect import checked_redis_url
-from budget_guard.store.history import read_attribution, read_settled
+from budget_guard.store.history import read_attribution, read_settled, sum_attribution
 from budget_guard.store.keys import KeySchema
 
 COMMANDS = ("export", "report", "simulate")
@@ -165,8 +165,8 @@ async def _export(args: argparse.Namespace, clock: Clock) -> tuple[str, Exit]:
         start = dt.datetime.combine(period.first, dt.time(), dt.UTC)
         end = dt.datetime.combine(period.last + dt.timedelta(days=1), dt.time(), dt.UTC)
         async with ledger(args.redis_url) as client:
-            found = await read_settled(client, keys, start, end)
-        chosen = [r for r in found if tenants is None or (r.tenant or "") in tenants]
+            settled = await read_settled(client, keys, start, end)
+        chosen = [r for r in settled if tenants is None or (r.tenant or "") in tenants]
         if not chosen:
             raise ReportError(
                 Exit.NO_DATA,
@@ -176,10 +176,8 @@ async def _export(args: argparse.Namespace, clock: Clock) -> tuple[str, Exit]:
         return write_records(request_records(chosen), REQUEST_FIELDS, args.format), Exit.OK
     group_by = parse_group_by(args.group_by)
     async with ledger(args.redis_url) as client:
-        attributed = await read_attribution(
-            client, keys, period.days(), users="user" in group_by, tenants=tenants
-        )
-    rows = checked_rows(attributed, period, group_by, tenants)
+        found = await sum_attribution(client, keys, period.days(), group_by, tenants=tenants)
+    rows = checked_rows(found, period, tenants)
     fields = (*group_by, "requests", "cost_usd", "cost_micros")
     return write_records(spend_records(rows, group_by), fields, args.format), Exit.OK
 

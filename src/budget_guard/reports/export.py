@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from budget_guard.domain.money import format_usd
-from budget_guard.domain.spend import DayRange, SpendRow, group_spend
+from budget_guard.domain.spend import DayRange, SpendRow
 from budget_guard.reports.outcome import Exit, ReportError
-from budget_guard.store.history import Attributed, SettledRequest
+from budget_guard.store.history import AttributedTotals, SettledRequest
 
 
 def _span(days: Sequence[object]) -> str:
@@ -22,36 +22,31 @@ def _span(days: Sequence[object]) -> str:
 
 
 def checked_rows(
-    attributed: Attributed,
-    period: DayRange,
-    group_by: Sequence[str],
-    tenants: frozenset[str] | None,
+    found: AttributedTotals, period: DayRange, tenants: frozenset[str] | None
 ) -> list[SpendRow]:
     """The grouped rows, or a ``ReportError``: nothing recorded, an unknown tenant, or
     per-user detail asked for days that no longer have it."""
-    if tenants:
-        found = {cell.tenant or "" for cell in attributed.cells}
-        missing = sorted(tenants - found)
-        if missing:
-            raise ReportError(
-                Exit.UNKNOWN,
-                f"unknown tenant {missing[0]!r}: no spend recorded for it from {period.first} "
-                f"to {period.last}",
-            )
-    if not attributed.days_with_spend:
+    missing = sorted((tenants or frozenset()) - found.tenants)
+    if missing:
+        raise ReportError(
+            Exit.UNKNOWN,
+            f"unknown tenant {missing[0]!r}: no spend recorded for it from {period.first} "
+            f"to {period.last}",
+        )
+    if not found.days_with_spend:
         raise ReportError(
             Exit.NO_DATA,
             f"no spend recorded from {period.first} to {period.last} (UTC days"
             f"{', for these tenants' if tenants else ''})",
         )
-    if attributed.days_without_users:
+    if found.days_without_users:
         raise ReportError(
             Exit.NO_DATA,
-            f"per-user detail is no longer kept for {_span(sorted(attributed.days_without_users))}"
+            f"per-user detail is no longer kept for {_span(sorted(found.days_without_users))}"
             " (it is kept for the per-user window, 35 days by default): group without user, "
             "or export per-user spend every day to keep it (docs/reports.md)",
         )
-    return group_spend(attributed.cells, group_by)
+    return found.rows
 
 
 def spend_records(rows: Sequence[SpendRow], group_by: Sequence[str]) -> list[dict[str, Any]]:

@@ -12,20 +12,23 @@ days again.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from budget_guard.domain.anomaly import HOURLY_RETENTION
 from budget_guard.domain.budget import Budget
 from budget_guard.domain.review import review_days
-from budget_guard.domain.spend import SpendCell
+from budget_guard.domain.spend import SpendCell, SpendRow, SpendTotals
 from budget_guard.store.errors import ledger_call
 from budget_guard.store.keys import KeySchema
 from budget_guard.store.plans import LABEL
+from budget_guard.store.scripts import READ_FIELD
 
 CHUNK = 5_000  # commands per pipelined round trip
 SETTLED_AFTER = dt.timedelta(days=2)  # a day older than this no longer changes
@@ -47,6 +50,29 @@ async def _pipelined(client: Redis, commands: Sequence[tuple[str, ...]]) -> list
             for command in commands[start : start + CHUNK]:
                 pipeline.execute_command(*command)
             answers.extend(await pipeline.execute())
+    return answers
+
+
+async def _read_field(
+    client: Redis, key_lists: Sequence[Sequence[str]], field: str, per_round_trip: int = 100
+) -> list[list[Any]]:
+    """``field`` of every hash of each list: one ``read_field.lua`` call per list,
+    pipelined; the script is loaded first (and again if Redis lost it meanwhile)."""
+    answers: list[list[Any]] = []
+    await client.script_load(READ_FIELD.source)
+    for start in range(0, len(key_lists), per_round_trip):
+        chunk = key_lists[start : start + per_round_trip]
+        for attempt in (1, 2):
+            try:
+                async with client.pipeline(transaction=False) as pipeline:
+                    for keys in chunk:
+                        pipeline.evalsha(READ_FIELD.sha, len(keys), *keys, field)
+                    answers.extend(await pipeline.execute())
+                break
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                await client.script_load(READ_FIELD.source)
     return answers
 
 
@@ -87,18 +113,20 @@ class DailySpend:
     async def read(self, wanted: Sequence[DaysWanted]) -> list[dict[dt.date, int]]:
         """Spend by day for each of ``wanted`` (days without spend are left out)."""
         plans: list[tuple[DaysWanted, list[dt.date], dict[dt.date, int]]] = []
-        commands: list[tuple[str, ...]] = []
         for item in wanted:
             kept = self._kept(item)
             start = max([item.first, *(day + dt.timedelta(days=1) for day in kept)])
-            days = _days(start, item.last)
-            commands.extend(("HGET", self._keys.history(item.budget, day), "spent") for day in days)
-            plans.append((item, days, kept))
-        answers = iter(await _pipelined(self._client, commands))
+            plans.append((item, _days(start, item.last), kept))
+        history = self._keys.history
+        answers = await _read_field(
+            self._client,
+            [[history(item.budget, day) for day in days] for item, days, _ in plans],
+            "spent",
+        )
         results = []
-        for item, days, kept in plans:
+        for (item, days, kept), values in zip(plans, answers, strict=True):
             spent = dict(kept)
-            spent.update((day, _int(next(answers))) for day in days)
+            spent.update(zip(days, (_int(value) for value in values), strict=True))
             if self._keep:
                 self._remember(item, spent)
             results.append({day: value for day, value in spent.items() if value})
@@ -174,9 +202,26 @@ class Attributed:
     days_without_users: frozenset[dt.date]
 
 
-def _cell(day: dt.date, label: str, cost: int, requests: int) -> SpendCell:
-    tenant, feature, model, user = (part or None for part in label.split(LABEL))
-    return SpendCell(day, tenant, feature, model, user, cost, requests)
+@functools.lru_cache(maxsize=65_536)
+def _parts(label: bytes) -> tuple[str | None, ...]:
+    """A cell's label (``tenant<LABEL>feature<LABEL>model<LABEL>user``), split; labels
+    repeat from day to day, so each is split once."""
+    return tuple(part.decode() or None for part in label.split(_LABEL))
+
+
+_LABEL = LABEL.encode()
+_SPENT, _COUNT = b"s" + _LABEL, b"n"
+
+
+def _cells(day: dt.date, fields: Mapping[Any, Any]) -> list[SpendCell]:
+    cells = []
+    for raw, value in fields.items():
+        name = raw.encode() if isinstance(raw, str) else raw
+        if name.startswith(_SPENT):
+            tenant, feature, model, user = _parts(name[2:])
+            count = fields.get(_COUNT + name[1:] if isinstance(raw, bytes) else "n" + raw[1:])
+            cells.append(SpendCell(day, tenant, feature, model, user, int(value), _int(count)))
+    return cells
 
 
 @ledger_call
@@ -223,13 +268,47 @@ async def read_attribution(
     return Attributed(cells, frozenset(with_spend), frozenset(without_users))
 
 
-def _cells(day: dt.date, fields: Mapping[Any, Any]) -> list[SpendCell]:
-    decoded = {_text(k): int(v) for k, v in fields.items()}
-    return [
-        _cell(day, name[2:], value, decoded.get("n" + name[1:], 0))
-        for name, value in decoded.items()
-        if name.startswith("s" + LABEL)
-    ]
+@dataclass(frozen=True)
+class AttributedTotals:
+    """Attributed spend summed by group over a range of days, and what was found on the
+    way (``Attributed``'s days, and the tenants that had spend)."""
+
+    rows: list[SpendRow]
+    tenants: frozenset[str]
+    days_with_spend: frozenset[dt.date]
+    days_without_users: frozenset[dt.date]
+
+
+async def sum_attribution(
+    client: Redis,
+    keys: KeySchema,
+    days: Sequence[dt.date],
+    group_by: Sequence[str],
+    *,
+    tenants: frozenset[str] | None = None,
+) -> AttributedTotals:
+    """``read_attribution`` a month at a time (a week at a time per user), summed by
+    ``group_by`` as it is read (per user when ``group_by`` names user)."""
+    days_per_read = 7 if "user" in group_by else 31
+    totals = SpendTotals(group_by)
+    found: set[str] = set()
+    with_spend: set[dt.date] = set()
+    without_users: set[dt.date] = set()
+    for start in range(0, len(days), days_per_read):
+        chunk = await read_attribution(
+            client,
+            keys,
+            days[start : start + days_per_read],
+            users="user" in group_by,
+            tenants=tenants,
+        )
+        totals.add(chunk.cells)
+        found.update(cell.tenant or "" for cell in chunk.cells)
+        with_spend |= chunk.days_with_spend
+        without_users |= chunk.days_without_users
+    return AttributedTotals(
+        totals.rows(), frozenset(found), frozenset(with_spend), frozenset(without_users)
+    )
 
 
 @dataclass(frozen=True)

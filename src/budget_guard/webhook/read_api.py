@@ -21,14 +21,14 @@ from budget_guard.domain.forecast import local_day_of
 from budget_guard.domain.money import format_usd
 from budget_guard.domain.resolution import BudgetSnapshot
 from budget_guard.domain.review import review_days, review_record, review_with_anomaly
-from budget_guard.domain.spend import DayRange, SpendQueryError, group_spend, parse_group_by
+from budget_guard.domain.spend import DayRange, SpendQueryError, parse_group_by
 from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.history import (
     DailySpend,
     DaysWanted,
-    read_attribution,
     read_review_history,
     read_user_spend,
+    sum_attribution,
 )
 from budget_guard.store.usage import read_usage
 from budget_guard.webhook.active_config import ConfigHolder
@@ -86,24 +86,20 @@ class ReadApi:
         tenants = frozenset(query.getall("tenant", [])) or None
         operations = self.ledger.operations
         try:
-            attributed = await read_attribution(
-                operations.client,
-                operations.keys,
-                period.days(),
-                users="user" in group_by,
-                tenants=tenants,
+            found = await sum_attribution(
+                operations.client, operations.keys, period.days(), group_by, tenants=tenants
             )
         except LedgerUnavailable as error:
             return _error(503, "ledger_unavailable", f"the ledger cannot be reached: {error}")
-        if attributed.days_without_users:
-            days = sorted(attributed.days_without_users)
+        if found.days_without_users:
+            days = sorted(found.days_without_users)
             return _error(
                 400,
                 "user_detail_not_kept",
                 f"per-user detail is no longer kept for {days[0]}..{days[-1]} (the per-user "
                 "window): group without user, or ask for recent days",
             )
-        rows = group_spend(attributed.cells, group_by)
+        rows = found.rows
         return _json(
             {
                 "from": period.first.isoformat(),
