@@ -20,6 +20,17 @@ import pytest
 from budget_guard.domain.money import format_usd
 from budget_guard.localservices import RedisServer
 from tests.fixtures.envoy_driver import EnvoyDriver, Exchange, exchange, header
+from tests.fixtures.provider_answers import (
+    ANTHROPIC_COST,
+    ANTHROPIC_INPUT_COST,
+    CHAT_REQUEST,
+    OPENAI_COST,
+    PER_MILLION,
+    PROVIDERS,
+    TEXT,
+    anthropic_stream,
+    openai_chat_stream,
+)
 from tests.fixtures.webhook import AGENT, RunningWebhook, budget, start_webhook
 from tests.waiting import eventually
 
@@ -27,186 +38,6 @@ pytestmark = pytest.mark.redis
 
 BUDGETS = [budget("acme", "10", tenant="acme")]
 SPLITS = ({"chunks": 8}, {"max_chunk_bytes": 1}, {"max_chunk_bytes": 17})
-
-OPENAI_USAGE = {
-    "prompt_tokens": 1000,
-    "completion_tokens": 200,
-    "prompt_tokens_details": {"cached_tokens": 400},
-}
-PER_MILLION = 1_000_000  # prices below are micro-USD per million tokens
-OPENAI_COST = (600 * 2_500_000 + 400 * 1_250_000 + 200 * 10_000_000) // PER_MILLION  # gpt-4o
-RESPONSES_USAGE = {
-    "input_tokens": 1000,
-    "output_tokens": 200,
-    "input_tokens_details": {"cached_tokens": 400},
-}
-ANTHROPIC_INPUT = {
-    "input_tokens": 100,
-    "cache_read_input_tokens": 1000,
-    "cache_creation_input_tokens": 200,
-}
-ANTHROPIC_INPUT_COST = 100 * 3_000_000 + 1000 * 300_000 + 200 * 3_750_000  # claude-sonnet-4-5
-ANTHROPIC_COST = (ANTHROPIC_INPUT_COST + 50 * 15_000_000) // PER_MILLION
-GEMINI_USAGE = {
-    "promptTokenCount": 1000,
-    "candidatesTokenCount": 100,
-    "thoughtsTokenCount": 50,
-    "cachedContentTokenCount": 200,
-    "totalTokenCount": 1150,
-}
-GEMINI_COST = (800 * 300_000 + 200 * 30_000 + 150 * 2_500_000) // PER_MILLION  # gemini-2.5-flash
-
-TEXT = ["Grüße", ", 世界", "! The answer is 42 🎉", " and that is all."]
-
-
-def sse(*events: Mapping[str, Any] | str, named: bool = False) -> str:
-    """Server-sent events: each JSON document in a ``data:`` line (``event:`` named by
-    its type when ``named``); a string is sent as is (``[DONE]``)."""
-    out = []
-    for event in events:
-        if isinstance(event, str):
-            out.append(f"data: {event}\n\n")
-            continue
-        name = f"event: {event['type']}\n" if named else ""
-        out.append(f"{name}data: {json.dumps(event, ensure_ascii=False)}\n\n")
-    return "".join(out)
-
-
-def openai_chat_stream(usage: bool = True) -> str:
-    chunks: list[Mapping[str, Any] | str] = [
-        {
-            "id": "c1",
-            "object": "chat.completion.chunk",
-            "model": "gpt-4o-2024-08-06",
-            "choices": [{"index": 0, "delta": {"role": "assistant", "content": part}}],
-        }
-        for part in TEXT
-    ]
-    chunks.append({"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-    if usage:
-        chunks.append({"id": "c1", "choices": [], "usage": OPENAI_USAGE})
-    chunks.append("[DONE]")
-    return sse(*chunks)
-
-
-def responses_stream() -> str:
-    return sse(
-        {"type": "response.created", "response": {"id": "r", "model": "gpt-4o", "usage": None}},
-        *({"type": "response.output_text.delta", "delta": part} for part in TEXT),
-        {
-            "type": "response.completed",
-            "response": {"id": "r", "model": "gpt-4o-2024-08-06", "usage": RESPONSES_USAGE},
-        },
-        named=True,
-    )
-
-
-def anthropic_stream() -> str:
-    return sse(
-        {
-            "type": "message_start",
-            "message": {
-                "id": "m",
-                "type": "message",
-                "role": "assistant",
-                "model": "claude-sonnet-4-5-20250929",
-                "content": [],
-                "usage": {**ANTHROPIC_INPUT, "output_tokens": 1},
-            },
-        },
-        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-        *(
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "text_delta", "text": part},
-            }
-            for part in TEXT
-        ),
-        {"type": "content_block_stop", "index": 0},
-        {
-            "type": "message_delta",
-            "delta": {"stop_reason": "end_turn"},
-            "usage": {"output_tokens": 50},
-        },
-        {"type": "message_stop"},
-        named=True,
-    )
-
-
-def gemini_stream() -> str:
-    def chunk(text: str, counts: Mapping[str, int]) -> dict[str, Any]:
-        return {
-            "candidates": [{"content": {"parts": [{"text": text}], "role": "model"}}],
-            "usageMetadata": counts,
-            "modelVersion": "gemini-2.5-flash",
-        }
-
-    so_far = {"promptTokenCount": 1000, "candidatesTokenCount": 3, "totalTokenCount": 1003}
-    return sse(*(chunk(part, so_far) for part in TEXT[:-1]), chunk(TEXT[-1], GEMINI_USAGE))
-
-
-CHAT_REQUEST = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Say hello"}]}
-PROVIDERS: dict[str, dict[str, Any]] = {
-    "openai-chat": {
-        "path": "/v1/chat/completions",
-        "request": CHAT_REQUEST,
-        "stream": openai_chat_stream(),
-        "plain": {
-            "id": "c1",
-            "object": "chat.completion",
-            "model": "gpt-4o-2024-08-06",
-            "choices": [{"message": {"role": "assistant", "content": "".join(TEXT)}}],
-            "usage": OPENAI_USAGE,
-        },
-        "cost": OPENAI_COST,
-    },
-    "openai-responses": {
-        "path": "/v1/responses",
-        "request": {"model": "gpt-4o", "input": "Say hello"},
-        "stream": responses_stream(),
-        "plain": {
-            "id": "r",
-            "object": "response",
-            "model": "gpt-4o-2024-08-06",
-            "output": [
-                {"type": "message", "content": [{"type": "output_text", "text": "".join(TEXT)}]}
-            ],
-            "usage": RESPONSES_USAGE,
-        },
-        "cost": OPENAI_COST,
-    },
-    "anthropic": {
-        "path": "/v1/messages",
-        "request": {
-            "model": "claude-sonnet-4-5",
-            "max_tokens": 1024,
-            "messages": [{"role": "user", "content": "Say hello"}],
-        },
-        "stream": anthropic_stream(),
-        "plain": {
-            "id": "m",
-            "type": "message",
-            "role": "assistant",
-            "model": "claude-sonnet-4-5-20250929",
-            "content": [{"type": "text", "text": "".join(TEXT)}],
-            "usage": {**ANTHROPIC_INPUT, "output_tokens": 50},
-        },
-        "cost": ANTHROPIC_COST,
-    },
-    "gemini": {
-        "path": "/v1beta/models/gemini-2.5-flash:generateContent",
-        "stream_path": "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
-        "request": {"contents": [{"role": "user", "parts": [{"text": "Say hello"}]}]},
-        "stream": gemini_stream(),
-        "plain": {
-            "candidates": [{"content": {"parts": [{"text": "".join(TEXT)}]}}],
-            "usageMetadata": GEMINI_USAGE,
-            "modelVersion": "gemini-2.5-flash",
-        },
-        "cost": GEMINI_COST,
-    },
-}
 
 
 def after_each_event(stream: str) -> list[int]:

@@ -237,11 +237,14 @@ def _header(name: str, value: str) -> HeaderValueOption:
 
 
 def _access_log_fields(answer: CheckAnswer) -> Mapping[str, str]:
-    """The decision and its ``x-budget-*`` headers (request id, estimate, budget...)."""
+    """The decision and its ``x-budget-*`` headers: ``request_id``,
+    ``estimated_cost_usd``, ``budget`` (the denying one, or the one with least room),
+    ``remaining_usd``, ``model_override``..."""
     fields = {"decision": answer.decision, "reason": answer.reason}
     for name, value in answer.headers.items():
         if name.startswith("x-budget-"):
-            fields[name.removeprefix("x-budget-").replace("-", "_")] = value
+            key = name.removeprefix("x-budget-").replace("-", "_")
+            fields["budget" if key == "name" else key] = value
     return fields
 
 
