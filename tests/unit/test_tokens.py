@@ -201,7 +201,34 @@ def test_message_cache_is_bounded(loaded: LoadedTokenizers) -> None:
     tokenizer, _ = loaded.tokenizers.for_encoding("cl100k_base")
     for i in range(20):
         cache.count(tokenizer, f"message number {i} " * 10)
-    assert len(cache) == 5
+    assert len(cache) <= 5
+    misses = cache.misses
+    cache.count(tokenizer, "message number 19 " * 10)  # the newest is still there
+    assert cache.misses == misses
+
+
+def test_the_fast_path_for_plain_messages_counts_as_the_full_walk(
+    loaded: LoadedTokenizers,
+) -> None:
+    text = "a tool said: " + "result " * 30
+    conversation = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": text},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "ls", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": text},
+        {"role": "user", "name": "ann", "content": text},
+        {"role": "user", "content": [{"type": "text", "text": text}]},
+    ]
+    body = {"messages": conversation}
+    cached = RequestEstimator(loaded.tokenizers, MessageTokenCache()).estimate(body, GPT4)
+    walked = RequestEstimator(loaded.tokenizers).estimate(body, GPT4)
+    assert cached == walked
 
 
 def test_unreadable_bodies_are_estimated_from_length() -> None:
