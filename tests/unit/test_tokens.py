@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from budget_guard.domain.pricing import default_price_table
@@ -17,7 +19,7 @@ from budget_guard.domain.tokens import (
     count_input_tokens,
     estimate_output_tokens,
 )
-from budget_guard.loaders.tokenizers import LoadedTokenizers, load_tokenizers
+from budget_guard.loaders.tokenizers import LONG_RUN_CHARS, LoadedTokenizers, load_tokenizers
 
 PRICES = default_price_table()
 GPT4O = PRICES.models["gpt-4o"]
@@ -271,3 +273,28 @@ def test_worst_case_input_bounds_every_byte_level_tokenizer(loaded: LoadedTokeni
     assert worst.input_tokens == count_input_tokens(
         body, ByteBoundTokenizer(), image_tokens=IMAGE_TOKENS_WORST_CASE
     )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x" * 20_000,  # one run: counted in slices
+        "word " * 4_000 + "y" * 9_000 + " tail",  # prose around a run
+        ("z" * 2_047 + " ") * 6,  # runs just short of the slice: counted whole
+        "\t".join(["a" * 3_000] * 4),  # tabs split runs too
+    ],
+)
+def test_long_runs_are_counted_in_slices_close_to_the_exact_count(cl100k: Any, text: str) -> None:
+    import tiktoken
+
+    exact = len(tiktoken.get_encoding("cl100k_base").encode_ordinary(text))
+    counted = cl100k.count(text)
+    slices = -(-len(text) // LONG_RUN_CHARS)
+    assert exact <= counted <= exact + slices  # at most about one token more per slice
+
+
+def test_prose_is_counted_exactly(cl100k: Any) -> None:
+    import tiktoken
+
+    prose = "The keeper climbed the stairs as the fog rolled in.\n" * 2_000
+    assert cl100k.count(prose) == len(tiktoken.get_encoding("cl100k_base").encode_ordinary(prose))
