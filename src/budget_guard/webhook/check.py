@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +20,11 @@ from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
+from budget_guard.domain.endpoints import api_of
 from budget_guard.domain.request_ids import request_id_for
 from budget_guard.webhook.admission import Admission
 from budget_guard.webhook.decide import CheckRequest, Decider
+from budget_guard.webhook.dialects import for_client
 from budget_guard.webhook.metrics import Metrics
 from budget_guard.webhook.responses import (
     LEDGER_FAILURE_REASONS,
@@ -47,19 +50,40 @@ class CheckService:
     listen: ListenSettings
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        path = strip_prefix(request.path_qs, self.listen.path_prefix)
+        answer = await self.check(
+            request.headers, path, lambda started: self._read(request, path, started)
+        )
+        return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
+
+    async def check(
+        self,
+        headers: Mapping[str, str],
+        path: str,
+        read: Callable[[float], Awaitable[CheckRequest | CheckAnswer]],
+    ) -> CheckAnswer:
+        """One check, whichever listener took it (HTTP here, gRPC in ``ext_proc``):
+        taken on or turned away, its request read (``read(arrival)``), decided, counted,
+        and a deny put in the words of the client's API (``dialects``)."""
         started = time.perf_counter()
         if not self.admission.enter():
-            request_id = request_id_for(request.headers.get("x-request-id"))
+            request_id = request_id_for(headers.get("x-request-id"))
             answer = overloaded_answer(request_id, "too many checks in flight")
         else:
             try:
-                answer = await self._decide(request, started)
+                request = await read(started)
+                if isinstance(request, CheckAnswer):
+                    answer = request
+                else:
+                    answer = await self.decider.decide(request)
             finally:
                 self.admission.leave()
         self._count(answer, time.perf_counter() - started)
-        return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
+        return for_client(answer, api_of(path))
 
-    async def _decide(self, request: web.BaseRequest, started: float) -> CheckAnswer:
+    async def _read(
+        self, request: web.BaseRequest, path: str, started: float
+    ) -> CheckRequest | CheckAnswer:
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -67,10 +91,7 @@ class CheckService:
             return error_answer(
                 413, "body_too_large", f"the body exceeds {limit} bytes, the most that is checked"
             )
-        path = strip_prefix(request.path_qs, self.listen.path_prefix)
-        return await self.decider.decide(
-            CheckRequest(request.method, path, request.headers, body, started)
-        )
+        return CheckRequest(request.method, path, request.headers, body, started)
 
     def _count(self, answer: CheckAnswer, seconds: float) -> None:
         metrics = self.metrics
