@@ -51,7 +51,7 @@ async def test_every_settlement_lands_in_the_settled_stream(redis_client: Redis)
         redis_client, ledger.keys, now - dt.timedelta(minutes=5), now + dt.timedelta(minutes=5)
     )
     first, second = entries
-    assert (first.request_id, first.cost_micros, first.source) == (reported, 1_500_000, "usage")
+    assert (first.request_id, first.cost_micros, first.source) == (reported, 1_500_000, "api")
     assert (first.tenant, first.user, first.feature, first.model) == (
         "acme",
         "alice",
@@ -61,7 +61,7 @@ async def test_every_settlement_lands_in_the_settled_stream(redis_client: Redis)
     assert (first.input_tokens, first.output_tokens) == (130, 20)
     assert first.budgets == ("default/acme", "default/each")
     assert abs(first.at - now) < dt.timedelta(milliseconds=2)
-    assert (second.request_id, second.cost_micros, second.source) == ("late", 700_000, "expiry")
+    assert (second.request_id, second.cost_micros, second.source) == ("late", 700_000, "sweeper")
     assert second.user == "bob" and second.input_tokens is None
     # Its usage arriving later charges the difference; the stream records what it replaces.
     await ledger.settle("late", 900_000, now)
@@ -189,7 +189,7 @@ async def test_export_of_settled_requests_for_audits(
         "acme",
         "alice",
         "2.50",
-        "usage",
+        "api",
     )
     assert (row["input_tokens"], row["output_tokens"], row["budgets"]) == (
         "10",

@@ -318,7 +318,7 @@ class SettledRequest:
     at: dt.datetime
     request_id: str
     cost_micros: int
-    source: str  # usage (reported) or expiry (settled at its estimate)
+    source: str  # who reported the usage (api, ext_proc, journal), or the sweeper (its estimate)
     budgets: tuple[str, ...]
     tenant: str | None = None
     feature: str | None = None

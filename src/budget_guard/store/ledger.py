@@ -397,9 +397,11 @@ class Ledger:
         actual_micros: int,
         now: dt.datetime,
         usage: Usage | None = None,
+        source: str = "api",
     ) -> Settlement:
         """Charge the actual cost of a reserved request, exactly once (idempotent).
-        ``usage`` (when reported) goes to the settled-requests stream with it.
+        ``usage`` (when reported) and ``source`` (who reported it: api, ext_proc, journal)
+        go to the settled-requests stream with it.
 
         Raises ``LedgerDataLost`` if Redis lost what the reservation referred to.
         """
@@ -408,7 +410,7 @@ class Ledger:
         answer = await SETTLE.run(
             self.client,
             self._settle_keys(self.keys.reservation(request_id)),
-            self._settle_args("usage", actual_micros, now, request_id, usage),
+            self._settle_args("usage", actual_micros, now, request_id, usage, source),
         )
         settlement = _settlement(request_id, answer)
         if settlement.status is SettlementStatus.LOST:
@@ -425,6 +427,7 @@ class Ledger:
         now: dt.datetime,
         request_id: str,
         usage: Usage | None = None,
+        source: str = "",
     ) -> list[Any]:
         settings = self.settings
         tokens: tuple[Any, Any] = ("", "")
@@ -442,6 +445,7 @@ class Ledger:
             settings.settled_stream_length,
             int(settings.settled_stream_age.total_seconds() * 1000),
             *now.astimezone(dt.UTC).strftime("%Y-%m-%d %H").split(),
+            source,
         ]
 
     @ledger_call

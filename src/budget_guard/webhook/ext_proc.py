@@ -101,7 +101,7 @@ class Settler:
     async def _settle(self, ended: CallEnd) -> None:
         cost = ended.price.cost_micros(ended.usage)
         result = await self._settlement.settle_call(
-            ended.request_id, cost, ended.model, Source.EXT_PROC
+            ended.request_id, cost, ended.model, Source.EXT_PROC, ended.usage
         )
         outcome = result.body["status"]
         if outcome not in ("settled", "already_settled", "accepted"):

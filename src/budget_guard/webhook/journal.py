@@ -93,7 +93,7 @@ class DegradedJournal:
                 force=True,
             )
         if entry.actual_micros is not None:
-            await self._ledger.settle(entry.request_id, entry.actual_micros, now)
+            await self._ledger.settle(entry.request_id, entry.actual_micros, now, source="journal")
 
     async def keep_replaying(self, interval: float, clock: Callable[[], dt.datetime]) -> None:
         while True:

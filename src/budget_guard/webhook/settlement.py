@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from budget_guard.domain.money import format_usd
-from budget_guard.domain.pricing import UnknownModelError
+from budget_guard.domain.pricing import UnknownModelError, Usage
 from budget_guard.domain.usage import UsageReport, parse_usage_report
 from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.leases import LocalLeases
@@ -125,24 +125,30 @@ class SettlementService:
         return costs
 
     async def settle_call(
-        self, request_id: str, cost: int, model: str | None, source: Source
+        self,
+        request_id: str,
+        cost: int,
+        model: str | None,
+        source: Source,
+        usage: Usage | None = None,
     ) -> ItemResult:
         """Settle a call priced elsewhere (the gateway's ext_proc)."""
-        return await self.settle(UsageReport(request_id, model, cost_micros=cost), cost, source)
+        report = UsageReport(request_id, model, usage=usage, cost_micros=cost)
+        return await self.settle(report, cost, source)
 
     async def settle(
         self, report: UsageReport, cost: int, source: Source = Source.API
     ) -> ItemResult:
-        result = await self._settle(report, cost)
+        result = await self._settle(report, cost, source)
         self._metrics.count_settlement(source.value, result.body["status"])
         return result
 
-    async def _settle(self, report: UsageReport, cost: int) -> ItemResult:
+    async def _settle(self, report: UsageReport, cost: int, source: Source) -> ItemResult:
         try:
             if self._leases.holds(report.request_id):
                 await self._leases.flush()  # decided here from a lease, not committed yet
             settlement = await self._ledger.settle(
-                report.request_id, cost, self._clock(), report.usage
+                report.request_id, cost, self._clock(), report.usage, source.value
             )
         except LedgerDataLost as error:
             return _item(409, report.request_id, "lost", message=str(error))

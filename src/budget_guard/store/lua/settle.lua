@@ -26,6 +26,8 @@
 -- With KEYS[4]: ARGV[6] request id, ARGV[7] input tokens and ARGV[8] output tokens ("":
 --   not reported), ARGV[9] its max length, ARGV[10] its max age (ms, by Redis's clock).
 -- ARGV[11] the settlement's UTC day (YYYY-MM-DD)     ARGV[12] its UTC hour (HH)
+-- ARGV[13] who reported the usage, for the stream (api, ext_proc, journal); expiry
+--   settlements are the sweeper's
 --
 -- Returns {status, reserved cost, charged cost, charged before (-1: never), attribution
 --   ("tenant\31feature\31model\31user" from the plan's attribution line, or "")}; status is one of
@@ -135,7 +137,7 @@ redis.call('SET', record, value, 'KEEPTTL')
 redis.call('ZREM', pending, record)
 if KEYS[4] then
   local entry = {'at', now, 'request', ARGV[6], 'cost', string.format('%d', actual),
-    'source', settled_by, 'budgets', table.concat(charged, ',')}
+    'source', mode == 'usage' and ARGV[13] or 'sweeper', 'budgets', table.concat(charged, ',')}
   local who = split(attribution, '\31')
   for i, name in ipairs({'tenant', 'feature', 'model', 'user'}) do
     if who[i] and who[i] ~= '' then
