@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
-from typing import Any
+from typing import Any, Protocol
 
 from budget_guard.domain.anomaly import Anomaly, detect_anomaly
-from budget_guard.domain.budget import Budget, Commitment
+from budget_guard.domain.budget import HARD_LIMIT_PERCENT, Budget, Commitment
 from budget_guard.domain.forecast import (
     LOOKBACK_DAYS,
     Forecast,
@@ -287,27 +287,41 @@ def build_review(
     )
 
 
-def review_with_anomaly(
+class Counters(Protocol):
+    """What a review needs of a budget's counter this period (the store's usage reads
+    have it)."""
+
+    @property
+    def effective_limit(self) -> int: ...
+
+    @property
+    def spent(self) -> int: ...
+
+    @property
+    def users_exhausted(self) -> int: ...
+
+    @property
+    def reported_percent(self) -> int: ...
+
+
+def review_of(
     budget: Budget,
+    counters: Counters,
     days: Mapping[dt.date, int],
     hours: Mapping[dt.datetime, int],
     now: dt.datetime,
-    *,
-    allocated_micros: int,
-    spent_micros: int,
-    users_exhausted: int = 0,
-    limit_reached: bool = False,
 ) -> tuple[BudgetReview, Anomaly]:
-    """``build_review`` with the anomaly check of ``hours`` (spend per UTC hour) in it."""
+    """The review of ``budget`` from its counter, daily history and hourly history (spend
+    per UTC hour, for the anomaly check, which it returns too)."""
     anomaly = detect_anomaly(hours, now, budget.anomaly_factor, budget.created_at)
     review = build_review(
         budget,
         days,
         now,
-        allocated_micros=allocated_micros,
-        spent_micros=spent_micros,
-        users_exhausted=users_exhausted,
-        limit_reached=limit_reached,
+        allocated_micros=counters.effective_limit,
+        spent_micros=counters.spent,
+        users_exhausted=counters.users_exhausted,
+        limit_reached=counters.reported_percent >= HARD_LIMIT_PERCENT,
         anomaly=anomaly.detected,
     )
     return review, anomaly

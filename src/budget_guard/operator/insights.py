@@ -20,7 +20,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from budget_guard.domain.budget import Budget
-from budget_guard.domain.review import review_with_anomaly
+from budget_guard.domain.review import review_of
 from budget_guard.operator.alerts import Alert, AlertSender
 from budget_guard.operator.compile import Manifest
 from budget_guard.operator.conditions import (
@@ -82,16 +82,7 @@ class Insights:
         current = {}
         for budget, (days, hours) in zip(budgets, histories, strict=True):
             usage = usages[budget.id]
-            review, anomaly = review_with_anomaly(
-                budget,
-                days,
-                hours,
-                now,
-                allocated_micros=usage.effective_limit,
-                spent_micros=usage.spent,
-                users_exhausted=usage.users_exhausted,
-                limit_reached=usage.reported_percent >= 100,
-            )
+            review, anomaly = review_of(budget, usage, days, hours, now)
             current[budget.id] = Insight(review, anomaly)
         self._current = current
         self._daily.forget(current)

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from budget_guard.domain.manifest import ManifestError, parse_budget
 from budget_guard.domain.resolution import BudgetSnapshot
-from budget_guard.domain.review import BudgetReview, review_with_anomaly
+from budget_guard.domain.review import BudgetReview, review_of
 from budget_guard.loaders.files import load_manifests
 from budget_guard.operator.kube import KubeApi
 from budget_guard.operator.status import review_from_status
@@ -63,16 +63,7 @@ async def standalone_reviews(budgets: Path, redis_url: str, at: dt.datetime) -> 
         histories = await read_review_history(client, keys, snapshot.budgets, at)
     reviews = []
     for usage, (days, hours) in zip(usages, histories, strict=True):
-        review, _ = review_with_anomaly(
-            usage.budget,
-            days,
-            hours,
-            at,
-            allocated_micros=usage.effective_limit,
-            spent_micros=usage.spent,
-            users_exhausted=usage.users_exhausted,
-            limit_reached=usage.reported_percent >= 100,
-        )
+        review, _ = review_of(usage.budget, usage, days, hours, at)
         reviews.append(review)
     return reviews
 

@@ -20,7 +20,7 @@ from budget_guard.domain.budget import Budget
 from budget_guard.domain.forecast import local_day_of
 from budget_guard.domain.money import format_usd
 from budget_guard.domain.resolution import BudgetSnapshot
-from budget_guard.domain.review import review_days, review_record, review_with_anomaly
+from budget_guard.domain.review import review_days, review_of, review_record
 from budget_guard.domain.spend import DayRange, SpendQueryError, parse_group_by
 from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.history import (
@@ -154,16 +154,7 @@ class ReadApi:
                 users = await read_user_spend(client, keys, budget, recent)
         except LedgerUnavailable as error:
             return _error(503, "ledger_unavailable", f"the ledger cannot be reached: {error}")
-        review, anomaly = review_with_anomaly(
-            budget,
-            days,
-            hours,
-            now,
-            allocated_micros=usage.effective_limit,
-            spent_micros=usage.spent,
-            users_exhausted=usage.users_exhausted,
-            limit_reached=usage.reported_percent >= 100,
-        )
+        review, anomaly = review_of(budget, usage, days, hours, now)
         top = sorted(users.items(), key=lambda item: (-item[1], item[0]))[:TOP_USERS]
         return _json(
             {
