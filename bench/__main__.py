@@ -362,14 +362,14 @@ def reports_section(results: reports.ReportResults) -> str:
     return f"""{REPORTS_HEADING}: 13 months, 1,000 budgets, 10,000 users
 
 A fresh redis-server holds 13 months in the ledger's own layout: 1,000 budgets
-({reports.TENANTS} tenants x {reports.FEATURES} features) with {reports.DAYS} days of daily
-history each and {reports.HOURLY_DAYS} of hourly history, the attribution of every tenant by
-feature and model ({len(reports.MODELS)} models) for {reports.DAYS} days, and
-{reports.USER_DAYS} days of attribution by user for {reports.USERS:,} users
-({results.history_keys:,} keys, {results.redis_mib:.0f} MiB in Redis, written in
-{results.setup_seconds:.0f} s). Each command runs as a process of its own against it (the
-report in standalone mode: the budget files and the ledger); peak memory is the process's
-VmHWM. The floor is starting the command at all.
+({reports.TENANTS} tenants x {reports.FEATURES} features), each with {reports.DAYS} days of daily
+history and {reports.HOURLY_DAYS} days of hourly history; the attribution of every tenant by
+feature and model ({len(reports.MODELS)} models) for {reports.DAYS} days; and
+{reports.USER_DAYS} days of attribution by user for {reports.USERS:,} users. That is
+{results.history_keys:,} keys and {results.redis_mib:.0f} MiB in Redis, written in
+{results.setup_seconds:.0f} s. Each command runs as a process of its own against it
+(the report in standalone mode: budget files and the ledger); peak memory is the
+process's VmHWM. The floor is starting the command at all.
 
 | command | wall time (s) | peak memory (MiB) | output (KiB) |
 |---|---:|---:|---:|
@@ -384,9 +384,11 @@ grow with the range.
 
 
 def memory_section(results: reports.MemoryResults) -> str:
-    kinds = [name for name, _ in reports.KINDS]
+    users = results.users
     rows = "\n".join(
-        f"| {kind} | {results.per_user(kind):,.0f} | {results.fixed(kind):,.0f} |" for kind in kinds
+        f"| {kind} | {results.added(kind)[0]:,} | {results.added(kind)[1]:,} "
+        f"| {max(0.0, results.per_user(kind)):,.0f} |"
+        for kind, _ in reports.KINDS
     )
     detail = results.per_user(reports.KINDS[0][0])
     counters = results.per_user(reports.KINDS[1][0])
@@ -394,32 +396,37 @@ def memory_section(results: reports.MemoryResults) -> str:
     plans = results.per_user(reports.KINDS[3][0])
     stream = results.per_user(reports.KINDS[4][0]) / results.requests_per_user
     day = detail * reports.USER_DAYS + plans + records
-    before = detail * 400
+    gib = 1_000_000 / 1024**3
+    header = (
+        f"| kept for | day 1: {users:,} users (bytes) | day 2: {2 * users:,} users (bytes) "
+        "| per daily active user (bytes) |"
+    )
     return f"""{MEMORY_HEADING}
 
-A day of real settlements (reserve and settle through the ledger) by {results.users:,}
-users, then a second day by {2 * results.users:,} others; each user makes
-{results.requests_per_user} requests, in two features, at three hours of the day. Four
-budgets apply: global, tenant, feature and a per-user template. Every key is measured
-with `MEMORY USAGE` and counted by what it is kept for; a day's cost splits into what
-each daily active user adds and what the day costs whatever the users.
+A day of real settlements (reserve and settle through the ledger) by {users:,} users,
+then a second day by {2 * users:,} others. Each user makes {results.requests_per_user}
+requests, in two features, at three hours of the day; four budgets apply (global,
+tenant, feature, and a per-user template). Every key is measured with `MEMORY USAGE`
+and counted by what it is kept for. What a daily active user costs is the second day's
+bytes less the first day's, over the {users:,} users more.
 
-| kept for | bytes per daily active user | bytes per day, whatever the users |
-|---|---:|---:|
+{header}
+|---|---:|---:|---:|
 {rows}
+
+The daily aggregates and the hourly history cost the same for {2 * users:,} users as
+for {users:,}: they do not grow with users.
 
 Sizing rule, with W the per-user window (`--user-detail-days`, 35 by default):
 
     Redis ≈ DAU x (W x {detail:,.0f} B + {plans + records:,.0f} B)  per-user detail; plans, records
-          + users of the period x 2 x {counters:,.0f} B           per-user counters
+          + users of the period x 2 x {counters:,.0f} B         per-user counters
           + {stream:,.0f} B x the settled stream's length (100,000)
-          + the daily aggregates (a few hundred bytes a day per budget and tenant)
+          + 400 days x a day's aggregates (the rows that do not grow)
 
-For a million daily active users like these: about {day * 1_000_000 / 1024**3:,.0f} GiB, of
-which the per-user window is {detail * reports.USER_DAYS * 1_000_000 / 1024**3:,.0f} GiB. Kept
-for 400 days as before, the per-user detail alone would take
-{before * 1_000_000 / 1024**3:,.0f} GiB. The 13-month aggregates (per budget, tenant, feature
-and model) do not grow with users at all: the last column.
+A million daily active users like these take about {day * gib:,.0f} GiB, of which the
+per-user window is {detail * reports.USER_DAYS * gib:,.0f} GiB. Kept 400 days, as before,
+the per-user detail alone would take {detail * 400 * gib:,.0f} GiB.
 """
 
 
