@@ -173,6 +173,27 @@ def test_defaults_are_filled_in(crds: KubeAPIServer) -> None:
         ({"failOpenLimit": "0"}, "failOpenLimit must be a positive amount of USD"),
         ({"failOpenLimit": "2.50", "reservation": "WorstCase"}, None),
         ({"reservation": "Maximum"}, 'Unsupported value: "Maximum"'),
+        ({"commitment": {"amount": "0"}}, "commitment.amount must be a positive amount of USD"),
+        ({"commitment": {"discountPercent": "5"}}, "spec.commitment.amount: Required value"),
+        (
+            {"commitment": {"amount": "500", "discountPercent": "100"}},
+            "commitment.discountPercent must be a percentage from 0 to below 100 with at most "
+            '2 decimals, written as a string, e.g. "20"',
+        ),
+        (
+            {"commitment": {"amount": "500", "discountPercent": "12.345"}},
+            "commitment.discountPercent must be a percentage from 0 to below 100",
+        ),
+        (
+            {"anomaly": {"factor": 1}},
+            "anomaly.factor must be a whole number from 2 to 1000: how many times the usual "
+            "spend rate is an anomaly (default 10)",
+        ),
+        ({"anomaly": {"factor": 5000}}, "anomaly.factor must be a whole number from 2 to 1000"),
+        (
+            {"commitment": {"amount": "500", "discountPercent": "12.5"}, "anomaly": {"factor": 4}},
+            None,
+        ),
     ],
 )
 def test_bad_budgets_are_refused_with_what_to_fix(
