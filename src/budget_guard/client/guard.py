@@ -196,7 +196,7 @@ class BudgetGuard:
         self.on_warning = on_warning
         self.portal = Portal()
         self.last_request: Mapping[str, Any] | None = None
-        self._calls: weakref.WeakKeyDictionary[object, GuardedCall] = weakref.WeakKeyDictionary()
+        self._calls: dict[int, GuardedCall] = {}  # by id() of a live response
 
     def with_identity(self, **identity: str | None) -> BudgetGuard:
         """A guard for another identity on the same backend (``user="bob"``)."""
@@ -204,7 +204,7 @@ class BudgetGuard:
         other.identity = self.identity._replace(**identity)
         _identity(*other.identity[:4])  # validate
         other.last_request = None
-        other._calls = weakref.WeakKeyDictionary()
+        other._calls = {}
         return other
 
     def call(self, request: Mapping[str, Any]) -> GuardedCall:
@@ -246,10 +246,12 @@ class BudgetGuard:
     def call_of(self, response: object) -> GuardedCall | None:
         """The guarded call that produced ``response`` (a wrapped SDK's response or stream):
         its warnings, model, reservation and charge."""
-        return self._calls.get(response)
+        return self._calls.get(id(response))
 
     def remember(self, response: object, call: GuardedCall) -> None:
-        self._calls[response] = call
+        # Keyed by id() (SDK responses are unhashable) for as long as the response lives.
+        self._calls[id(response)] = call
+        weakref.finalize(response, self._calls.pop, id(response), None)
 
     async def aclose(self) -> None:
         """Close this event loop's connections (and the sync API's, if it was used)."""

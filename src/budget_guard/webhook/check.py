@@ -59,6 +59,20 @@ class CheckService:
         self._count(answer, time.perf_counter() - started)
         return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
 
+    async def decide(self, check: CheckRequest) -> CheckAnswer:
+        """A check that arrives already read (``POST /v1/check``): admitted, decided and
+        counted like one from Envoy."""
+        if not self.admission.enter():
+            request_id = request_id_for(check.headers.get("x-request-id"))
+            answer = overloaded_answer(request_id, "too many checks in flight")
+        else:
+            try:
+                answer = await self.decider.decide(check)
+            finally:
+                self.admission.leave()
+        self._count(answer, time.perf_counter() - check.arrived)
+        return answer
+
     async def _decide(self, request: web.BaseRequest, started: float) -> CheckAnswer:
         try:
             body = await request.read()

@@ -7,9 +7,16 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from budget_guard import __version__
-from budget_guard.webhook.api_models import ErrorBody, Settled, SettledList, UsageReport
+from budget_guard.webhook.api_models import (
+    CheckCall,
+    CheckOutcome,
+    ErrorBody,
+    Settled,
+    SettledList,
+    UsageReport,
+)
 
-_MODELS = (UsageReport, Settled, SettledList, ErrorBody)
+_MODELS = (UsageReport, Settled, SettledList, ErrorBody, CheckCall, CheckOutcome)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -91,6 +98,29 @@ def document() -> dict[str, Any]:
                             "the ledger cannot be reached; retry",
                             _ref("Settled"),
                         ),
+                    },
+                }
+            },
+            "/v1/check": {
+                "post": {
+                    "summary": "Decide a request as the check listener would, without Envoy",
+                    "description": (
+                        "The application's guard (budget_guard.client.RemoteBackend) asks "
+                        "here: an allowed request is reserved like a check from Envoy; "
+                        "settle it with POST /v1/usage."
+                    ),
+                    "security": [{"usageToken": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("CheckCall")}},
+                    },
+                    "responses": {
+                        "200": _json_response(
+                            "the decision: the check listener's status, headers and body",
+                            _ref("CheckOutcome"),
+                        ),
+                        "400": _json_response("not a check call", _ref("ErrorBody")),
+                        "401": _json_response("no or wrong bearer token", _ref("ErrorBody")),
                     },
                 }
             },

@@ -72,9 +72,10 @@ def build_webhook(settings: WebhookSettings, clock: Callable[[], dt.datetime] = 
     settlement = SettlementService(
         config, ledger.operations, ledger.journal, ledger.leases, metrics, clock
     )
+    checks = CheckService(decider, admission, metrics, settings.listen)
     return Webhook(
         settings=settings,
-        checks=CheckService(decider, admission, metrics, settings.listen),
+        checks=checks,
         api=ApiService(
             config=config,
             ledger=ledger,
@@ -84,6 +85,7 @@ def build_webhook(settings: WebhookSettings, clock: Callable[[], dt.datetime] = 
             jwks=jwks,
             tokenizer_failures=tokenizers.failures,
             clock=clock,
+            checks=checks,
         ),
         background=BackgroundWork(settings, config, ledger, settlement, metrics, jwks, clock),
         ledger=ledger,
