@@ -219,7 +219,7 @@ class FakeProvider:
         created = {"type": "response.created", "response": self._response(model, "in_progress")}
         yield _sse({**created, "sequence_number": next(sequence)}, "response.created")
         for word in WORDS:
-            delta = {
+            delta: dict[str, Any] = {
                 "type": "response.output_text.delta",
                 "item_id": "msg_fake",
                 "output_index": 0,
@@ -228,7 +228,7 @@ class FakeProvider:
                 "logprobs": [],
                 "sequence_number": next(sequence),
             }
-            yield _sse(delta, delta["type"])
+            yield _sse(delta, "response.output_text.delta")
         completed = {
             "type": "response.completed",
             "response": self._response(model, "completed"),
@@ -258,7 +258,7 @@ class FakeProvider:
         )
 
     def _message_events(self, model: str) -> Iterator[bytes]:
-        message = {
+        message: dict[str, Any] = {
             "id": "msg_fake",
             "type": "message",
             "role": "assistant",
@@ -269,20 +269,21 @@ class FakeProvider:
             "usage": self.usage.anthropic(output_tokens=1),
         }
         yield _sse({"type": "message_start", "message": message}, "message_start")
-        block = {"type": "content_block_start", "index": 0}
-        yield _sse({**block, "content_block": {"type": "text", "text": ""}}, block["type"])
+        text_block = {"type": "text", "text": ""}
+        start = {"type": "content_block_start", "index": 0, "content_block": text_block}
+        yield _sse(start, "content_block_start")
         for word in WORDS:
             delta = {"type": "text_delta", "text": word}
             yield _sse(
                 {"type": "content_block_delta", "index": 0, "delta": delta}, "content_block_delta"
             )
         yield _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
-        delta = {
+        final: dict[str, Any] = {
             "type": "message_delta",
             "delta": {"stop_reason": "end_turn", "stop_sequence": None},
             "usage": {"output_tokens": self.usage.output_tokens},
         }
-        yield _sse(delta, "message_delta")
+        yield _sse(final, "message_delta")
         yield _sse({"type": "message_stop"}, "message_stop")
 
 
