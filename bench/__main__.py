@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import ledger, ledger_path, operator, tokens, webhook
+from bench import client, ledger, ledger_path, operator, tokens, webhook
 from bench.stats import LATENCY_HEADER
 from budget_guard.loaders.tokenizers import load_tokenizers
 from budget_guard.localservices import RedisServer, seed_offline_tiktoken_cache
@@ -265,6 +265,29 @@ connections: **{floor.reserve_per_second:,.0f} calls/s**; PING the same way:
 """
 
 
+def client_section(results: client.ClientResults) -> str:
+    rows = "\n".join(latency.row() for latency in results.latencies)
+    plain, guarded, streamed, guarded_stream = results.latencies
+    return f"""## Client: a guarded SDK call against the same call unguarded
+
+The official `openai` SDK (`AsyncOpenAI`) calls a local fake provider that answers at
+once, so the floor is the SDK's and HTTP's own cost and the difference is all the
+guard's. Guarded through `guard.wrap` with the direct backend: four budgets apply
+(global, tenant, feature, per-user template), each call is one reservation and one
+settlement in a real local redis-server and a token count of the request; a stream is
+settled from its final usage chunk. One call at a time, the four kinds alternated.
+
+{LATENCY_HEADER}
+{rows}
+
+- Overhead per call at p50: **{guarded.p50_us - plain.p50_us:,.0f} µs** plain
+  ({guarded.p50_us / plain.p50_us:.2f}x the unguarded call), \
+**{guarded_stream.p50_us - streamed.p50_us:,.0f} µs** streamed
+  ({guarded_stream.p50_us / streamed.p50_us:.2f}x). Its floor is two Redis round trips
+  (see the ledger section); a real provider's call takes hundreds of milliseconds.
+"""
+
+
 def operator_section(results: operator.OperatorResults) -> str:
     sync = operator.median(results.sync_ms)
     ping = operator.median(results.redis_roundtrip_ms)
@@ -314,6 +337,8 @@ async def run_all(rounds: int) -> str:
             WRK_SECONDS,
             ledger_path.baseline_from_environment(),
         )
+    with RedisServer() as redis:
+        client_results = await client.run(redis.url, rounds=max(200, rounds // 2))
     operator_results = await asyncio.to_thread(operator.run)
     today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
     return f"""# Benchmarks
@@ -326,6 +351,7 @@ library's own work.
 {webhook_section(webhook_results, WRK_SECONDS)}
 {ledger_path_section(path_results, WRK_SECONDS)}
 {ledger_section(ledger_results)}
+{client_section(client_results)}
 {operator_section(operator_results)}
 {tokens_section(throughput, loop, loaded.tokenizers.loaded_encodings)}
 {READING_THE_WEBHOOK}
@@ -333,11 +359,26 @@ library's own work.
 {READING_THE_LEDGER}"""
 
 
+async def run_client_section(rounds: int) -> str:
+    """Only the client's section, printed (for a change to the client alone)."""
+    with tempfile.TemporaryDirectory() as cache_dir:
+        seed_offline_tiktoken_cache(Path(cache_dir))
+        os.environ["TIKTOKEN_CACHE_DIR"] = cache_dir
+        with RedisServer() as redis:
+            return client_section(await client.run(redis.url, rounds=max(200, rounds // 2)))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--rounds", type=int, default=5000)
     parser.add_argument("--output", type=Path, default=DOC)
+    parser.add_argument(
+        "--only-client", action="store_true", help="run only the client section and print it"
+    )
     args = parser.parse_args()
+    if args.only_client:
+        print(asyncio.run(run_client_section(args.rounds)))
+        return 0
     report = asyncio.run(run_all(args.rounds))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)
