@@ -1,5 +1,6 @@
 # LLM Budget Guard: the commands a newcomer needs, on a fresh Debian machine.
-#   make test     everything: venv, redis-server, test binaries, lint, types, layers, Go checks, tests
+#   make test     everything: venv, redis-server, redis-sentinel, test binaries, lint, types,
+#                 layers, Go checks, tests
 #   make cluster  a real Redis and Kubernetes API server in the foreground, for humans
 #                 (docs/install.md's local quick start begins here)
 SHELL := /bin/bash
@@ -51,6 +52,10 @@ wheelhouse: $(WHEELHOUSE)/.built
 redis-server:
 	@tools/install-apt-package.sh redis-server redis-server
 
+.PHONY: redis-sentinel
+redis-sentinel:
+	@tools/install-apt-package.sh redis-sentinel redis-sentinel
+
 .PHONY: curl
 curl:
 	@tools/install-apt-package.sh curl curl
@@ -85,7 +90,7 @@ go-checks:
 	cd tools/envoy-driver && go vet ./... && go test ./...
 
 .PHONY: pytest
-pytest: $(STAMP) redis-server curl test-binaries wheelhouse
+pytest: $(STAMP) redis-server redis-sentinel curl test-binaries wheelhouse
 	BUDGET_GUARD_TEST_BIN_DIR="$$(tail -n 1 $(VENV)/.test-bin-dir)" \
 	BUDGET_GUARD_WHEELHOUSE="$(abspath $(WHEELHOUSE))" \
 	BUDGET_GUARD_FORBID_SKIPS=1 \

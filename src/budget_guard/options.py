@@ -48,6 +48,20 @@ def _from_environment(option: Option, text: str) -> Any:
     return option.type(text)
 
 
+def _explained(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A type whose ValueError says what is wrong, as argparse's error (argparse would
+    otherwise print "invalid ... value" with the raw text, a password included)."""
+
+    def checked(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    checked.__name__ = getattr(convert, "__name__", "value")
+    return checked
+
+
 def add_options(parser: argparse.ArgumentParser, options: Iterable[Option]) -> None:
     """Add every option to ``parser``; its environment variable supplies the default."""
     for option in options:
@@ -66,7 +80,7 @@ def add_options(parser: argparse.ArgumentParser, options: Iterable[Option]) -> N
         elif option.kind == "list":
             parser.add_argument(
                 option.flag,
-                type=option.type,
+                type=_explained(option.type),
                 action=_Repeated,
                 default=list(default or ()),
                 help=help_text,
@@ -74,7 +88,7 @@ def add_options(parser: argparse.ArgumentParser, options: Iterable[Option]) -> N
         else:
             parser.add_argument(
                 option.flag,
-                type=option.type,
+                type=_explained(option.type),
                 default=default,
                 choices=option.choices,
                 help=help_text,

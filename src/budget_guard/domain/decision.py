@@ -163,6 +163,7 @@ class AllowSummary(NamedTuple):
     model_override: str | None  # a cheaper model a budget past its first threshold suggests
     burst_pools: tuple[str, ...]  # the pools that took the request
     would_deny: tuple[str, ...]  # Observe budgets that would have denied it
+    tightest: str | None = None  # the enforced budget whose room is ``remaining``
 
 
 class Decision(NamedTuple):
@@ -183,6 +184,7 @@ class Decision(NamedTuple):
         """Remaining room, soft limit, model downgrade, pools and would-deny, in one pass
         (this runs for every allowed request)."""
         remaining: int | None = None
+        tightest: str | None = None
         soft_limit: int | None = None
         override: str | None = None
         pools: list[str] = []
@@ -192,7 +194,7 @@ class Decision(NamedTuple):
             if budget.enforces:
                 room = state.remaining
                 if remaining is None or room < remaining:
-                    remaining = room
+                    remaining, tightest = room, budget.id
             reached = state.reached_threshold
             if reached is not None:
                 soft_limit = reached if soft_limit is None else max(soft_limit, reached)
@@ -205,7 +207,9 @@ class Decision(NamedTuple):
                 pools.append(state.pool.id)
             if state.verdict is BudgetVerdict.WOULD_DENY:
                 would_deny.append(budget.id)
-        return AllowSummary(remaining, soft_limit, override, tuple(pools), tuple(would_deny))
+        return AllowSummary(
+            remaining, soft_limit, override, tuple(pools), tuple(would_deny), tightest
+        )
 
 
 def percent_of(used: int, limit: int) -> float:

@@ -346,6 +346,18 @@ class RequestEstimator:
         raw_input = count_input_tokens(body, tokenizer, self.cache)
         return TokenEstimate(corrected(raw_input, price), output_tokens, label)
 
+    def count_text(self, text: str, price: ModelPrice) -> int:
+        """Tokens of a model's output text (a stream the provider never gave usage for)."""
+        if not text:
+            return 0
+        tokenizer, _ = self.tokenizers.for_encoding(price.encoding)
+        return corrected(tokenizer.count(text), price)
+
+    @staticmethod
+    def count_length(chars: int, price: ModelPrice) -> int:
+        """Tokens of text known only by its length (past what is kept for counting)."""
+        return corrected(HeuristicTokenizer.count_bytes(chars), price) if chars else 0
+
     def estimate_from_length(
         self, body_length: int, price: ModelPrice, worst_case: bool = False
     ) -> TokenEstimate:

@@ -122,18 +122,31 @@ def wait_until(
     what: str,
 ) -> None:
     """Poll ``ready`` until it holds; fail fast, with the log, if the process exits."""
+    wait_until_all(ready, [process], timeout_seconds, what)
+
+
+def wait_until_all(
+    ready: Callable[[], bool],
+    processes: Sequence[ManagedProcess],
+    timeout_seconds: float,
+    what: str,
+) -> None:
+    """``wait_until`` for a set of processes that must all stay up (a replicated set)."""
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
-        if not process.running():
-            raise ServiceStartError(
-                f"{process.name} exited before {what}; log {process.log_path}:\n"
-                f"{process.log_tail()}"
-            )
+        for process in processes:
+            if not process.running():
+                raise ServiceStartError(
+                    f"{process.name} exited before {what}; log {process.log_path}:\n"
+                    f"{process.log_tail()}"
+                )
         with contextlib.suppress(OSError):
             if ready():
                 return
         time.sleep(0.05)
-    raise ServiceStartError(
-        f"{process.name} not {what} after {timeout_seconds:.0f}s; log {process.log_path}:\n"
-        f"{process.log_tail()}"
+    logs = "\n".join(
+        f"-- {process.name}, log {process.log_path}:\n{process.log_tail(10)}"
+        for process in processes
     )
+    names = ", ".join(process.name for process in processes)
+    raise ServiceStartError(f"{names} not {what} after {timeout_seconds:.0f}s\n{logs}")

@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from budget_guard.localservices.processes import (
@@ -33,7 +34,7 @@ def find_redis_server() -> str:
     return found
 
 
-def _answers_ping(port: int) -> bool:
+def answers_ping(port: int) -> bool:
     with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
         conn.sendall(b"PING\r\n")
         return conn.recv(16).startswith(b"+PONG")
@@ -48,10 +49,13 @@ class RedisServer(LocalService):
         start_timeout_seconds: float = 20.0,
         *,
         durable: bool = False,
+        extra_args: Sequence[str] = (),
     ) -> None:
         """``durable``: every write is in an fsynced append-only file before Redis
-        answers, so a restart (even after SIGKILL) keeps the data."""
+        answers, so a restart (even after SIGKILL) keeps the data. ``extra_args``:
+        more configuration, as ``redis-server`` takes it on its command line."""
         self._durable = durable
+        self._extra_args = list(extra_args)
         self._owns_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="budget-guard-redis-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -65,9 +69,13 @@ class RedisServer(LocalService):
 
     @property
     def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def process(self) -> ManagedProcess:
         if self._process is None:
             raise RuntimeError("redis-server is not started")
-        return self._process.pid
+        return self._process
 
     def start(self, port: int | None = None) -> RedisServer:
         """Start (again, on ``port`` to keep the same URL after ``stop_process``)."""
@@ -91,9 +99,10 @@ class RedisServer(LocalService):
             "no",
             "--logfile",
             "",
+            *self._extra_args,
         ]
         self._process = ManagedProcess("redis-server", argv, self.workdir / "redis.log")
-        wait_until(lambda: _answers_ping(self.port), self._process, self._start_timeout, "ready")
+        wait_until(lambda: answers_ping(self.port), self._process, self._start_timeout, "ready")
         return self
 
     def stop_process(self) -> None:
@@ -101,6 +110,17 @@ class RedisServer(LocalService):
         if self._process is not None:
             self._process.stop()
             self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL, as when a node dies; its directory stays, to ``start(port)`` it again."""
+        if self._process is not None:
+            os.kill(self._process.pid, signal.SIGKILL)
+            self._process.stop()
+            self._process = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.running()
 
     def pause(self) -> None:
         """Freeze the server (SIGSTOP): connections stay open and nothing answers."""

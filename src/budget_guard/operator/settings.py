@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from budget_guard.options import Option, add_options
+from budget_guard.store.connect import checked_redis_url
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,13 @@ class OperatorSettings:
 
 _DEFAULTS = OperatorSettings()
 _OPTIONS = (
-    Option("--redis-url", "the ledger's Redis", str, _DEFAULTS.redis_url),
+    Option(
+        "--redis-url",
+        "the ledger's Redis: redis://, rediss://, unix://, or "
+        "redis+sentinel://[[user]:password@]host:port[,host:port...]/service_name[/db]",
+        checked_redis_url,
+        _DEFAULTS.redis_url,
+    ),
     Option(
         "--namespace",
         "watch only this namespace (repeatable, or comma-separated in the variable; default: all)",

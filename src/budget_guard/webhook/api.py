@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -93,7 +92,6 @@ class ApiService:
     async def post_check(self, request: web.Request) -> web.Response:
         """A decision without Envoy (the application's guard): the check listener's
         status, headers and body, in a JSON body."""
-        arrived = time.perf_counter()
         problem = self.usage_tokens.problem(request.headers.get("authorization", ""))
         if problem is not None:
             return _error(401, "unauthorized", problem)
@@ -105,9 +103,11 @@ class ApiService:
             return _error(400, "invalid_check", str(error))
         headers = CIMultiDict({"content-type": JSON, **call.headers})
         body = json.dumps(call.body).encode() if call.body is not None else b""
-        answer = await self.checks.decide(
-            CheckRequest(call.method, call.path, headers, body, arrived)
-        )
+
+        async def read(arrived: float) -> CheckRequest:
+            return CheckRequest(call.method, call.path, headers, body, arrived)
+
+        answer = await self.checks.check(headers, read)
         outcome = {
             "status": answer.status,
             "headers": answer.headers,

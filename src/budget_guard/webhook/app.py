@@ -1,7 +1,9 @@
-"""The webhook process: its two listeners and background work, started and stopped.
+"""The webhook process: its listeners and background work, started and stopped.
 
 - check listener (``webhook.check``): every method and path is an Envoy ext_authz check;
 - API listener (``webhook.api``): usage settlement, budgets, health, metrics, OpenAPI;
+- gRPC listener (``webhook.ext_proc``, unless ``--ext-proc-port 0``): Envoy ext_proc,
+  which settles each call from the provider's answer, and gRPC ext_authz;
 - background work (``webhook.background``).
 
 ``wiring.build_webhook`` makes the parts; this module only runs them.
@@ -15,20 +17,29 @@ import gc
 import logging
 import signal
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 from aiohttp import web
 
+from budget_guard.webhook.ext_proc import grpc_server
 from budget_guard.webhook.settings import WebhookSettings
 from budget_guard.webhook.wiring import Webhook, build_webhook
 
 log = logging.getLogger(__name__)
 
+GRPC_GRACE_SECONDS = 5.0  # streams in progress get this long to end at shutdown
+
+
+class Ports(NamedTuple):
+    check: int
+    api: int
+    ext_proc: int  # 0 when the gRPC listener is off
+
 
 @contextlib.asynccontextmanager
-async def running(webhook: Webhook) -> AsyncIterator[tuple[int, int]]:
-    """Both listeners and the background work; yields the bound (check, api) ports."""
+async def running(webhook: Webhook) -> AsyncIterator[Ports]:
+    """The listeners and the background work; yields the bound ports."""
     listen = webhook.settings.listen
     handler_options: dict[str, Any] = {
         "access_log": None,
@@ -45,15 +56,33 @@ async def running(webhook: Webhook) -> AsyncIterator[tuple[int, int]]:
         await webhook.background.start(session)
         await check_runner.setup()
         await api_runner.setup()
+        grpc_listener = None
         try:
             await web.TCPSite(check_runner, listen.host, listen.check_port).start()
             await web.TCPSite(api_runner, listen.host, listen.api_port).start()
-            yield _bound_port(check_runner), _bound_port(api_runner)
+            ext_proc_port = 0
+            if listen.ext_proc_port:
+                grpc_listener = grpc_server(webhook.ext_proc, webhook.authorization)
+                ext_proc_port = grpc_listener.add_insecure_port(
+                    f"{_grpc_host(listen.host)}:{listen.ext_proc_port}"
+                )
+                await grpc_listener.start()
+            yield Ports(_bound_port(check_runner), _bound_port(api_runner), ext_proc_port)
         finally:
+            if grpc_listener is not None:
+                await grpc_listener.stop(GRPC_GRACE_SECONDS)
             await check_runner.cleanup()
             await api_runner.cleanup()
+            await webhook.settler.stop()
             await webhook.background.stop()
             await webhook.ledger.close(webhook.clock())
+
+
+def _grpc_host(host: str) -> str:
+    """gRPC wants IPv6 literals in brackets; "0.0.0.0" and "::" both mean every address."""
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - the listen address, not a choice here
+        return "[::]"
+    return f"[{host}]" if ":" in host else host
 
 
 def _bound_port(runner: web.BaseRunner) -> int:
@@ -67,18 +96,18 @@ async def serve(settings: WebhookSettings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with running(webhook) as (check_port, api_port):
+    async with running(webhook) as ports:
         # Everything loaded so far (tokenizer vocabularies, config) lives as long as the
         # process: keep it out of the garbage collector's scans, which would otherwise
         # walk it on every full collection and show up in the decision latency.
         gc.freeze()
         log.info(
-            "webhook listening: checks on %s:%d, API on %s:%d",
+            "webhook listening on %s: checks on %d, API on %d, ext_proc and gRPC ext_authz %s",
             settings.listen.host,
-            check_port,
-            settings.listen.host,
-            api_port,
-            extra={"check_port": check_port, "api_port": api_port},
+            ports.check,
+            ports.api,
+            f"on {ports.ext_proc}" if ports.ext_proc else "off",
+            extra={f"{name}_port": port for name, port in ports._asdict().items()},
         )
         await stop.wait()
         log.info("webhook stopping")

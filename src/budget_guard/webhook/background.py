@@ -28,7 +28,7 @@ from budget_guard.webhook.identity import JwksKeys
 from budget_guard.webhook.ledger_access import LedgerAccess
 from budget_guard.webhook.metrics import Metrics
 from budget_guard.webhook.settings import WebhookSettings
-from budget_guard.webhook.settlement import SettlementService
+from budget_guard.webhook.settlement import SettlementService, Source
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,7 @@ class BackgroundWork:
     async def _sweep(self) -> None:
         for settlement in await self.ledger.operations.sweep_expired(self.clock()):
             self.settlement.record_spend(settlement)
+            self.metrics.count_settlement(Source.SWEEPER.value, "settled")
 
     async def _refresh_utilization(self) -> None:
         config = self.config.current

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,33 +48,33 @@ class CheckService:
     listen: ListenSettings
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        answer = await self.check(request.headers, lambda started: self._read(request, started))
+        return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
+
+    async def check(
+        self,
+        headers: Mapping[str, str],
+        read: Callable[[float], Awaitable[CheckRequest | CheckAnswer]],
+    ) -> CheckAnswer:
+        """One check, whichever listener took it (HTTP here, gRPC in ``ext_proc``):
+        taken on or turned away, its request read (``read(arrival)``), decided, counted."""
         started = time.perf_counter()
         if not self.admission.enter():
-            request_id = request_id_for(request.headers.get("x-request-id"))
+            request_id = request_id_for(headers.get("x-request-id"))
             answer = overloaded_answer(request_id, "too many checks in flight")
         else:
             try:
-                answer = await self._decide(request, started)
+                request = await read(started)
+                if isinstance(request, CheckAnswer):
+                    answer = request
+                else:
+                    answer = await self.decider.decide(request)
             finally:
                 self.admission.leave()
         self._count(answer, time.perf_counter() - started)
-        return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
-
-    async def decide(self, check: CheckRequest) -> CheckAnswer:
-        """A check that arrives already read (``POST /v1/check``): admitted, decided and
-        counted like one from Envoy."""
-        if not self.admission.enter():
-            request_id = request_id_for(check.headers.get("x-request-id"))
-            answer = overloaded_answer(request_id, "too many checks in flight")
-        else:
-            try:
-                answer = await self.decider.decide(check)
-            finally:
-                self.admission.leave()
-        self._count(answer, time.perf_counter() - check.arrived)
         return answer
 
-    async def _decide(self, request: web.BaseRequest, started: float) -> CheckAnswer:
+    async def _read(self, request: web.BaseRequest, started: float) -> CheckRequest | CheckAnswer:
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -82,9 +83,7 @@ class CheckService:
                 413, "body_too_large", f"the body exceeds {limit} bytes, the most that is checked"
             )
         path = strip_prefix(request.path_qs, self.listen.path_prefix)
-        return await self.decider.decide(
-            CheckRequest(request.method, path, request.headers, body, started)
-        )
+        return CheckRequest(request.method, path, request.headers, body, started)
 
     def _count(self, answer: CheckAnswer, seconds: float) -> None:
         metrics = self.metrics

@@ -18,6 +18,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from budget_guard.store.channel import ChannelSettings, LedgerChannel
+from budget_guard.store.connect import ledger_client
 from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.leases import LeaseSettings, LocalLeases
 from budget_guard.store.ledger import Ledger, LedgerSettings
@@ -45,7 +46,7 @@ class LedgerAccess:
         channel_settings = ChannelSettings(stall_timeout_seconds=ledger_timeout)
         # No socket timeout and no retries on the decision client: the channel judges
         # Redis's health itself, and a retry would only hide an outage from it.
-        decisions_client = Redis.from_url(
+        decisions_client = ledger_client(
             url,
             socket_connect_timeout=channel_settings.connect_timeout_seconds,
             socket_timeout=None,
@@ -55,7 +56,7 @@ class LedgerAccess:
         channel = LedgerChannel(
             decisions_client.connection_pool, channel_settings, preload=[RESERVE.load_command]
         )
-        operations_client = Redis.from_url(
+        operations_client = ledger_client(
             url,
             socket_connect_timeout=max(0.05, ledger_timeout),
             socket_timeout=OPERATIONS_SOCKET_TIMEOUT_SECONDS,

@@ -93,6 +93,38 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.settlements = Counter(
+            "budget_guard_settlements",
+            "settlements by who reported them (ext_proc: the gateway, api: POST /v1/usage, "
+            "sweeper: nobody before the deadline) and outcome (settled, already_settled, "
+            "unknown_request_id, accepted, lost, ledger_unavailable)",
+            ["source", "status"],
+            registry=self.registry,
+        )
+        self.streams_ended_early = Counter(
+            "budget_guard_ext_proc_streams_ended_early",
+            "calls whose answer ended before it was complete (client gone, upstream reset), "
+            "settled from what was seen",
+            ["shape"],
+            registry=self.registry,
+        )
+        self.usage_parse_failures = Counter(
+            "budget_guard_usage_parse_failures",
+            "answers read by ext_proc in which some usage, event or document could not be "
+            "read, by the provider's answer shape",
+            ["shape"],
+            registry=self.registry,
+        )
+        self.ext_proc_stream_seconds = Histogram(
+            "budget_guard_ext_proc_stream_seconds",
+            "how long an ext_proc stream of a priced call lasted, request headers to its end",
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+            registry=self.registry,
+        )
+
+    def count_settlement(self, source: str, status: str) -> None:
+        self.settlements.labels(source, status).inc()
+
     def count_decision(self, decision: str, reason: str, seconds: float) -> None:
         """One decision: its outcome and how long it took (children cached: hot path)."""
         child = self._decision_children.get((decision, reason))

@@ -79,6 +79,8 @@ def allow_answer(
     summary = decision.summary(model)
     if summary.remaining is not None:
         headers[HEADER_REMAINING] = format_usd(summary.remaining)
+    if summary.tightest is not None:
+        headers[HEADER_BUDGET] = summary.tightest
     if summary.soft_limit is not None:
         headers[HEADER_SOFT_LIMIT] = str(summary.soft_limit)
     if summary.model_override is not None:

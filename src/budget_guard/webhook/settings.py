@@ -15,6 +15,7 @@ from pathlib import Path
 from budget_guard.domain.budget import is_valid_scope_value
 from budget_guard.domain.resolution import RequestIdentity
 from budget_guard.options import Option, add_options, parse_bool
+from budget_guard.store.connect import checked_redis_url
 from budget_guard.store.ledger import ExpiredReservations
 
 
@@ -23,6 +24,7 @@ class ListenSettings:
     host: str = "0.0.0.0"  # noqa: S104 - a gateway reaches it from another pod
     check_port: int = 8080
     api_port: int = 8081
+    ext_proc_port: int = 9090  # gRPC: ext_proc and ext_authz; 0 turns it off
     path_prefix: str = ""
     max_body_bytes: int = 1024 * 1024
     max_header_bytes: int = 16 * 1024
@@ -173,6 +175,7 @@ class WebhookSettings:
                 host=ns.host,
                 check_port=ns.check_port,
                 api_port=ns.api_port,
+                ext_proc_port=ns.ext_proc_port,
                 path_prefix=ns.path_prefix.rstrip("/"),
                 max_body_bytes=ns.max_body_bytes,
                 max_header_bytes=ns.max_header_bytes,
@@ -230,7 +233,13 @@ _OPTIONS = (
         Path,
     ),
     Option("--pricing", "price table YAML or JSON merged over the shipped defaults", Path),
-    Option("--redis-url", "the ledger's Redis", str, RedisSettings.url),
+    Option(
+        "--redis-url",
+        "the ledger's Redis: redis://, rediss://, unix://, or "
+        "redis+sentinel://[[user]:password@]host:port[,host:port...]/service_name[/db]",
+        checked_redis_url,
+        RedisSettings.url,
+    ),
     Option(
         "--ledger-timeout-ms",
         "Redis counts as unavailable when it sends no reply for this long while commands "
@@ -304,6 +313,13 @@ _OPTIONS = (
     Option("--host", "listen address", str, ListenSettings.host),
     Option("--check-port", "ext_authz check listener: every method and path", int, 8080),
     Option("--api-port", "API listener: /v1/usage, /v1/budgets, health, metrics", int, 8081),
+    Option(
+        "--ext-proc-port",
+        "gRPC listener: Envoy ext_proc (settles usage from the provider's answer, applies "
+        "the model downgrade) and gRPC ext_authz; 0 turns it off",
+        int,
+        ListenSettings.ext_proc_port,
+    ),
     Option("--path-prefix", "prefix Envoy adds to checked paths (path_prefix)", str, ""),
     Option(
         "--max-body-bytes",

@@ -1,4 +1,6 @@
-"""Usage settlement: ``POST /v1/usage`` turns reported usage into charged spend, once."""
+"""Usage settlement: reported usage turned into charged spend, once per request id,
+whoever reports it first (``Source``): the gateway's ext_proc, ``POST /v1/usage``, or
+the sweeper at a reservation's deadline."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import hmac
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,14 @@ from budget_guard.webhook.metrics import Metrics
 log = logging.getLogger(__name__)
 
 MAX_ITEMS = 1000
+
+
+class Source(StrEnum):
+    """Who settled a request (``budget_guard_settlements_total{source}``)."""
+
+    EXT_PROC = "ext_proc"  # the gateway read the provider's answer
+    API = "api"  # POST /v1/usage
+    SWEEPER = "sweeper"  # nobody did before the settle deadline
 
 
 class UsageTokens:
@@ -113,7 +124,20 @@ class SettlementService:
             costs.append(priced.price.cost_micros(report.usage))
         return costs
 
-    async def settle(self, report: UsageReport, cost: int) -> ItemResult:
+    async def settle_call(
+        self, request_id: str, cost: int, model: str | None, source: Source
+    ) -> ItemResult:
+        """Settle a call priced elsewhere (the gateway's ext_proc)."""
+        return await self.settle(UsageReport(request_id, model, cost_micros=cost), cost, source)
+
+    async def settle(
+        self, report: UsageReport, cost: int, source: Source = Source.API
+    ) -> ItemResult:
+        result = await self._settle(report, cost)
+        self._metrics.count_settlement(source.value, result.body["status"])
+        return result
+
+    async def _settle(self, report: UsageReport, cost: int) -> ItemResult:
         try:
             if self._leases.holds(report.request_id):
                 await self._leases.flush()  # decided here from a lease, not committed yet

@@ -17,6 +17,8 @@ from budget_guard.webhook.api import ApiService
 from budget_guard.webhook.background import BackgroundWork
 from budget_guard.webhook.check import CheckService
 from budget_guard.webhook.decide import Decider, DecisionSettings
+from budget_guard.webhook.ext_proc import AuthorizationService, ExtProcService, Settler
+from budget_guard.webhook.gateway import GatewayTools
 from budget_guard.webhook.identity import HeaderIdentity, IdentityResolver, JwksKeys, JwtIdentity
 from budget_guard.webhook.ledger_access import LedgerAccess
 from budget_guard.webhook.metrics import Metrics, WebhookState
@@ -26,12 +28,16 @@ from budget_guard.webhook.settlement import SettlementService, UsageTokens
 
 @dataclass
 class Webhook:
-    """One webhook process: its two listeners' services, its background work, and the
-    ledger they share."""
+    """One webhook process: its listeners' services (HTTP check, API, gRPC ext_proc and
+    ext_authz), its background work, and the ledger they share."""
 
     settings: WebhookSettings
     checks: CheckService
     api: ApiService
+    ext_proc: ExtProcService
+    authorization: AuthorizationService
+    settler: Settler
+    gateway: GatewayTools
     background: BackgroundWork
     ledger: LedgerAccess
     config: ConfigHolder
@@ -53,10 +59,11 @@ def build_webhook(settings: WebhookSettings, clock: Callable[[], dt.datetime] = 
         )
     )
     _expose(metrics, ledger, config, admission, tokenizers)
+    estimator = _estimator(settings, tokenizers)
     decider = Decider(
         config=config,
         leases=ledger.leases,
-        estimator=_estimator(settings, tokenizers),
+        estimator=estimator,
         identity=identity,
         journal=ledger.journal,
         admission=admission,
@@ -73,9 +80,15 @@ def build_webhook(settings: WebhookSettings, clock: Callable[[], dt.datetime] = 
         config, ledger.operations, ledger.journal, ledger.leases, metrics, clock
     )
     checks = CheckService(decider, admission, metrics, settings.listen)
+    settler = Settler(settlement, metrics)
+    gateway = GatewayTools(config, estimator, settings.listen.max_body_bytes)
     return Webhook(
         settings=settings,
         checks=checks,
+        ext_proc=ExtProcService(gateway, settler, metrics),
+        authorization=AuthorizationService(checks),
+        settler=settler,
+        gateway=gateway,
         api=ApiService(
             config=config,
             ledger=ledger,
