@@ -240,3 +240,43 @@ async def test_a_reused_request_id_gets_its_own_reservation(
         second = await wh.check(CHAT, headers=headers)
         assert first.headers["x-budget-request-id"] == "same-id"
         assert second.headers["x-budget-request-id"] not in ("same-id", "")
+
+
+NOT_INFERENCE = [
+    ("GET", "/v1/models", None),
+    ("POST", "/v1/files", b"--boundary\r\nContent-Disposition: form-data; name=file\r\n\r\nx"),
+    ("POST", "/v1/messages/count_tokens", b'{"model":"claude-sonnet-5","messages":[]}'),
+    ("GET", "/v1/batches/batch_abc", None),
+    ("POST", "/v1/fine_tuning/jobs", b'{"model":"gpt-4o-mini","training_file":"file-1"}'),
+    ("POST", "/v1beta/models/gemini-2.5-flash:countTokens", b'{"contents":[]}'),
+    ("GET", "/healthz", None),
+    ("POST", "/internal/tools/search", b'{"query":"no model here"}'),  # unknown, no model
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), NOT_INFERENCE)
+async def test_requests_that_are_not_inference_cost_nothing_and_are_never_refused(
+    tmp_path: Path, redis_server: RedisServer, method: str, path: str, body: bytes | None
+) -> None:
+    budgets = [budget("spent", "0.000001", tenant="acme")]  # any priced call is denied
+    async with start_webhook(tmp_path, redis_server.url, budgets) as wh:
+        answer = await wh.check(method=method, path=path, data=body)
+        assert answer.status == 200, answer.body
+        assert answer.headers["x-budget-estimated-cost-usd"] == "0.00"
+        (spent,) = (await wh.api("/v1/budgets")).json()["budgets"]
+        assert spent["usedUsd"] == "0.00"
+        priced = await wh.check(CHAT)
+        assert priced.status == 429  # the same identity, on an inference path
+
+
+async def test_an_inference_path_without_a_model_is_refused_but_an_unknown_path_with_one_is_priced(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    async with start_webhook(tmp_path, redis_server.url, [budget("acme", "10")]) as wh:
+        refused = await wh.check({"messages": []}, path="/v1/chat/completions")
+        assert refused.status == 400
+        assert refused.error["code"] == "missing_model"
+        assert "/v1/chat/completions is an inference endpoint" in refused.error["message"]
+        gateway_route = await wh.check(CHAT, path="/llm/my-gateway/infer")
+        assert gateway_route.status == 200
+        assert gateway_route.headers["x-budget-estimated-cost-usd"] != "0.00"

@@ -107,7 +107,7 @@ class ApiService:
         async def read(arrived: float) -> CheckRequest:
             return CheckRequest(call.method, call.path, headers, body, arrived)
 
-        answer = await self.checks.check(headers, read)
+        answer = await self.checks.check(headers, call.path, read)
         outcome = {
             "status": answer.status,
             "headers": answer.headers,

@@ -20,9 +20,11 @@ from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
+from budget_guard.domain.endpoints import api_of
 from budget_guard.domain.request_ids import request_id_for
 from budget_guard.webhook.admission import Admission
 from budget_guard.webhook.decide import CheckRequest, Decider
+from budget_guard.webhook.dialects import for_client
 from budget_guard.webhook.metrics import Metrics
 from budget_guard.webhook.responses import (
     LEDGER_FAILURE_REASONS,
@@ -48,16 +50,21 @@ class CheckService:
     listen: ListenSettings
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        answer = await self.check(request.headers, lambda started: self._read(request, started))
+        path = strip_prefix(request.path_qs, self.listen.path_prefix)
+        answer = await self.check(
+            request.headers, path, lambda started: self._read(request, path, started)
+        )
         return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
 
     async def check(
         self,
         headers: Mapping[str, str],
+        path: str,
         read: Callable[[float], Awaitable[CheckRequest | CheckAnswer]],
     ) -> CheckAnswer:
         """One check, whichever listener took it (HTTP here, gRPC in ``ext_proc``):
-        taken on or turned away, its request read (``read(arrival)``), decided, counted."""
+        taken on or turned away, its request read (``read(arrival)``), decided, counted,
+        and a deny put in the words of the client's API (``dialects``)."""
         started = time.perf_counter()
         if not self.admission.enter():
             request_id = request_id_for(headers.get("x-request-id"))
@@ -72,9 +79,11 @@ class CheckService:
             finally:
                 self.admission.leave()
         self._count(answer, time.perf_counter() - started)
-        return answer
+        return for_client(answer, api_of(path))
 
-    async def _read(self, request: web.BaseRequest, started: float) -> CheckRequest | CheckAnswer:
+    async def _read(
+        self, request: web.BaseRequest, path: str, started: float
+    ) -> CheckRequest | CheckAnswer:
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -82,7 +91,6 @@ class CheckService:
             return error_answer(
                 413, "body_too_large", f"the body exceeds {limit} bytes, the most that is checked"
             )
-        path = strip_prefix(request.path_qs, self.listen.path_prefix)
         return CheckRequest(request.method, path, request.headers, body, started)
 
     def _count(self, answer: CheckAnswer, seconds: float) -> None:

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from budget_guard.domain.budget import FailureMode
 from budget_guard.domain.decision import BudgetCharge, Decision, reserves_worst_case
+from budget_guard.domain.endpoints import Pricing, endpoint
 from budget_guard.domain.failopen import FailOpenAllowance
 from budget_guard.domain.pricing import PricedModel, UnknownModelError, Usage
 from budget_guard.domain.request_ids import new_request_id, request_id_for
@@ -36,6 +37,7 @@ from budget_guard.webhook.responses import (
     degraded_answer,
     deny_answer,
     error_answer,
+    free_answer,
     overloaded_answer,
     unavailable_answer,
 )
@@ -124,6 +126,9 @@ class Decider:
 
     async def decide(self, request: CheckRequest) -> CheckAnswer:
         request_id = request_id_for(request.headers.get("x-request-id"))
+        where = endpoint(request.method, request.path)
+        if where.pricing is Pricing.FREE:  # not inference: nothing to price or reserve
+            return free_answer(request_id, self._settings.strip_headers)
         config = self._config.current
         if config is None:
             return error_answer(
@@ -138,19 +143,22 @@ class Decider:
         except BadBody as error:
             return error_answer(error.status, error.code, error.message, request_id)
         model = self._model(body, request)
-        if model is None and body.length:
+        if model is None:
+            if where.pricing is Pricing.BY_BODY or not body.length:  # nothing to price
+                return free_answer(request_id, self._settings.strip_headers)
             return error_answer(
                 400,
                 "missing_model",
-                f"no model: send it in the body's model field or the {self._settings.model_header} "
+                f"no model: {request.path.split('?', 1)[0]} is an inference endpoint; send "
+                f"the model in the body's model field or the {self._settings.model_header} "
                 "header",
                 request_id,
             )
         try:
-            priced = config.prices.price(model) if model is not None else None
+            priced = config.prices.price(model)
         except UnknownModelError as error:
             return error_answer(403, "unknown_model", str(error), request_id, model=model)
-        scoped_model = priced.price.model if priced is not None and not priced.by_policy else model
+        scoped_model = model if priced.by_policy else priced.price.model
         identity = RequestIdentity(
             identity.tenant, identity.user, identity.tier, identity.feature, scoped_model
         )
@@ -173,10 +181,8 @@ class Decider:
         )
 
     def _estimate(
-        self, body: ReadBody, priced: PricedModel | None, worst_case: bool
+        self, body: ReadBody, priced: PricedModel, worst_case: bool
     ) -> tuple[TokenEstimate, int]:
-        if priced is None:  # no model and no body (e.g. GET /v1/models): nothing to price
-            return TokenEstimate(0, 0, "none"), 0
         if body.document is not None:
             estimate = self._estimator.estimate(body.document, priced.price, worst_case)
         else:

@@ -200,7 +200,7 @@ class AuthorizationService(AuthorizationServicer):  # type: ignore[misc]
             body = http.raw_body or http.body.encode()
             return CheckRequest(http.method, http.path, headers, body, arrived)
 
-        answer = await self._checks.check(headers, check_request)
+        answer = await self._checks.check(headers, http.path, check_request)
         return _check_response(answer)
 
 

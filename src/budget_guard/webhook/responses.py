@@ -37,6 +37,7 @@ FAIL_OPEN_REASON = "ledger_unavailable_fail_open"
 FAIL_CLOSED_REASON = "ledger_unavailable"
 LEDGER_FAILURE_REASONS = frozenset({FAIL_OPEN_REASON, FAIL_CLOSED_REASON})
 OVERLOADED_REASON = "overloaded"
+FREE_REASON = "not_inference"
 OBSERVE_WOULD_DENY = "observe_would_deny"
 
 
@@ -95,6 +96,19 @@ def allow_answer(
     if strip_headers:
         headers[HEADER_REMOVE] = ",".join(strip_headers)
     return CheckAnswer(200, headers, b"", "allow", reason)
+
+
+def free_answer(request_id: str, strip_headers: tuple[str, ...]) -> CheckAnswer:
+    """A request that is not inference (model listing, files, token counting, health,
+    or no body at all): allowed, nothing reserved (its id is for tracing only)."""
+    headers = {
+        HEADER_REQUEST_ID: request_id,
+        HEADER_ESTIMATED_COST: "0.00",
+        HEADER_ESTIMATOR: "none",
+    }
+    if strip_headers:
+        headers[HEADER_REMOVE] = ",".join(strip_headers)
+    return CheckAnswer(200, headers, b"", "allow", FREE_REASON)
 
 
 def deny_answer(decision: Decision, request_id: str, now: dt.datetime) -> CheckAnswer:
