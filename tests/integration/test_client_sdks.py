@@ -113,7 +113,7 @@ def received_cost(endpoint: Endpoint, call: GuardedCall, text: str) -> int:
     price = PRICES.price(endpoint.model).price
     output = corrected(len(tiktoken.get_encoding("cl100k_base").encode_ordinary(text)), price)
     if endpoint.provider_reports_input_first:
-        return cost(endpoint.model, endpoint.served._replace(output_tokens=max(1, output)))
+        return cost(endpoint.model, endpoint.served._replace(output_tokens=output))
     estimated = call.guard.backend.tokens.input_tokens(call.request, endpoint.model)
     return cost(endpoint.model, Usage(input_tokens=estimated, output_tokens=output))
 
@@ -236,9 +236,9 @@ async def test_an_openai_chat_stream_asks_for_usage_unless_told_otherwise(
     client = guard.wrap(raw)
     arguments: dict[str, Any] = {"model": OPENAI_MODEL, "messages": MESSAGES, "stream": True}
     try:
-        async for _ in await client.chat.completions.create(**arguments):
-            pass
+        chunks = [chunk async for chunk in await client.chat.completions.create(**arguments)]
         assert provider.requests[-1]["stream_options"] == {"include_usage": True}
+        assert all(chunk.choices for chunk in chunks)  # the usage chunk it asked for is kept
         # Told not to: no usage arrives, and the output is counted with tiktoken.
         stream = await client.chat.completions.create(
             **arguments, stream_options={"include_usage": False}

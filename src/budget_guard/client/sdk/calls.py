@@ -8,10 +8,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from budget_guard.client.backend import Actual
 from budget_guard.client.guard import BudgetGuard, GuardedCall
 from budget_guard.client.payloads import plain, usage_of
-from budget_guard.client.sdk.streams import AsyncGuardedStream, GuardedStream, StreamTally
-from budget_guard.domain.pricing import Usage
+from budget_guard.client.sdk.streams import AsyncGuardedStream, EventReader, GuardedStream
+from budget_guard.domain.endpoints import Api
 
 # The SDKs' own options: not part of the request's body.
 SDK_OPTIONS = frozenset({"extra_headers", "extra_query", "extra_body", "timeout"})
@@ -22,9 +23,12 @@ class Endpoint:
     """What a guarded method needs to know of its SDK."""
 
     omitted: Callable[[object], bool]  # the SDK's "not given" sentinels
-    tally: Callable[[], StreamTally]  # reads the events of its streams
-    text_of: Callable[[Any], str]  # the output text of a response (when it has no usage)
+    api: Api  # the shape of its answers and stream events
     prepare: Callable[[dict[str, Any]], dict[str, Any]] = lambda kwargs: kwargs
+    # Did ``prepare`` ask a stream for a usage chunk the caller did not ask for?
+    added_usage_chunk: Callable[[Mapping[str, Any], Mapping[str, Any]], bool] = (
+        lambda before, after: False
+    )
 
     def request_of(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """The body the SDK sends for ``kwargs``: what the guard estimates."""
@@ -42,19 +46,16 @@ class Endpoint:
         """``kwargs`` as the provider gets them: the call's model, the endpoint's additions."""
         return self.prepare({**kwargs, "model": call.model})
 
-    def usage(self, call: GuardedCall, response: Any) -> Usage:
-        """The response's usage, else its output counted (and the input as estimated)."""
+    def reader(self, kwargs: Mapping[str, Any], arguments: Mapping[str, Any]) -> EventReader:
+        return EventReader(self.api, self.added_usage_chunk(kwargs, arguments))
+
+    def actual(self, call: GuardedCall, response: Any) -> Actual:
+        """The response's usage; without one it can read, the estimate reserved."""
         try:
             usage = usage_of(response)
-        except ValueError:  # a usage this parser cannot read: count instead
+        except ValueError:
             usage = None
-        if usage is not None:
-            return usage
-        tokens = call.guard.backend.tokens
-        return Usage(
-            tokens.input_tokens(call.request, call.model),
-            tokens.output_tokens(self.text_of(response), call.model),
-        )
+        return usage if usage is not None else call.reserved_micros
 
 
 def guard_async(
@@ -69,10 +70,12 @@ def guard_async(
             await call.finish(failed=True)
             raise
         if arguments.get("stream") is True:
-            stream: AsyncGuardedStream[Any] = AsyncGuardedStream(response, endpoint.tally(), call)
+            stream: AsyncGuardedStream[Any] = AsyncGuardedStream(
+                response, endpoint.reader(kwargs, arguments), call
+            )
             guard.remember(stream, call)
             return stream
-        await call.settle(endpoint.usage(call, response))
+        await call.settle(endpoint.actual(call, response))
         guard.remember(response, call)
         return response
 
@@ -91,10 +94,12 @@ def guard_sync(
             guard.portal.run(call.finish(failed=True))
             raise
         if arguments.get("stream") is True:
-            stream: GuardedStream[Any] = GuardedStream(response, endpoint.tally(), call)
+            stream: GuardedStream[Any] = GuardedStream(
+                response, endpoint.reader(kwargs, arguments), call
+            )
             guard.remember(stream, call)
             return stream
-        guard.portal.run(call.settle(endpoint.usage(call, response)))
+        guard.portal.run(call.settle(endpoint.actual(call, response)))
         guard.remember(response, call)
         return response
 

@@ -1,8 +1,9 @@
-"""Guarded streams: every event passes through a ``StreamTally``, and the call is settled
-once the stream ends, however it ends: read to its end, closed, left by ``break``, or
-broken by an exception. A stream that ends without usage is settled on what it
-delivered: its text counted with tiktoken, and the input as estimated (or as the
-provider reported it when it did, as Anthropic does first)."""
+"""Guarded streams: every event is read by the gateway's reader of provider answers
+(``domain.response_usage.UsageTracker``), and the call is settled once the stream
+ends, however it ends: read to its end, closed, left by ``break``, or broken by an
+exception. A stream that ends without usage is settled on what it delivered: its text
+counted with tiktoken, and the input as estimated (or as the provider reported it when
+it did, as Anthropic does first)."""
 
 from __future__ import annotations
 
@@ -11,44 +12,50 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from budget_guard.client.guard import GuardedCall
+from budget_guard.client.payloads import plain
+from budget_guard.domain.endpoints import Api
 from budget_guard.domain.pricing import Usage
+from budget_guard.domain.response_usage import UsageTracker
 
 T = TypeVar("T")
 
 
-class StreamTally:
-    """What a stream delivered: its text, and the usage it reported (``final`` once the
-    provider's last word on usage arrived). Each SDK's events are read by a subclass."""
+def _event_data(event: Any) -> dict[str, Any]:
+    data = plain(event)
+    return data if isinstance(data, dict) else {}
 
-    def __init__(self) -> None:
-        self.texts: list[str] = []
-        self.usage: Usage | None = None
-        self.final = False
 
-    def observe(self, event: Any) -> None:
-        raise NotImplementedError
+class EventReader:
+    """Reads a stream's events for usage; hides from the caller the usage-only chunk of
+    an OpenAI chat stream when the guard asked for it and the caller did not."""
 
-    def add_text(self, text: object) -> None:
-        if isinstance(text, str) and text:
-            self.texts.append(text)
+    def __init__(self, api: Api, hide_usage_chunk: bool = False) -> None:
+        self.tracker = UsageTracker(api)
+        self._hide_usage_chunk = hide_usage_chunk
 
-    def actual(self, call: GuardedCall) -> Usage:
-        """The usage to settle ``call`` with."""
-        if self.final and self.usage is not None:
-            return self.usage
-        tokens = call.guard.backend.tokens
-        output = tokens.output_tokens("".join(self.texts), call.model)
-        if self.usage is None:
-            return Usage(tokens.input_tokens(call.request, call.model), output)
-        return self.usage._replace(output_tokens=max(self.usage.output_tokens, output))
+    def passes(self, event: Any) -> bool:
+        """Read ``event``; True when the caller is to see it."""
+        data = _event_data(event)
+        self.tracker.add_event(str(data.get("type", "")), data)
+        return not (self._hide_usage_chunk and data.get("usage") and not data.get("choices"))
+
+
+def settled_usage(tracker: UsageTracker, call: GuardedCall) -> Usage:
+    """The provider's usage when it gave all of it; else, for what it did not give, the
+    input as estimated and the output counted over the text delivered."""
+    if tracker.usage is not None:
+        return tracker.usage
+    tokens = call.guard.backend.tokens
+    estimated = Usage(input_tokens=tokens.input_tokens(call.request, call.model))
+    return tracker.settled_usage(estimated, tokens.output_tokens(tracker.text, call.model))
 
 
 class GuardedStream(Generic[T]):
     """A sync SDK stream (``openai.Stream``, ``anthropic.Stream``), guarded."""
 
-    def __init__(self, inner: Any, tally: StreamTally, call: GuardedCall) -> None:
+    def __init__(self, inner: Any, reader: EventReader, call: GuardedCall) -> None:
         self._inner = inner
-        self._tally = tally
+        self._reader = reader
         self.call = call
         self._finished = False
         self._events = self._observe()
@@ -56,8 +63,8 @@ class GuardedStream(Generic[T]):
     def _observe(self) -> Generator[T, None, None]:
         try:
             for event in self._inner:
-                self._tally.observe(event)
-                yield event
+                if self._reader.passes(event):
+                    yield event
         finally:
             self._finish()
 
@@ -67,7 +74,7 @@ class GuardedStream(Generic[T]):
         self._finished = True
         self._inner.close()
         call = self.call
-        call.guard.portal.run(call.settle(self._tally.actual(call)))
+        call.guard.portal.run(call.settle(settled_usage(self._reader.tracker, call)))
 
     def __iter__(self) -> Iterator[T]:
         try:
@@ -101,9 +108,9 @@ class AsyncGuardedStream(Generic[T]):
     """An async SDK stream (``openai.AsyncStream``, ``anthropic.AsyncStream``), guarded.
     Left by ``break``, it is settled when the loop's async generator is finalized."""
 
-    def __init__(self, inner: Any, tally: StreamTally, call: GuardedCall) -> None:
+    def __init__(self, inner: Any, reader: EventReader, call: GuardedCall) -> None:
         self._inner = inner
-        self._tally = tally
+        self._reader = reader
         self.call = call
         self._finished = False
         self._events = self._observe()
@@ -111,8 +118,8 @@ class AsyncGuardedStream(Generic[T]):
     async def _observe(self) -> AsyncGenerator[T, None]:
         try:
             async for event in self._inner:
-                self._tally.observe(event)
-                yield event
+                if self._reader.passes(event):
+                    yield event
         finally:
             await self._finish()
 
@@ -121,7 +128,7 @@ class AsyncGuardedStream(Generic[T]):
             return
         self._finished = True
         await self._inner.close()
-        await self.call.settle(self._tally.actual(self.call))
+        await self.call.settle(settled_usage(self._reader.tracker, self.call))
 
     async def __aiter__(self) -> AsyncIterator[T]:
         try:
