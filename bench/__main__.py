@@ -268,6 +268,9 @@ connections: **{floor.reserve_per_second:,.0f} calls/s**; PING the same way:
 def client_section(results: client.ClientResults) -> str:
     rows = "\n".join(latency.row() for latency in results.latencies)
     plain, guarded, streamed, guarded_stream = results.latencies
+    plain_extra, plain_ratio = guarded.p50_us - plain.p50_us, guarded.p50_us / plain.p50_us
+    stream_extra = guarded_stream.p50_us - streamed.p50_us
+    stream_ratio = guarded_stream.p50_us / streamed.p50_us
     return f"""## Client: a guarded SDK call against the same call unguarded
 
 The official `openai` SDK (`AsyncOpenAI`) calls a local fake provider that answers at
@@ -280,11 +283,11 @@ settled from its final usage chunk. One call at a time, the four kinds alternate
 {LATENCY_HEADER}
 {rows}
 
-- Overhead per call at p50: **{guarded.p50_us - plain.p50_us:,.0f} µs** plain
-  ({guarded.p50_us / plain.p50_us:.2f}x the unguarded call), \
-**{guarded_stream.p50_us - streamed.p50_us:,.0f} µs** streamed
-  ({guarded_stream.p50_us / streamed.p50_us:.2f}x). Its floor is two Redis round trips
-  (see the ledger section); a real provider's call takes hundreds of milliseconds.
+- Overhead per call at p50: **{plain_extra:,.0f} µs** plain ({plain_ratio:.2f}x the unguarded
+  call) and **{stream_extra:,.0f} µs** streamed ({stream_ratio:.2f}x). Most of it is the two Redis
+  round trips, reserve and settle (see the ledger section); the rest is the request's
+  token count and, for a stream, reading each event for its usage. A real provider's
+  call takes hundreds of milliseconds.
 """
 
 
