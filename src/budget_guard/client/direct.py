@@ -143,7 +143,7 @@ class DirectBackend:
         )
 
     async def settle(self, admission: Admission, model: str, actual: Actual) -> int | None:
-        cost = actual if isinstance(actual, int) else self._cost_of(model, actual)
+        cost = actual if isinstance(actual, int) else self._cost_of(model, actual, admission)
         if admission.degraded:
             return None
         try:
@@ -208,8 +208,14 @@ class DirectBackend:
         except UnknownModelError as error:
             raise RequestRefused(403, "unknown_model", str(error)) from error
 
-    def _cost_of(self, model: str, usage: Usage) -> int:
-        return self._priced_model(model).price.cost_micros(usage)
+    def _cost_of(self, model: str, usage: Usage, admission: Admission) -> int:
+        """``usage`` priced; a model with no price (a downgrade to a model the price
+        table lacks) keeps the estimate reserved."""
+        try:
+            return self.prices.price(model).price.cost_micros(usage)
+        except UnknownModelError:
+            log.warning("%s has no price: %s settled at its estimate", model, admission.request_id)
+            return admission.reserved_micros
 
     def _fail_open_or_raise(
         self, request_id: str, priced: _Priced, error: LedgerUnavailable

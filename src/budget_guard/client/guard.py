@@ -177,7 +177,8 @@ class GuardedCall:
 class BudgetGuard:
     """The budgets that apply to one identity (tenant, user, tier, feature), kept by
     ``backend``. ``allow_downgrade`` lets a budget past its first soft threshold switch
-    a call to the cheaper model it names; ``on_warning`` hears of every soft limit."""
+    a call to the cheaper model it names; ``on_warning`` hears of every soft limit (for a
+    sync call, on the thread of the guard's own event loop)."""
 
     def __init__(
         self,

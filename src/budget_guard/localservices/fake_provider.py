@@ -122,13 +122,16 @@ class FakeProvider:
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
-        for sent, event in enumerate(events):
-            if "cut" in wishes and sent == CUT_AFTER + 1:
-                assert request.transport is not None
-                request.transport.close()  # broken off: no end of the chunked body
-                return response
-            await response.write(event)
-        await response.write_eof()
+        try:
+            for sent, event in enumerate(events):
+                if "cut" in wishes and sent == CUT_AFTER + 1:
+                    assert request.transport is not None
+                    request.transport.close()  # broken off: no end of the chunked body
+                    return response
+                await response.write(event)
+            await response.write_eof()
+        except ConnectionResetError:  # the client left half way (aiohttp's is a subclass)
+            pass
         return response
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:

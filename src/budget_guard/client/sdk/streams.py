@@ -116,8 +116,14 @@ class AsyncGuardedStream(Generic[T]):
         self._events = self._observe()
 
     async def _observe(self) -> AsyncGenerator[T, None]:
+        # The SDK's stream is read through ``__anext__``: ``async for`` would make an async
+        # generator of its own, left to the garbage collector when the caller leaves.
         try:
-            async for event in self._inner:
+            while True:
+                try:
+                    event = await self._inner.__anext__()
+                except StopAsyncIteration:
+                    return
                 if self._reader.passes(event):
                     yield event
         finally:
