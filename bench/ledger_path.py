@@ -19,6 +19,7 @@ import re
 import statistics
 import subprocess
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from budget_guard.localservices import WebhookProcess, seed_offline_tiktoken_cac
 from budget_guard.store.ledger import Ledger
 from budget_guard.store.scripts import RESERVE, bulk
 
-CONNECTIONS = (32, 128, 512)
+CONNECTIONS = (1, 32, 128, 512)
 ROUNDS = 3
 BARE = "bare aiohttp handler (floor)"
 AFTER = "webhook, ledger path"
@@ -93,6 +94,7 @@ class RedisFloor:
     reserve_per_second: float
     ping_per_second: float
     pipeline: int
+    ping_p50_us: float  # one PING at a time, redis-py, client side: exact mode's own floor
 
 
 @dataclass(frozen=True)
@@ -225,7 +227,19 @@ def redis_floor(redis_url: str, port: int, pipeline: int = 32) -> RedisFloor:
         reserve_per_second=_redis_benchmark(port, args, pipeline),
         ping_per_second=_redis_benchmark(port, ["PING"], pipeline),
         pipeline=pipeline,
+        ping_p50_us=_ping_p50_us(redis_url),
     )
+
+
+def _ping_p50_us(redis_url: str, count: int = 3000) -> float:
+    client = redis_sync.Redis.from_url(redis_url)
+    durations = []
+    for _ in range(count):
+        started = time.perf_counter_ns()
+        client.ping()
+        durations.append(time.perf_counter_ns() - started)
+    client.close()
+    return statistics.median(durations) / 1000
 
 
 def run(redis_url: str, port: int, seconds: int = 5, baseline: Path | None = None) -> PathResults:

@@ -43,8 +43,13 @@ class Throughput:
 def tokenizer_throughput(tokenizers: TokenizerSet, seconds: float = 1.0) -> list[Throughput]:
     tokenizer, _ = tokenizers.for_encoding("cl100k_base")
     results = []
-    for label, size in (("1 KB", 1024), ("10 KB", 10 * 1024), ("100 KB", 100 * 1024)):
-        texts = [text_of(size, seed) for seed in range(8)]
+    cases = [
+        (label, [text_of(size, seed) for seed in range(8)])
+        for label, size in (("1 KB", 1024), ("10 KB", 10 * 1024), ("100 KB", 100 * 1024))
+    ]
+    # The worst case for byte-pair merging: no space or punctuation to split on.
+    cases.append(("1 MB, one letter, no spaces", ["x" * 1024 * 1024]))
+    for label, texts in cases:
         tokens = tokenizer.count(texts[0])
         counted, rounds = 0, 0
         started = time.perf_counter()

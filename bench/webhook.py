@@ -152,38 +152,82 @@ def start_bare(workdir: Path) -> tuple[ManagedProcess, int]:
 
 @dataclass(frozen=True)
 class AgentTurns:
+    """One server's checks of the agent conversations, turn by turn."""
+
     cache: str
     turns: int
     p50_ms: float
     p99_ms: float
+    floor_p50_ms: float  # the bare handler, the same bodies, alternated turn by turn
+    floor_p99_ms: float
+    added_by_size: list[tuple[float, float]]  # (body KB, median ms added), per tenth of turns
 
 
-async def agent_turns(check_url: str, label: str, conversations: int = 3) -> AgentTurns:
-    transcript = agent_conversation(100)
-    durations: list[float] = []
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
+
+
+def agent_bodies(turns: int = 100) -> list[bytes]:
+    """Each turn's request, serialised once, before any clock starts."""
+    transcript = agent_conversation(turns)
+    return [
+        json.dumps(
+            {"model": "gpt-4.1", "max_tokens": 500, "messages": transcript[: 1 + 3 * turn]}
+        ).encode()
+        for turn in range(1, turns + 1)
+    ]
+
+
+async def _post_ms(
+    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]
+) -> float:
+    started = time.perf_counter()
+    async with session.post(url, data=body, headers=headers) as response:
+        await response.read()
+        assert response.status == 200, response.status
+    return (time.perf_counter() - started) * 1000
+
+
+async def agent_turns(
+    check_url: str, bare_url: str, label: str, conversations: int = 3
+) -> AgentTurns:
+    """The conversations' checks, each turn sent to the bare handler and then to the
+    webhook (same bytes, same connection pool), so drifts hit both."""
+    bodies = agent_bodies()
+    hook: list[list[float]] = [[] for _ in bodies]
+    bare: list[list[float]] = [[] for _ in bodies]
     async with aiohttp.ClientSession() as session:
         for conversation in range(conversations):
             user = f"agent-{label.replace(' ', '-')}-{conversation}"
-            headers = {**IDENTITY, "x-budget-user": user}
-            for turn in range(1, 101):
-                body = {
-                    "model": "gpt-4.1",
-                    "max_tokens": 500,
-                    "messages": transcript[: 1 + 3 * turn],
-                }
-                started = time.perf_counter()
-                async with session.post(
-                    f"{check_url}/v1/chat/completions", json=body, headers=headers
-                ) as response:
-                    await response.read()
-                    assert response.status == 200, response.status
-                durations.append((time.perf_counter() - started) * 1000)
-    ordered = sorted(durations)
+            headers = {**IDENTITY, "x-budget-user": user, "content-type": "application/json"}
+            for turn, body in enumerate(bodies):
+                path = "/v1/chat/completions"
+                bare[turn].append(await _post_ms(session, bare_url + path, body, headers))
+                hook[turn].append(await _post_ms(session, check_url + path, body, headers))
+    all_hook = [ms for turn in hook for ms in turn]
+    all_bare = [ms for turn in bare for ms in turn]
+    tenth = len(bodies) // 10
+    added = []
+    for start in range(0, len(bodies), tenth):
+        turns = range(start, start + tenth)
+        kb = statistics.mean(len(bodies[t]) for t in turns) / 1024
+        added.append(
+            (
+                kb,
+                statistics.median(
+                    h - b for t in turns for h, b in zip(hook[t], bare[t], strict=True)
+                ),
+            )
+        )
     return AgentTurns(
         label,
-        len(durations),
-        statistics.median(ordered),
-        ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+        len(all_hook),
+        statistics.median(all_hook),
+        _percentile(all_hook, 0.99),
+        statistics.median(all_bare),
+        _percentile(all_bare, 0.99),
+        added,
     )
 
 
@@ -222,10 +266,13 @@ def run(redis_url: str, seconds: int = 8) -> WebhookResults:
                         bare_runs.append(run_wrk(BARE, bare_url, script, connections, seconds))
                         hook_runs.append(run_wrk(HOOK, url, script, connections, seconds))
                     results += [median_run(bare_runs), median_run(hook_runs)]
-                with_cache = asyncio.run(agent_turns(webhook.check_url, "with cache"))
+                bare_root = f"http://127.0.0.1:{bare_port}"
+                with_cache = asyncio.run(agent_turns(webhook.check_url, bare_root, "with cache"))
             uncached = [*base, "--message-cache-entries", "0"]
             with WebhookProcess(uncached, env=env, workdir=workdir / "uncached") as webhook:
-                without_cache = asyncio.run(agent_turns(webhook.check_url, "without cache"))
+                without_cache = asyncio.run(
+                    agent_turns(webhook.check_url, bare_root, "without cache")
+                )
         finally:
             bare.stop()
     return WebhookResults(results, [without_cache, with_cache])

@@ -197,7 +197,11 @@ def test_the_webhook_runs_with_its_real_flags_and_ports(
         assert args[0] == "webhook"
         settings = WebhookSettings.from_namespace(build_parser().parse_args(args))
         ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-        assert ports == {"check": defaults.check_port, "api": defaults.api_port}
+        assert ports == {
+            "check": defaults.check_port,
+            "api": defaults.api_port,
+            "grpc": defaults.ext_proc_port,
+        }
         assert (settings.listen.check_port, settings.listen.api_port) == (8080, 8081)
         service = rendered.one("Service", WEBHOOK)
         assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == ports

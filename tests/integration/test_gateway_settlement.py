@@ -84,7 +84,8 @@ async def reserve(
     wh: RunningWebhook, request_id: str, body: Mapping[str, Any], path: str
 ) -> dict[str, str]:
     """The check Envoy's ext_authz makes first; returns the headers it adds upstream."""
-    answer = await wh.check(body, headers={**AGENT, "x-request-id": request_id}, path=path)
+    headers = {**AGENT, "x-request-id": request_id, "content-type": "application/json"}
+    answer = await wh.check(headers=headers, path=path, data=json.dumps(body).encode())
     assert answer.status == 200, answer.body
     return {name: value for name, value in answer.headers.items() if name.startswith("x-budget-")}
 
@@ -434,3 +435,26 @@ async def test_requests_ext_authz_did_not_price_pass_untouched(
             assert done.errors == [] and done.warnings == []
             assert done.client.status == 200
         assert settlements(wh) == 0
+
+
+async def test_a_request_body_past_grpcs_default_message_size_goes_through(
+    tmp_path: Path, redis_server: RedisServer, envoy_driver: EnvoyDriver
+) -> None:
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * (6 << 20)}}
+    content = [{"type": "text", "text": "What is in this picture?"}, image]
+    large = {**CHAT_REQUEST, "messages": [{"role": "user", "content": content}]}
+    shape = PROVIDERS["openai-chat"]
+    async with start_webhook(
+        tmp_path, redis_server.url, BUDGETS, ext_proc=True, listen={"max_body_bytes": 8 << 20}
+    ) as wh:
+        done = await through_gateway(
+            wh,
+            envoy_driver,
+            "large",
+            large,
+            shape["path"],
+            response_body=shape["plain"],
+            response_headers={"content-type": "application/json"},
+        )
+        assert done.upstream.body.data == json.dumps(large, separators=(",", ":")).encode()
+        assert (await charged(wh))["spentUsd"] == format_usd(OPENAI_COST)

@@ -13,18 +13,24 @@ from typing import Any
 import yaml
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_mode_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2,
+)
 from google.protobuf import descriptor_pool, json_format, message_factory
 from google.protobuf.any_pb2 import Any as AnyMessage
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "envoy" / "envoy.yaml"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLE = EXAMPLES / "envoy" / "envoy.yaml"
 
 # Importing a generated module registers its messages, which the example's typed_config
 # fields name by type URL.
 for module in (
     "envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2",
     "envoy.extensions.filters.http.router.v3.router_pb2",
+    "envoy.extensions.filters.http.ext_proc.v3.ext_proc_pb2",
     "envoy.extensions.upstreams.http.v3.http_protocol_options_pb2",
     "envoy.extensions.transport_sockets.tls.v3.tls_pb2",
 ):
@@ -89,6 +95,7 @@ def ext_authz() -> Any:
 def test_the_example_is_a_valid_bootstrap_with_no_deprecated_field() -> None:
     parsed = bootstrap()
     assert [cluster.name for cluster in parsed.static_resources.clusters] == [
+        "budget_guard_grpc",
         "budget_guard",
         "openai",
     ]
@@ -110,15 +117,68 @@ def test_the_check_has_an_explicit_timeout_and_keeps_the_deny_headers() -> None:
     listed = {
         (p.WhichOneof("match_pattern"), getattr(p, p.WhichOneof("match_pattern"))) for p in on_deny
     }
+    sdk_headers = {("exact", "x-should-retry"), ("exact", "x-request-id"), ("exact", "request-id")}
     assert {("exact", "content-type"), ("exact", "retry-after"), ("prefix", "x-budget-")} <= listed
+    assert sdk_headers <= listed  # the SDKs' own: no retry of a spent budget, the request id
     assert config.with_request_body.allow_partial_message
 
 
-def test_one_route_opts_out_of_the_check() -> None:
-    per_route = [
-        message
-        for _, message in messages(bootstrap())
-        if isinstance(message, ext_authz_pb2.ExtAuthzPerRoute)
-    ]
+def test_one_route_opts_out_of_the_check_and_the_processing() -> None:
+    found = [message for _, message in messages(bootstrap())]
+    per_route = [m for m in found if isinstance(m, ext_authz_pb2.ExtAuthzPerRoute)]
     assert len(per_route) == 1
     assert per_route[0].disabled
+    (processing,) = [m for m in found if isinstance(m, ext_proc_pb2.ExtProcPerRoute)]
+    assert processing.disabled
+
+
+def test_ext_proc_follows_ext_authz_and_never_breaks_a_stream() -> None:
+    (manager,) = [
+        message
+        for _, message in messages(bootstrap())
+        if isinstance(message, http_connection_manager_pb2.HttpConnectionManager)
+    ]
+    names = [http_filter.name for http_filter in manager.http_filters]
+    assert names == [
+        "envoy.filters.http.ext_authz",
+        "envoy.filters.http.ext_proc",
+        "envoy.filters.http.router",
+    ]
+    (config,) = [
+        m for _, m in messages(bootstrap()) if isinstance(m, ext_proc_pb2.ExternalProcessor)
+    ]
+    assert config.failure_mode_allow and not config.allow_mode_override
+    assert config.message_timeout.ToMilliseconds() == 200
+    assert config.grpc_service.envoy_grpc.cluster_name == "budget_guard_grpc"
+    mode = config.processing_mode
+    modes = processing_mode_pb2.ProcessingMode
+    assert (mode.request_header_mode, mode.response_header_mode) == (modes.SEND, modes.SEND)
+    assert mode.request_body_mode == modes.BUFFERED
+    assert mode.response_body_mode == modes.STREAMED
+    grpc_cluster = bootstrap().static_resources.clusters[0]
+    options = unpacked(
+        grpc_cluster.typed_extension_protocol_options[
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        ]
+    )
+    assert options.explicit_http_config.HasField("http2_protocol_options")  # type: ignore[attr-defined]
+    endpoint = grpc_cluster.load_assignment.endpoints[0].lb_endpoints[0].endpoint
+    assert endpoint.address.socket_address.port_value == 9090
+
+
+def test_the_istio_envoy_filter_is_the_same_processor() -> None:
+    (document,) = yaml.safe_load_all((EXAMPLES / "istio" / "ext-proc.yaml").read_text())
+    (patch,) = document["spec"]["configPatches"]
+    assert patch["patch"]["operation"] == "INSERT_BEFORE"  # before the router: after ext_authz
+    typed = dict(patch["patch"]["value"]["typed_config"])
+    typed.pop("@type")
+    istio = json_format.ParseDict(
+        typed, ext_proc_pb2.ExternalProcessor(), ignore_unknown_fields=False
+    )
+    assert deprecated_settings(istio) == []
+    (envoy,) = [
+        m for _, m in messages(bootstrap()) if isinstance(m, ext_proc_pb2.ExternalProcessor)
+    ]
+    assert istio.processing_mode == envoy.processing_mode
+    assert (istio.failure_mode_allow, istio.allow_mode_override) == (True, False)
+    assert istio.message_timeout == envoy.message_timeout

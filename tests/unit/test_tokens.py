@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from budget_guard.domain.pricing import default_price_table
@@ -17,7 +19,7 @@ from budget_guard.domain.tokens import (
     count_input_tokens,
     estimate_output_tokens,
 )
-from budget_guard.loaders.tokenizers import LoadedTokenizers, load_tokenizers
+from budget_guard.loaders.tokenizers import LONG_RUN_CHARS, LoadedTokenizers, load_tokenizers
 
 PRICES = default_price_table()
 GPT4O = PRICES.models["gpt-4o"]
@@ -201,7 +203,34 @@ def test_message_cache_is_bounded(loaded: LoadedTokenizers) -> None:
     tokenizer, _ = loaded.tokenizers.for_encoding("cl100k_base")
     for i in range(20):
         cache.count(tokenizer, f"message number {i} " * 10)
-    assert len(cache) == 5
+    assert len(cache) <= 5
+    misses = cache.misses
+    cache.count(tokenizer, "message number 19 " * 10)  # the newest is still there
+    assert cache.misses == misses
+
+
+def test_the_fast_path_for_plain_messages_counts_as_the_full_walk(
+    loaded: LoadedTokenizers,
+) -> None:
+    text = "a tool said: " + "result " * 30
+    conversation = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": text},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "ls", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": text},
+        {"role": "user", "name": "ann", "content": text},
+        {"role": "user", "content": [{"type": "text", "text": text}]},
+    ]
+    body = {"messages": conversation}
+    cached = RequestEstimator(loaded.tokenizers, MessageTokenCache()).estimate(body, GPT4)
+    walked = RequestEstimator(loaded.tokenizers).estimate(body, GPT4)
+    assert cached == walked
 
 
 def test_unreadable_bodies_are_estimated_from_length() -> None:
@@ -244,3 +273,28 @@ def test_worst_case_input_bounds_every_byte_level_tokenizer(loaded: LoadedTokeni
     assert worst.input_tokens == count_input_tokens(
         body, ByteBoundTokenizer(), image_tokens=IMAGE_TOKENS_WORST_CASE
     )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x" * 20_000,  # one run: counted in slices
+        "word " * 4_000 + "y" * 9_000 + " tail",  # prose around a run
+        ("z" * 2_047 + " ") * 6,  # runs just short of the slice: counted whole
+        "\t".join(["a" * 3_000] * 4),  # tabs split runs too
+    ],
+)
+def test_long_runs_are_counted_in_slices_close_to_the_exact_count(cl100k: Any, text: str) -> None:
+    import tiktoken
+
+    exact = len(tiktoken.get_encoding("cl100k_base").encode_ordinary(text))
+    counted = cl100k.count(text)
+    slices = -(-len(text) // LONG_RUN_CHARS)
+    assert exact <= counted <= exact + slices  # at most about one token more per slice
+
+
+def test_prose_is_counted_exactly(cl100k: Any) -> None:
+    import tiktoken
+
+    prose = "The keeper climbed the stairs as the fog rolled in.\n" * 2_000
+    assert cl100k.count(prose) == len(tiktoken.get_encoding("cl100k_base").encode_ordinary(prose))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, NamedTuple, Protocol
 
@@ -31,6 +30,8 @@ OUTPUT_TOKENS_CEILING = 1_000_000  # for models whose maximum is unknown
 MAX_CHOICES = 128
 _CACHE_MIN_CHARS = 64  # shorter texts are kept by value in a small dict of their own
 _SHORT_TEXTS = 4096
+# A message with only these keys (the last one not counted) is a role and a text.
+_PLAIN_MESSAGE_KEYS = frozenset({"role", "content", "tool_call_id"})
 
 
 class Tokenizer(Protocol):
@@ -86,7 +87,10 @@ class TokenizerSet:
 
 class MessageTokenCache:
     """Token counts by text, so an agent loop that resends its conversation every turn
-    pays only for its new messages. Bounded LRU.
+    pays only for its new messages. Bounded: two generations of at most half the
+    entries each; a text seen again in the older one moves to the newer, the older is
+    dropped whole when the newer fills (an LRU's effect without its per-hit upkeep,
+    which costs more than the lookup itself on a long conversation).
 
     Keyed by (encoding, length, Python's keyed 64-bit string hash): a collision can
     only skew an estimate, never a bill, because usage is settled exactly afterwards.
@@ -94,38 +98,49 @@ class MessageTokenCache:
 
     def __init__(self, max_entries: int = 50_000) -> None:
         self.max_entries = max_entries
-        self._counts: OrderedDict[tuple[str, int, int], int] = OrderedDict()
+        self._generation = max(1, max_entries // 2)
+        self._recent: dict[tuple[str, int, int], int] = {}
+        self._older: dict[tuple[str, int, int], int] = {}
         self._short: dict[tuple[str, str], int] = {}  # roles, names: the same few strings
         self.hits = 0
         self.misses = 0
 
     def __len__(self) -> int:
-        return len(self._counts)
+        return len(self._recent) + len(self._older)
 
     def count(self, tokenizer: Tokenizer, text: str) -> int:
         if self.max_entries <= 0:
             return tokenizer.count(text)
         if len(text) < _CACHE_MIN_CHARS:
-            short_key = (tokenizer.name, text)
-            counted = self._short.get(short_key)
-            if counted is None:
-                counted = tokenizer.count(text)
-                if len(self._short) >= _SHORT_TEXTS:
-                    self._short.clear()
-                self._short[short_key] = counted
-            return counted
+            return self._count_short(tokenizer, text)
         key = (tokenizer.name, len(text), hash(text))
-        cached = self._counts.get(key)
-        if cached is not None:
-            self._counts.move_to_end(key)
+        counted = self._recent.get(key)
+        if counted is not None:
             self.hits += 1
-            return cached
-        self.misses += 1
-        counted = tokenizer.count(text)
-        self._counts[key] = counted
-        if len(self._counts) > self.max_entries:
-            self._counts.popitem(last=False)
+            return counted
+        counted = self._older.get(key)
+        if counted is not None:
+            self.hits += 1
+        else:
+            self.misses += 1
+            counted = tokenizer.count(text)
+        self._keep(key, counted)
         return counted
+
+    def _count_short(self, tokenizer: Tokenizer, text: str) -> int:
+        short_key = (tokenizer.name, text)
+        counted = self._short.get(short_key)
+        if counted is None:
+            counted = tokenizer.count(text)
+            if len(self._short) >= _SHORT_TEXTS:
+                self._short.clear()
+            self._short[short_key] = counted
+        return counted
+
+    def _keep(self, key: tuple[str, int, int], counted: int) -> None:
+        if len(self._recent) >= self._generation:
+            self._older, self._recent = self._recent, {}
+        self._recent[key] = counted
 
 
 class TokenEstimate(NamedTuple):  # per request: a NamedTuple is cheap to build
@@ -172,6 +187,9 @@ class _Counter:
 
     def content(self, value: object) -> None:
         """Message content: a string, or OpenAI / Anthropic / Responses parts."""
+        if isinstance(value, str):
+            self.text(value)
+            return
         if not isinstance(value, list):
             self.text(value)
             return
@@ -200,7 +218,8 @@ class _Counter:
             self.json(part)
 
     def message(self, message: object) -> None:
-        if not isinstance(message, Mapping):
+        # JSON gives dicts: test for dict first, the Mapping ABC check costs several times more.
+        if not isinstance(message, dict) and not isinstance(message, Mapping):
             self.text(message)
             return
         self.total += MESSAGE_OVERHEAD_TOKENS
@@ -219,6 +238,28 @@ class _Counter:
         if isinstance(message.get("function_call"), Mapping):
             self.text(message["function_call"].get("name"))
             self.text(message["function_call"].get("arguments"))
+
+    def messages(self, messages: list[Any]) -> None:
+        """A conversation, with a fast path for its most common message, a role and a
+        text (agent loops resend hundreds of them every turn): counted exactly as
+        ``message`` counts it, with fewer Python steps."""
+        cache = self._cache
+        if cache is None:
+            for message in messages:
+                self.message(message)
+            return
+        tokenizer = self._tokenizer
+        for message in messages:
+            if type(message) is dict and _PLAIN_MESSAGE_KEYS.issuperset(message):
+                role, content = message.get("role"), message.get("content")
+                if type(role) is str and type(content) is str:
+                    self.total += (
+                        MESSAGE_OVERHEAD_TOKENS
+                        + cache.count(tokenizer, role)
+                        + cache.count(tokenizer, content)
+                    )
+                    continue
+            self.message(message)
 
     def gemini_content(self, content: object) -> None:
         if not isinstance(content, Mapping):
@@ -245,8 +286,7 @@ def count_input_tokens(
     recognised = False
     if isinstance(body.get("messages"), list):  # OpenAI chat, Anthropic messages
         recognised = True
-        for message in body["messages"]:
-            counter.message(message)
+        counter.messages(body["messages"])
         counter.total += REPLY_PRIMING_TOKENS
     if "system" in body:  # Anthropic: a string or text blocks
         recognised = True

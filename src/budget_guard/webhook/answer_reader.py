@@ -11,9 +11,10 @@ a byte the client gets.
 
 from __future__ import annotations
 
-import json
 import zlib
 from typing import Any, NamedTuple
+
+import orjson
 
 from budget_guard.domain.response_usage import UsageTracker
 
@@ -88,8 +89,8 @@ def _is_stripped_usage(event: SseEvent) -> bool:
     if '"usage"' not in event.data:
         return False
     try:
-        document = json.loads(event.data)
-    except json.JSONDecodeError:
+        document = orjson.loads(event.data)
+    except orjson.JSONDecodeError:
         return False
     return (
         isinstance(document, dict) and document.get("choices") == [] and bool(document.get("usage"))
@@ -178,8 +179,8 @@ class AnswerReader:
         if not event.data or event.data.strip() == "[DONE]":
             return
         try:
-            document: Any = json.loads(event.data)
-        except json.JSONDecodeError:
+            document: Any = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
             self.unreadable += 1
             return
         if isinstance(document, dict):
@@ -195,8 +196,8 @@ class AnswerReader:
 
     def _read_json(self) -> None:
         try:
-            document = json.loads(b"".join(self._json))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            document = orjson.loads(b"".join(self._json))
+        except orjson.JSONDecodeError:
             self.unreadable += 1
             return
         if isinstance(document, dict):

@@ -13,6 +13,8 @@ import zlib
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+import orjson
+
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
 _GZIP_MAGIC = b"\x1f\x8b"
 _MODEL_IN_PREFIX = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"')
@@ -92,7 +94,17 @@ def read_body(raw: bytes, headers: Mapping[str, str], max_bytes: int) -> ReadBod
     if not _looks_like_json(raw, headers.get("content-type", "").lower()):
         return ReadBody(None, len(raw), _model_hint(raw))
     try:
-        document = json.loads(raw.decode("utf-8", errors="replace"))
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:  # invalid UTF-8, NaN, huge numbers; or not JSON at all
+        document = _lenient_json(raw)
+    return _as_object(document, len(raw))
+
+
+def _lenient_json(raw: bytes) -> Any:
+    """Python's own parser, which accepts what orjson refuses (undecodable bytes
+    replaced, NaN) and words its errors with a line and column."""
+    try:
+        return json.loads(raw.decode("utf-8", errors="replace"))
     except json.JSONDecodeError as error:
         raise BadBody(
             400,
@@ -100,10 +112,13 @@ def read_body(raw: bytes, headers: Mapping[str, str], max_bytes: int) -> ReadBod
             f"the request body is not valid JSON: {error.msg} at line {error.lineno} "
             f"column {error.colno} (character {error.pos})",
         ) from None
+
+
+def _as_object(document: Any, length: int) -> ReadBody:
     if not isinstance(document, dict):
         raise BadBody(
             400,
             "invalid_json",
             f"the request body must be a JSON object, got a JSON {type(document).__name__}",
         )
-    return ReadBody(document, len(raw))
+    return ReadBody(document, length)

@@ -248,10 +248,20 @@ def _access_log_fields(answer: CheckAnswer) -> Mapping[str, str]:
     return fields
 
 
+# Envoy sends a BUFFERED body in one message, as large as its buffer limit allows;
+# gRPC's default (4 MiB) would fail the stream on a large request (images inline).
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
 def grpc_server(
     ext_proc_service: ExtProcService, authorization: AuthorizationService
 ) -> grpc.aio.Server:
-    server = grpc.aio.server()
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ]
+    )
     add_ExternalProcessorServicer_to_server(ext_proc_service, server)
     add_AuthorizationServicer_to_server(authorization, server)
     return server

@@ -16,12 +16,13 @@ Here, free of gRPC (``webhook.ext_proc`` translates Envoy's messages):
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+import orjson
 
 from budget_guard.domain.endpoints import Api, Pricing, endpoint
 from budget_guard.domain.pricing import ModelPrice, UnknownModelError, Usage
@@ -155,7 +156,7 @@ class GatewayCall:
         changed = self._downgrade(request, document) | self._ask_for_usage(request, document)
         if not changed:
             return None
-        new_body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+        new_body = orjson.dumps(document)
         request.document = document
         return BodyEdit(new_body, HeaderEdits(set=(("content-length", str(len(new_body))),)))
 
@@ -286,8 +287,8 @@ class GatewayCall:
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
     try:
-        document = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
         return None
     return document if isinstance(document, dict) else None
 
