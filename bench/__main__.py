@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import ext_proc, ledger, ledger_path, operator, reports, tokens, webhook
+from bench import client, ext_proc, ledger, ledger_path, operator, reports, tokens, webhook
 from bench.stats import LATENCY_HEADER
 from budget_guard.loaders.tokenizers import load_tokenizers
 from budget_guard.localservices import RedisServer, seed_offline_tiktoken_cache
@@ -325,6 +325,32 @@ first by the HTTP check (untimed); settled counts a call once the webhook's
 """
 
 
+def client_section(results: client.ClientResults) -> str:
+    rows = "\n".join(latency.row() for latency in results.latencies)
+    plain, guarded, streamed, guarded_stream = results.latencies
+    plain_extra, plain_ratio = guarded.p50_us - plain.p50_us, guarded.p50_us / plain.p50_us
+    stream_extra = guarded_stream.p50_us - streamed.p50_us
+    stream_ratio = guarded_stream.p50_us / streamed.p50_us
+    return f"""## Client: a guarded SDK call against the same call unguarded
+
+The official `openai` SDK (`AsyncOpenAI`) calls a local fake provider that answers at
+once, so the floor is the SDK's and HTTP's own cost and the difference is all the
+guard's. Guarded through `guard.wrap` with the direct backend: four budgets apply
+(global, tenant, feature, per-user template), each call is one reservation and one
+settlement in a real local redis-server and a token count of the request; a stream is
+settled from its final usage chunk. One call at a time, the four kinds alternated.
+
+{LATENCY_HEADER}
+{rows}
+
+- Overhead per call at p50: **{plain_extra:,.0f} µs** plain ({plain_ratio:.2f}x the unguarded
+  call) and **{stream_extra:,.0f} µs** streamed ({stream_ratio:.2f}x). Most of it is the two Redis
+  round trips, reserve and settle (see the ledger section); the rest is the request's
+  token count and, for a stream, reading each event for its usage. A real provider's
+  call takes hundreds of milliseconds.
+"""
+
+
 def operator_section(results: operator.OperatorResults) -> str:
     sync = operator.median(results.sync_ms)
     ping = operator.median(results.redis_roundtrip_ms)
@@ -478,6 +504,8 @@ async def run_all(rounds: int) -> str:
         )
     with RedisServer() as redis:
         ext_proc_results = await asyncio.to_thread(ext_proc.run, redis.url, _free_port())
+    with RedisServer() as redis:
+        client_results = await client.run(redis.url, rounds=max(200, rounds // 2))
     operator_results = await asyncio.to_thread(operator.run)
     report_results = await asyncio.to_thread(reports.run_reports)
     memory_results = await asyncio.to_thread(reports.run_memory)
@@ -493,6 +521,7 @@ library's own work.
 {ledger_path_section(path_results, WRK_SECONDS)}
 {ext_proc_section(ext_proc_results)}
 {ledger_section(ledger_results)}
+{client_section(client_results)}
 {operator_section(operator_results)}
 {reports_section(report_results)}
 {memory_section(memory_results)}
@@ -502,16 +531,31 @@ library's own work.
 {READING_THE_LEDGER}"""
 
 
+async def run_client_section(rounds: int) -> str:
+    """Only the client's section, printed (for a change to the client alone)."""
+    with tempfile.TemporaryDirectory() as cache_dir:
+        seed_offline_tiktoken_cache(Path(cache_dir))
+        os.environ["TIKTOKEN_CACHE_DIR"] = cache_dir
+        with RedisServer() as redis:
+            return client_section(await client.run(redis.url, rounds=max(200, rounds // 2)))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--rounds", type=int, default=5000)
     parser.add_argument("--output", type=Path, default=DOC)
+    parser.add_argument(
+        "--only-client", action="store_true", help="run only the client section and print it"
+    )
     parser.add_argument(
         "--only",
         choices=("reports",),
         help="run only these benchmarks and replace their sections of the existing page",
     )
     args = parser.parse_args()
+    if args.only_client:
+        print(asyncio.run(run_client_section(args.rounds)))
+        return 0
     if args.only == "reports":
         report = run_reports_only(args.output.read_text() if args.output.exists() else "")
     else:

@@ -20,7 +20,12 @@ import pytest
 
 from budget_guard.localservices import seed_offline_tiktoken_cache
 
-pytest_plugins = ["tests.fixtures.services", "tests.fixtures.chart", "tests.fixtures.envoy_driver"]
+pytest_plugins = [
+    "tests.fixtures.services",
+    "tests.fixtures.chart",
+    "tests.fixtures.envoy_driver",
+    "tests.fixtures.client",
+]
 
 _TIKTOKEN_CACHE = Path(tempfile.mkdtemp(prefix="budget-guard-tiktoken-"))
 

@@ -115,6 +115,7 @@ async def test_budgets_view(tmp_path: Path, redis_server: RedisServer) -> None:
         assert openapi["openapi"].startswith("3.")
         assert set(openapi["paths"]) == {
             "/v1/usage",
+            "/v1/check",
             "/v1/budgets",
             "/v1/spend",
             "/v1/budgets/{namespace}/{name}",

@@ -1,12 +1,12 @@
-"""How much fail-open budgets let through during an outage (webhook.failopen)."""
+"""How much fail-open budgets let through during an outage (domain.failopen)."""
 
 from __future__ import annotations
 
 import datetime as dt
 
 from budget_guard.domain.decision import BudgetCharge, plan_charges
+from budget_guard.domain.failopen import FailOpenAllowance
 from budget_guard.domain.resolution import BudgetSnapshot, RequestIdentity
-from budget_guard.webhook.failopen import FailOpenAllowance
 from tests.factories import budget
 
 NOW = dt.datetime(2030, 5, 10, 12, 0, tzinfo=dt.UTC)

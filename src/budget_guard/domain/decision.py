@@ -12,11 +12,12 @@ build, which the webhook's hot path notices.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
 
-from budget_guard.domain.budget import HARD_LIMIT_PERCENT, Budget, BurstPool
+from budget_guard.domain.budget import HARD_LIMIT_PERCENT, Budget, BurstPool, Reservation
 from budget_guard.domain.periods import PeriodWindow
 from budget_guard.domain.resolution import AppliedBudget, BudgetSnapshot, RequestIdentity
 
@@ -52,6 +53,14 @@ def charge_for(
         effective_limit=limit,
         threshold_amounts=budget.threshold_amounts(limit),
         pools=snapshot.active_pools(budget.id, instant),
+    )
+
+
+def reserves_worst_case(charges: Sequence[BudgetCharge]) -> bool:
+    """Does a hard budget among ``charges`` ask for worst-case reservations?"""
+    return any(
+        charge.budget.reservation is Reservation.WORST_CASE and charge.budget.enforces
+        for charge in charges
     )
 
 

@@ -33,6 +33,7 @@ from budget_guard.store.plans import (
 from budget_guard.store.scripts import COMMIT, RELEASE, RESERVE, SETTLE, bulk
 
 __all__ = [
+    "ChargeRoom",
     "CounterUsage",
     "ExpiredReservations",
     "Ledger",
@@ -151,6 +152,11 @@ class CounterUsage:
     @property
     def reserved(self) -> int:
         return self.assigned - self.spent
+
+
+class ChargeRoom(NamedTuple):
+    assigned: int  # spent and reserved by requests on the budget's counter
+    room: int  # the most one new request could take: on the counter, or from a pool
 
 
 def _text(value: Any) -> str:
@@ -401,7 +407,7 @@ class Ledger:
     ) -> Settlement:
         """Charge the actual cost of a reserved request, exactly once (idempotent).
         ``usage`` (when reported) and ``source`` (who reported it: api, ext_proc, journal)
-        go to the settled-requests stream with it.
+        go to the settled-requests stream with it (client: an application settling directly).
 
         Raises ``LedgerDataLost`` if Redis lost what the reservation referred to.
         """
@@ -483,6 +489,31 @@ class Ledger:
                 pipeline.hmget(key, fields)
             rows = await pipeline.execute()
         return [CounterUsage(*(_int(value) for value in row)) for row in rows]
+
+    @ledger_call
+    async def room(self, charges: Sequence[BudgetCharge]) -> list[ChargeRoom]:
+        """What a new request could take on each of ``charges`` now (read only, one
+        round trip): the counter's room, or an active burst pool's, as reserve.lua
+        judges them."""
+        async with self.client.pipeline(transaction=False) as pipeline:
+            for charge in charges:
+                key = self.keys.counter(charge.budget, charge.window, charge.subject)
+                pipeline.hmget(key, ("used", "leased"))
+                for pool in charge.pools:
+                    pipeline.hget(self.keys.pool(pool, charge.budget), "used")
+            replies = iter(await pipeline.execute())
+        rooms = []
+        for charge in charges:
+            used, leased = (_int(value) for value in next(replies))
+            best_pool = 0
+            for pool in charge.pools:
+                pool_room = pool.amount_micros - _int(next(replies))
+                if pool.max_request_micros is not None:
+                    pool_room = min(pool_room, pool.max_request_micros)
+                best_pool = max(best_pool, pool_room)
+            room = max(charge.effective_limit - used, best_pool, 0)
+            rooms.append(ChargeRoom(assigned=used - leased, room=room))
+        return rooms
 
     @ledger_call
     async def ping(self) -> bool:

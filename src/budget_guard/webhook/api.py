@@ -1,6 +1,7 @@
-"""The API listener: ``POST /v1/usage``, ``GET /v1/budgets``, ``/healthz``, ``/readyz``,
-``/metrics`` and ``/openapi.json``. One ``ApiService`` holds what they read; each
-handler is a method that does one thing and answers JSON (or the metrics text)."""
+"""The API listener: ``POST /v1/usage``, ``POST /v1/check``, ``GET /v1/budgets``,
+``/healthz``, ``/readyz``, ``/metrics`` and ``/openapi.json``. One ``ApiService`` holds
+what they read; each handler is a method that does one thing and answers JSON (or the
+metrics text)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
+from pydantic import ValidationError
 
 from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.usage import read_usage
 from budget_guard.webhook import openapi
 from budget_guard.webhook.active_config import ConfigHolder
+from budget_guard.webhook.api_models import CheckCall
+from budget_guard.webhook.check import CheckService
+from budget_guard.webhook.decide import CheckRequest
 from budget_guard.webhook.identity import JwksKeys
 from budget_guard.webhook.ledger_access import LedgerAccess
 from budget_guard.webhook.metrics import Metrics
@@ -47,10 +53,12 @@ class ApiService:
     jwks: JwksKeys | None
     tokenizer_failures: dict[str, str]
     clock: Callable[[], dt.datetime]
+    checks: CheckService
 
     def app(self, max_body_bytes: int) -> web.Application:
         app = web.Application(client_max_size=max(max_body_bytes, MIN_API_BODY_BYTES))
         app.router.add_post("/v1/usage", self.post_usage)
+        app.router.add_post("/v1/check", self.post_check)
         app.router.add_get("/v1/budgets", self.get_budgets)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
@@ -82,6 +90,32 @@ class ApiService:
             return _json({"results": [result.body for result in results]})
         (result,) = results
         return _json(result.body, result.http_status)
+
+    async def post_check(self, request: web.Request) -> web.Response:
+        """A decision without Envoy (the application's guard): the check listener's
+        status, headers and body, in a JSON body."""
+        problem = self.usage_tokens.problem(request.headers.get("authorization", ""))
+        if problem is not None:
+            return _error(401, "unauthorized", problem)
+        try:
+            call = CheckCall.model_validate(await request.json())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            return _error(400, "invalid_json", f"the body is not valid JSON: {error}")
+        except ValidationError as error:
+            return _error(400, "invalid_check", str(error))
+        headers = CIMultiDict({"content-type": JSON, **call.headers})
+        body = json.dumps(call.body).encode() if call.body is not None else b""
+
+        async def read(arrived: float) -> CheckRequest:
+            return CheckRequest(call.method, call.path, headers, body, arrived)
+
+        answer = await self.checks.check(headers, call.path, read)
+        outcome = {
+            "status": answer.status,
+            "headers": answer.headers,
+            "body": json.loads(answer.body) if answer.body else None,
+        }
+        return _json(outcome)
 
     async def get_budgets(self, request: web.Request) -> web.Response:
         config = self.config.current

@@ -9,7 +9,7 @@ models and that parser stop reading the same fields.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -106,6 +106,27 @@ class ErrorDetail(_Open):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+class CheckCall(BaseModel):
+    """``POST /v1/check``: the request the check listener would have received from Envoy."""
+
+    method: str = Field("POST", description="the LLM request's method")
+    path: str = Field("/", description="the LLM request's path (a Gemini path names its model)")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="its headers: the identity (x-budget-tenant, ...) or a JWT, x-request-id",
+    )
+    body: Any = Field(None, description="its JSON body (null: no body)")
+
+
+class CheckOutcome(BaseModel):
+    """The check listener's answer to that request: 200 allows (with the x-budget-*
+    headers), anything else denies (with its JSON body)."""
+
+    status: int
+    headers: dict[str, str]
+    body: ErrorBody | None = None
 
 
 # -- the read API's answers (GET /v1/spend, GET /v1/budgets/{namespace}/{name}) ------------

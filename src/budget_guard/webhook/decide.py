@@ -15,9 +15,10 @@ from typing import NamedTuple, Protocol
 
 from redis.exceptions import RedisError
 
-from budget_guard.domain.budget import FailureMode, Reservation
-from budget_guard.domain.decision import BudgetCharge, Decision
+from budget_guard.domain.budget import FailureMode
+from budget_guard.domain.decision import BudgetCharge, Decision, reserves_worst_case
 from budget_guard.domain.endpoints import Pricing, endpoint
+from budget_guard.domain.failopen import FailOpenAllowance
 from budget_guard.domain.pricing import PricedModel, UnknownModelError, Usage
 from budget_guard.domain.request_ids import new_request_id, request_id_for
 from budget_guard.domain.resolution import Attribution, RequestIdentity
@@ -27,7 +28,6 @@ from budget_guard.store.ledger import RequestIdTaken
 from budget_guard.webhook.active_config import ConfigHolder
 from budget_guard.webhook.admission import Admission
 from budget_guard.webhook.body import BadBody, ReadBody, model_from_path, read_body
-from budget_guard.webhook.failopen import FailOpenAllowance
 from budget_guard.webhook.identity import IdentityError, IdentityResolver
 from budget_guard.webhook.journal import DegradedJournal, Entry
 from budget_guard.webhook.responses import (
@@ -90,14 +90,6 @@ class Reservations(Protocol):
     def known_assigned(self, counter: str) -> int | None: ...
 
     def count_unrecorded(self, counter: str, cost: int) -> None: ...
-
-
-def reserves_worst_case(charges: Sequence[BudgetCharge]) -> bool:
-    """Does a hard budget among ``charges`` ask for worst-case reservations?"""
-    return any(
-        charge.budget.reservation is Reservation.WORST_CASE and charge.budget.enforces
-        for charge in charges
-    )
 
 
 def _valid_model(value: object) -> str | None:

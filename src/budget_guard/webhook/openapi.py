@@ -9,6 +9,8 @@ from pydantic.json_schema import models_json_schema
 from budget_guard import __version__
 from budget_guard.webhook.api_models import (
     BudgetDetail,
+    CheckCall,
+    CheckOutcome,
     ErrorBody,
     Settled,
     SettledList,
@@ -16,7 +18,16 @@ from budget_guard.webhook.api_models import (
     UsageReport,
 )
 
-_MODELS = (UsageReport, Settled, SettledList, ErrorBody, SpendAnswer, BudgetDetail)
+_MODELS = (
+    UsageReport,
+    Settled,
+    SettledList,
+    ErrorBody,
+    CheckCall,
+    CheckOutcome,
+    SpendAnswer,
+    BudgetDetail,
+)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -108,6 +119,29 @@ def document() -> dict[str, Any]:
                             "the ledger cannot be reached; retry",
                             _ref("Settled"),
                         ),
+                    },
+                }
+            },
+            "/v1/check": {
+                "post": {
+                    "summary": "Decide a request as the check listener would, without Envoy",
+                    "description": (
+                        "The application's guard (budget_guard.client.RemoteBackend) asks "
+                        "here: an allowed request is reserved like a check from Envoy; "
+                        "settle it with POST /v1/usage."
+                    ),
+                    "security": [{"usageToken": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("CheckCall")}},
+                    },
+                    "responses": {
+                        "200": _json_response(
+                            "the decision: the check listener's status, headers and body",
+                            _ref("CheckOutcome"),
+                        ),
+                        "400": _json_response("not a check call", _ref("ErrorBody")),
+                        "401": _json_response("no or wrong bearer token", _ref("ErrorBody")),
                     },
                 }
             },

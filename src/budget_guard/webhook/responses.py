@@ -1,4 +1,4 @@
-"""The answers the check listener gives, and the words in them.
+"""The answers the check listener gives (the words of a denial: ``domain.denial``).
 
 Envoy allows a request only on exactly 200; any other status below 500 is a
 deny whose status, body and (allowed) headers go to the client. So every deny is
@@ -12,11 +12,10 @@ import datetime as dt
 import json
 from typing import Any, NamedTuple
 
-from budget_guard.domain.budget import Budget
-from budget_guard.domain.decision import BudgetState, Decision
+from budget_guard.domain.decision import Decision
+from budget_guard.domain.denial import BUDGET_EXCEEDED, denial_for
 from budget_guard.domain.instants import rfc3339
 from budget_guard.domain.money import format_usd
-from budget_guard.domain.periods import Period
 
 JSON = "application/json"
 
@@ -41,14 +40,6 @@ OVERLOADED_REASON = "overloaded"
 FREE_REASON = "not_inference"
 OBSERVE_WOULD_DENY = "observe_would_deny"
 
-_PERIOD_NOUN = {
-    Period.DAILY: "day",
-    Period.WEEKLY: "week",
-    Period.MONTHLY: "month",
-    Period.QUARTERLY: "quarter",
-    Period.YEARLY: "year",
-}
-
 
 class CheckAnswer(NamedTuple):  # per request: a NamedTuple is cheap to build
     status: int
@@ -56,32 +47,6 @@ class CheckAnswer(NamedTuple):  # per request: a NamedTuple is cheap to build
     body: bytes
     decision: str  # allow | deny | error, for metrics and logs
     reason: str
-
-
-def humanize(seconds: int) -> str:
-    """3h 12m, 2d 4h, 12m 5s, 45s: the two largest units that matter."""
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, secs = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m {secs}s" if secs else f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
-    days, hours = divmod(hours, 24)
-    return f"{days}d {hours}h" if hours else f"{days}d"
-
-
-def whose(budget: Budget, subject: str | None) -> str:
-    scope = budget.scope
-    if scope.user is not None:
-        owner = f"user {subject if scope.is_user_template else scope.user}'s"
-        return f"{owner} {scope.tier} tier" if scope.tier else owner
-    for name in ("tenant", "feature", "model", "tier"):
-        value = getattr(scope, name)
-        if value:
-            return f"{name} {value}'s"
-    return "the global"
 
 
 def _json(payload: dict[str, Any]) -> bytes:
@@ -149,56 +114,16 @@ def free_answer(request_id: str, strip_headers: tuple[str, ...]) -> CheckAnswer:
 def deny_answer(decision: Decision, request_id: str, now: dt.datetime) -> CheckAnswer:
     blocking = decision.blocking
     assert blocking is not None, "a denied decision names its blocking budget"
-    return _budget_exceeded(blocking, decision.cost_micros, request_id, now)
-
-
-def _budget_exceeded(
-    state: BudgetState, cost: int, request_id: str, now: dt.datetime
-) -> CheckAnswer:
-    charge = state.charge
-    budget, window = charge.budget, charge.window
-    retry_after = max(1, window.seconds_until_end(now))
-    resets_at = rfc3339(window.end)
-    owner = whose(budget, charge.subject)
-    message = (
-        f"Budget exceeded: {owner} {budget.period.value.lower()} budget '{budget.id}' has "
-        f"${format_usd(state.used)} of ${format_usd(charge.effective_limit)} used this "
-        f"{_PERIOD_NOUN[budget.period]} ({window.key}), and this request needs about "
-        f"${format_usd(cost)}. It resets in {humanize(retry_after)}, at {resets_at}."
-    )
-    over = state.used - charge.effective_limit
-    if over > 0:
-        message += (
-            f" Calls allowed earlier cost ${format_usd(over)} more than their estimates "
-            "when settled, past the limit (reservation: Estimate; WorstCase prevents it)."
-        )
-    if budget.upgrade_url:
-        message += f" To raise the limit: {budget.upgrade_url}"
-    scope = budget.scope.describe(charge.subject)
-    body = {
-        "type": "budget_exceeded",
-        "code": "budget_exceeded",
-        "message": message,
-        "scope": scope,
-        "budget": budget.id,
-        "period": window.key,
-        "limit_usd": format_usd(charge.effective_limit),
-        "spent_usd": format_usd(state.used),
-        "requested_usd": format_usd(cost),
-        "resets_at": resets_at,
-        "retry_after_seconds": retry_after,
-        "upgrade_url": budget.upgrade_url,
-        "request_id": request_id,
-    }
+    denial = denial_for(blocking, decision.cost_micros, request_id, now)
     headers = {
         "content-type": JSON,
-        "retry-after": str(retry_after),
-        HEADER_SCOPE: scope,
-        HEADER_BUDGET: budget.id,
-        HEADER_RESET: resets_at,
+        "retry-after": str(denial.retry_after_seconds),
+        HEADER_SCOPE: denial.scope,
+        HEADER_BUDGET: denial.budget,
+        HEADER_RESET: rfc3339(denial.resets_at),
         HEADER_REQUEST_ID: request_id,
     }
-    return CheckAnswer(429, headers, _json({"error": body}), "deny", "budget_exceeded")
+    return CheckAnswer(429, headers, _json({"error": denial.body()}), "deny", BUDGET_EXCEEDED)
 
 
 def degraded_answer(request_id: str, estimator: str, cost: int) -> CheckAnswer:

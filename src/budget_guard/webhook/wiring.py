@@ -98,6 +98,7 @@ def build_webhook(settings: WebhookSettings, clock: Callable[[], dt.datetime] = 
             jwks=jwks,
             tokenizer_failures=tokenizers.failures,
             clock=clock,
+            checks=checks,
         ),
         background=BackgroundWork(settings, config, ledger, settlement, metrics, jwks, clock),
         ledger=ledger,

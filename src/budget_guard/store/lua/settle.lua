@@ -26,7 +26,7 @@
 -- With KEYS[4]: ARGV[6] request id, ARGV[7] input tokens and ARGV[8] output tokens ("":
 --   not reported), ARGV[9] its max length, ARGV[10] its max age (ms, by Redis's clock).
 -- ARGV[11] the settlement's UTC day (YYYY-MM-DD)     ARGV[12] its UTC hour (HH)
--- ARGV[13] who reported the usage, for the stream (api, ext_proc, journal); expiry
+-- ARGV[13] who reported the usage, for the stream (api, ext_proc, client, journal); expiry
 --   settlements are the sweeper's
 --
 -- Returns {status, reserved cost, charged cost, charged before (-1: never), attribution

@@ -2,7 +2,8 @@
 
 ``failureMode: Open`` keeps traffic flowing during a real Redis outage, but never
 without bound. Per budget counter (per user, for a per-user template), per outage
-and per webhook replica, fail-open spend stays within the budget's allowance
+and per process (a webhook replica, or an application's ``budget_guard.client``
+direct backend), fail-open spend stays within the budget's allowance
 (``spec.failOpenLimit``, by default a share of its limit), and never takes the
 counter past its limit plus that allowance, counted from what this process last
 knew was assigned on it (so a budget that flaps cannot creep up outage after
@@ -21,7 +22,7 @@ from budget_guard.domain.decision import BudgetCharge
 
 
 class KnownUsage(Protocol):
-    """What this process knows of counters (``store.leases.LocalLeases``)."""
+    """What this process knows of counters (the webhook's ``store.leases.LocalLeases``)."""
 
     def known_assigned(self, counter: str) -> int | None: ...
 
