@@ -58,7 +58,8 @@ class Guard:
                 raise RuntimeError(f"settlement refused: {response.status} {await response.text()}")
 
     async def budgets(self) -> dict[str, Any]:
-        async with self.session.get(f"{self.api_url}/v1/budgets") as response:
+        headers = {"authorization": f"Bearer {self.usage_token}"}
+        async with self.session.get(f"{self.api_url}/v1/budgets", headers=headers) as response:
             return dict(await response.json())
 
 

@@ -19,15 +19,17 @@ from budget_guard.domain.budget import FailureMode
 from budget_guard.domain.decision import BudgetCharge, Decision, reserves_worst_case
 from budget_guard.domain.endpoints import Pricing, endpoint
 from budget_guard.domain.failopen import FailOpenAllowance
-from budget_guard.domain.pricing import PricedModel, UnknownModelError, Usage
+from budget_guard.domain.pricing import ModelPrice, PricedModel, UnknownModelError, Usage
 from budget_guard.domain.request_ids import new_request_id, request_id_for
 from budget_guard.domain.resolution import Attribution, RequestIdentity
 from budget_guard.domain.tokens import RequestEstimator, TokenEstimate
+from budget_guard.domain.under_reporting import CountedPrompt
 from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.ledger import RequestIdTaken
 from budget_guard.webhook.active_config import ConfigHolder
 from budget_guard.webhook.admission import Admission
 from budget_guard.webhook.body import BadBody, ReadBody, model_from_path, read_body
+from budget_guard.webhook.counted_prompts import CountedPrompts
 from budget_guard.webhook.identity import IdentityError, IdentityResolver
 from budget_guard.webhook.journal import DegradedJournal, Entry
 from budget_guard.webhook.responses import (
@@ -111,8 +113,10 @@ class Decider:
         settings: DecisionSettings,
         outage: Callable[[], int],
         clock: Callable[[], dt.datetime],
+        counted: CountedPrompts | None = None,
     ) -> None:
-        """``outage`` numbers the ledger's outages so far (see ``FailOpenAllowance``)."""
+        """``outage`` numbers the ledger's outages so far (see ``FailOpenAllowance``);
+        ``counted`` keeps each allowed request's prompt count, to judge its usage report."""
         self._config = config
         self._leases = leases
         self._estimator = estimator
@@ -123,6 +127,7 @@ class Decider:
         self._settings = settings
         self._outage = outage
         self._clock = clock
+        self._counted = counted if counted is not None else CountedPrompts()
 
     async def decide(self, request: CheckRequest) -> CheckAnswer:
         request_id = request_id_for(request.headers.get("x-request-id"))
@@ -166,7 +171,9 @@ class Decider:
         charges = config.planner.plan(identity, now)
         estimate, cost = self._estimate(body, priced, reserves_worst_case(charges))
         attribution = Attribution(identity.tenant, identity.user, identity.feature, scoped_model)
-        pending = _Pending(request_id, charges, cost, now, attribution, estimate, model)
+        pending = _Pending(
+            request_id, charges, cost, now, attribution, estimate, model, priced.price
+        )
         return await self._reserve(pending, request.arrived)
 
     def _model(self, body: ReadBody, request: CheckRequest) -> str | None:
@@ -227,6 +234,11 @@ class Decider:
                 extra={"request_id": request_id, "decision": "deny", "cost_micros": cost},
             )
             return answer
+        estimate = pending.estimate
+        self._counted.keep(
+            request_id,
+            CountedPrompt(pending.model, estimate.input_tokens, estimate.estimator, pending.price),
+        )
         answer = allow_answer(
             decision,
             request_id,
@@ -287,6 +299,7 @@ class _Pending(NamedTuple):
     attribution: Attribution
     estimate: TokenEstimate
     model: str | None
+    price: ModelPrice
 
     @property
     def reservation(

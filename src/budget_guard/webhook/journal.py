@@ -58,6 +58,10 @@ class DegradedJournal:
                 oldest.cost_micros,
             )
 
+    def entry(self, request_id: str) -> Entry | None:
+        """The request's entry, while it waits to be replayed."""
+        return self._entries.get(request_id)
+
     def settle_later(self, request_id: str, actual_micros: int) -> bool:
         """Keep a usage report for a request not replayed yet; False if unknown here."""
         entry = self._entries.get(request_id)

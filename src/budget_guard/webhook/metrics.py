@@ -101,6 +101,13 @@ class Metrics:
             ["source", "status"],
             registry=self.registry,
         )
+        self.usage_below_estimate = Counter(
+            "budget_guard_usage_below_estimate",
+            "usage reports (POST /v1/usage) far below the prompt the guard counted at the "
+            "check, by tenant: settled as reported, and logged (see docs/webhook.md)",
+            ["tenant"],
+            registry=self.registry,
+        )
         self.streams_ended_early = Counter(
             "budget_guard_ext_proc_streams_ended_early",
             "calls whose answer ended before it was complete (client gone, upstream reset), "

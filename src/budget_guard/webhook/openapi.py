@@ -57,6 +57,27 @@ def _query(name: str, description: str, *, required: bool = True) -> dict[str, A
     }
 
 
+_UNAUTHORIZED = "no bearer token, or not a known one (see docs/webhook.md, Tokens and tenancy)"
+
+
+def _refusals(forbidden: str | None = None) -> dict[str, Any]:
+    """401 on every protected route; 403 where a tenant token can ask for another's."""
+    answers = {"401": _json_response(_UNAUTHORIZED, _ref("ErrorBody"))}
+    if forbidden is not None:
+        answers["403"] = _json_response(forbidden, _ref("ErrorBody"))
+    return answers
+
+
+def _too_large() -> dict[str, Any]:
+    return {
+        "413": _json_response(
+            "the body is larger than the API listener's limit (the larger of "
+            "--max-body-bytes and 4 MiB)",
+            _ref("ErrorBody"),
+        )
+    }
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -70,7 +91,16 @@ def document() -> dict[str, Any]:
             ),
         },
         "components": {
-            "securitySchemes": {"usageToken": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "usageToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": (
+                        "the shared usage token (--usage-token-file; admin) or a token of "
+                        "--api-tokens, which acts for its tenants only, or for all ('*')"
+                    ),
+                }
+            },
             "schemas": _schemas(),
         },
         "paths": {
@@ -110,14 +140,23 @@ def document() -> dict[str, Any]:
                             "a malformed report; the message names the field",
                             _ref("ErrorBody"),
                         ),
-                        "401": _json_response("no or wrong bearer token", _ref("ErrorBody")),
+                        **_refusals(
+                            "a report is of a request of a tenant the token does not act "
+                            "for (or of no tenant): nothing is settled"
+                        ),
                         "404": _json_response(
                             "no reservation for the request id",
                             _ref("Settled"),
                         ),
-                        "503": _json_response(
-                            "the ledger cannot be reached; retry",
+                        "409": _json_response(
+                            "the reservation refers to data Redis lost: nothing changed",
                             _ref("Settled"),
+                        ),
+                        **_too_large(),
+                        "503": _json_response(
+                            "the ledger cannot be reached (retry), or no configuration (no "
+                            "prices) is loaded yet",
+                            {"oneOf": [_ref("Settled"), _ref("ErrorBody")]},
                         ),
                     },
                 }
@@ -141,14 +180,31 @@ def document() -> dict[str, Any]:
                             _ref("CheckOutcome"),
                         ),
                         "400": _json_response("not a check call", _ref("ErrorBody")),
-                        "401": _json_response("no or wrong bearer token", _ref("ErrorBody")),
+                        **_refusals(
+                            "the request's identity is of a tenant the token does not act for "
+                            "(or of none): nothing is reserved"
+                        ),
+                        **_too_large(),
                     },
                 }
             },
             "/v1/budgets": {
                 "get": {
                     "summary": "Every budget in force and where it stands this period",
-                    "responses": {"200": _json_response("the budgets", {"type": "object"})},
+                    "description": (
+                        "An admin token sees every budget and the refused manifests; a tenant "
+                        "token sees its tenants' budgets only (not those of no tenant, which "
+                        "sum every tenant's spend) and no refused manifests."
+                    ),
+                    "security": [{"usageToken": []}],
+                    "responses": {
+                        "200": _json_response("the budgets", {"type": "object"}),
+                        **_refusals(),
+                        "503": _json_response(
+                            "no configuration yet, or the ledger cannot be reached",
+                            _ref("ErrorBody"),
+                        ),
+                    },
                 }
             },
             "/v1/spend": {
@@ -164,7 +220,12 @@ def document() -> dict[str, Any]:
                             "tenant,feature,model)",
                             required=False,
                         ),
-                        _query("tenant", "only this tenant (repeatable)", required=False),
+                        _query(
+                            "tenant",
+                            "only this tenant (repeatable; a tenant token: its tenants by "
+                            "default, and only those)",
+                            required=False,
+                        ),
                     ],
                     "responses": {
                         "200": _json_response("the groups and the total", _ref("SpendAnswer")),
@@ -173,7 +234,7 @@ def document() -> dict[str, Any]:
                             "past the per-user window",
                             _ref("ErrorBody"),
                         ),
-                        "401": _json_response("no or wrong bearer token", _ref("ErrorBody")),
+                        **_refusals("a tenant asked for is not one the token acts for"),
                         "503": _json_response("the ledger cannot be reached", _ref("ErrorBody")),
                     },
                 }
@@ -205,8 +266,13 @@ def document() -> dict[str, Any]:
                     "responses": {
                         "200": _json_response("the budget", _ref("BudgetDetail")),
                         "400": _json_response("a malformed period", _ref("ErrorBody")),
-                        "401": _json_response("no or wrong bearer token", _ref("ErrorBody")),
-                        "404": _json_response("no such budget in force", _ref("ErrorBody")),
+                        **_refusals(),
+                        "404": _json_response(
+                            "no such budget in force, or one a tenant token does not see (of "
+                            "another tenant, or of none): the same answer, so that a token "
+                            "learns nothing of others' budgets",
+                            _ref("ErrorBody"),
+                        ),
                         "503": _json_response(
                             "no configuration yet, or the ledger cannot be reached",
                             _ref("ErrorBody"),

@@ -1,6 +1,7 @@
 """The read API for people and dashboards, on the API listener: ``GET /v1/spend`` (the
 chargeback data, grouped) and ``GET /v1/budgets/{namespace}/{name}`` (one budget, its
-review and its history). Both ask for the usage token, like ``POST /v1/usage``.
+review and its history). Both ask for a token (``webhook.api_tokens``), like
+``POST /v1/usage``; a tenant token reads its tenants' spend and budgets only.
 
 The figures are the ones ``budget-guard export`` and ``report`` print (the same domain
 functions); the answers' shapes are the models in ``webhook.api_models``.
@@ -32,9 +33,9 @@ from budget_guard.store.history import (
 )
 from budget_guard.store.usage import read_usage
 from budget_guard.webhook.active_config import ConfigHolder
+from budget_guard.webhook.api_tokens import ApiTokens, Caller, authenticate, forbidden
 from budget_guard.webhook.ledger_access import LedgerAccess
 from budget_guard.webhook.responses import JSON, error_answer
-from budget_guard.webhook.settlement import UsageTokens
 from budget_guard.webhook.views import budget_view
 
 TOP_USERS = 20
@@ -58,32 +59,42 @@ def _recent(
     return [day for day in period.days() if day >= window_start]
 
 
+def _tenants_asked(caller: Caller, asked: frozenset[str]) -> frozenset[str] | web.Response | None:
+    """The tenants a spend query reads: those asked (None: all), within the caller's."""
+    if caller.tenants is None:
+        return asked or None
+    others = asked - caller.tenants
+    if others:
+        return forbidden(
+            f"tenant {sorted(others)[0]!r} is not one this token acts for ({caller.describe()})"
+        )
+    return asked or caller.tenants
+
+
 @dataclass
 class ReadApi:
     config: ConfigHolder
     ledger: LedgerAccess
-    tokens: UsageTokens
+    tokens: ApiTokens
     clock: Callable[[], dt.datetime]
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/v1/spend", self.get_spend)
         app.router.add_get("/v1/budgets/{namespace}/{name}", self.get_budget)
 
-    def _refused(self, request: web.Request) -> web.Response | None:
-        problem = self.tokens.problem(request.headers.get("authorization", ""))
-        return _error(401, "unauthorized", problem) if problem is not None else None
-
     async def get_spend(self, request: web.Request) -> web.Response:
-        refused = self._refused(request)
-        if refused is not None:
-            return refused
+        caller = authenticate(self.tokens, request)
+        if isinstance(caller, web.Response):
+            return caller
         query = request.query
         try:
             period = DayRange.parse(query.get("from"), query.get("to"), ("from", "to"))
             group_by = parse_group_by(query.get("groupBy"), "groupBy")
         except SpendQueryError as error:
             return _error(400, "invalid_query", str(error))
-        tenants = frozenset(query.getall("tenant", [])) or None
+        tenants = _tenants_asked(caller, frozenset(query.getall("tenant", [])))
+        if isinstance(tenants, web.Response):
+            return tenants
         operations = self.ledger.operations
         try:
             found = await sum_attribution(
@@ -119,15 +130,16 @@ class ReadApi:
         )
 
     async def get_budget(self, request: web.Request) -> web.Response:
-        refused = self._refused(request)
-        if refused is not None:
-            return refused
+        caller = authenticate(self.tokens, request)
+        if isinstance(caller, web.Response):
+            return caller
         config = self.config.current
         if config is None:
             return _error(503, "config_unavailable", "no budget configuration is loaded yet")
         budget_id = f"{request.match_info['namespace']}/{request.match_info['name']}"
         budget = config.snapshot.budget(budget_id)
-        if budget is None:
+        if budget is None or not caller.may_act_for(budget.scope.tenant):
+            # Another tenant's budget is "not found" too: a token learns nothing of it.
             return _error(404, "unknown_budget", f"no budget {budget_id} is in force")
         now = self.clock()
         query = request.query

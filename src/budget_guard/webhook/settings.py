@@ -118,7 +118,8 @@ class WebhookSettings:
     config: ConfigSourceSettings = field(default_factory=ConfigSourceSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
-    usage_token_file: Path | None = None
+    usage_token_file: Path | None = None  # one shared token, acting as admin
+    api_tokens: Path | None = None  # tokens with their tenants (webhook.api_tokens)
     strip_headers: tuple[str, ...] = ()  # removed from the upstream request on allow
     log_level: str = "INFO"
     log_allowed: bool = False  # one log line per allowed request (denials are always logged)
@@ -216,6 +217,7 @@ class WebhookSettings:
                 settled_stream_age_hours=ns.settled_stream_age_hours,
             ),
             usage_token_file=ns.usage_token_file,
+            api_tokens=ns.api_tokens,
             strip_headers=strip,
             log_level=ns.log_level.upper(),
             log_allowed=ns.log_allowed,
@@ -304,7 +306,19 @@ _OPTIONS = (
         float,
         ReservationSettings.sweep_interval_seconds,
     ),
-    Option("--usage-token-file", "file holding the bearer token POST /v1/usage requires", Path),
+    Option(
+        "--usage-token-file",
+        "file holding one shared bearer token for the API listener; it acts as admin "
+        "(every tenant)",
+        Path,
+    ),
+    Option(
+        "--api-tokens",
+        "the API listener's bearer tokens and the tenants each may act for: a YAML file "
+        "(tokens: [{name, token, tenants}]) or a directory of mounted token Secrets (keys "
+        "token and tenants; tenants '*' is admin); re-read when it changes",
+        Path,
+    ),
     Option("--identity", "where identity comes from", str, "headers", ("headers", "jwt")),
     Option("--tenant-header", "identity header (headers mode)", str, "x-budget-tenant"),
     Option("--user-header", "identity header (headers mode)", str, "x-budget-user"),

@@ -5,21 +5,28 @@ the sweeper at a reservation's deadline."""
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from budget_guard.domain.money import format_usd
 from budget_guard.domain.pricing import UnknownModelError, Usage
+from budget_guard.domain.resolution import Attribution
+from budget_guard.domain.under_reporting import (
+    CountedPrompt,
+    is_below_estimate,
+    reported_prompt_tokens,
+)
 from budget_guard.domain.usage import UsageReport, parse_usage_report
 from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.leases import LocalLeases
 from budget_guard.store.ledger import Ledger, LedgerDataLost, Settlement, SettlementStatus
+from budget_guard.store.reservations import owner_of
 from budget_guard.webhook.active_config import ConfigHolder
+from budget_guard.webhook.api_tokens import Caller
+from budget_guard.webhook.counted_prompts import CountedPrompts
 from budget_guard.webhook.journal import DegradedJournal
 from budget_guard.webhook.metrics import Metrics
 
@@ -36,38 +43,13 @@ class Source(StrEnum):
     SWEEPER = "sweeper"  # nobody did before the settle deadline
 
 
-class UsageTokens:
-    """The bearer token settlement requires, re-read when its file changes (rotation)."""
+class Ownership(StrEnum):
+    """Whether the caller of ``POST /v1/usage`` may settle a request (see ``ownership``)."""
 
-    def __init__(self, path: Path | None) -> None:
-        self._path = path
-        self._stamp: float | None = None
-        self._token: bytes | None = None
-
-    def _current(self) -> bytes | None:
-        if self._path is None:
-            return None
-        try:
-            stamp = self._path.stat().st_mtime
-            if stamp != self._stamp:
-                self._token = self._path.read_bytes().strip() or None
-                self._stamp = stamp
-        except OSError as error:
-            log.error("usage token file %s unreadable: %s", self._path, error)
-            return None
-        return self._token
-
-    def problem(self, authorization: str) -> str | None:
-        """None when ``authorization`` carries the token; else what is wrong with it."""
-        expected = self._current()
-        if expected is None:
-            return "usage settlement is disabled: the webhook has no --usage-token-file"
-        scheme, _, presented = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not presented.strip():
-            return "send Authorization: Bearer <usage token>"
-        if not hmac.compare_digest(presented.strip().encode(), expected):
-            return "wrong usage token"
-        return None
+    OWN = "own"  # the caller acts for the request's tenant (an admin, for every request)
+    FOREIGN = "foreign"  # another tenant's request, or one of no tenant: 403
+    UNKNOWN = "unknown"  # no reservation: nothing to settle (404)
+    UNREACHABLE = "unreachable"  # the ledger cannot say whose it is: retry (503)
 
 
 @dataclass(frozen=True)
@@ -80,6 +62,23 @@ def _item(status: int, request_id: str, outcome: str, **details: str) -> ItemRes
     return ItemResult(status, {"request_id": request_id, "status": outcome, **details})
 
 
+def _unknown(request_id: str) -> ItemResult:
+    return _item(
+        404,
+        request_id,
+        "unknown_request_id",
+        message=f"no reservation for request id {request_id!r}: use the "
+        "x-budget-request-id of the check (unsettled ones expire after the settle "
+        "deadline; settled ones are remembered for a day)",
+    )
+
+
+def _unreachable(request_id: str) -> ItemResult:
+    return _item(
+        503, request_id, "ledger_unavailable", message="the ledger cannot be reached; retry"
+    )
+
+
 class SettlementService:
     def __init__(
         self,
@@ -89,13 +88,16 @@ class SettlementService:
         leases: LocalLeases,
         metrics: Metrics,
         clock: Callable[[], dt.datetime],
+        counted: CountedPrompts | None = None,
     ) -> None:
+        """``counted``: the decider's prompt counts, to judge reports against."""
         self._config = config
         self._ledger = ledger
         self._journal = journal
         self._leases = leases
         self._metrics = metrics
         self._clock = clock
+        self._counted = counted if counted is not None else CountedPrompts()
 
     def parse(self, document: Any) -> list[UsageReport]:
         """Every item, or a ValueError naming the first bad field (nothing is settled)."""
@@ -123,6 +125,46 @@ class SettlementService:
                 raise ValueError(f"{where}: {error}") from None
             costs.append(priced.price.cost_micros(report.usage))
         return costs
+
+    async def ownership(self, caller: Caller, request_id: str) -> Ownership:
+        """Whether ``caller`` may settle ``request_id``, from the tenant its reservation
+        was made for (written once at the reservation and never changed, so reading it
+        before the settlement is safe). An admin is not asked about: every request is
+        its own. A request not reserved yet is UNKNOWN for a tenant token, never settled
+        blind: its reservation may still arrive, as another tenant's."""
+        if caller.is_admin:
+            return Ownership.OWN
+        waiting = self._journal.entry(request_id)  # let through while the ledger was away
+        if waiting is not None:
+            return self._owned(caller, waiting.attribution)
+        try:
+            if self._leases.holds(request_id):
+                await self._leases.flush()  # decided here from a lease, not committed yet
+            owner = await owner_of(self._ledger.client, self._ledger.keys, request_id)
+        except LedgerUnavailable as error:
+            log.warning("the owner of %s cannot be read: %s", request_id, error)
+            return Ownership.UNREACHABLE
+        if not owner.found:
+            return Ownership.UNKNOWN
+        return self._owned(caller, owner.attribution)
+
+    @staticmethod
+    def _owned(caller: Caller, attribution: Attribution | None) -> Ownership:
+        tenant = attribution.tenant if attribution is not None else None
+        return Ownership.OWN if caller.may_act_for(tenant) else Ownership.FOREIGN
+
+    async def settle_owned(
+        self, report: UsageReport, cost: int, ownership: Ownership
+    ) -> ItemResult:
+        """Settle a report whose ownership was asked (``POST /v1/usage``)."""
+        if ownership is Ownership.OWN:
+            return await self.settle(report, cost)
+        if ownership is Ownership.UNKNOWN:
+            result = _unknown(report.request_id)
+        else:
+            result = _unreachable(report.request_id)
+        self._metrics.count_settlement(Source.API.value, result.body["status"])
+        return result
 
     async def settle_call(
         self,
@@ -157,27 +199,52 @@ class SettlementService:
             self._metrics.ledger_errors.labels("settle").inc()
             if self._journal.settle_later(report.request_id, cost):
                 return _item(202, report.request_id, "accepted", charged_usd=format_usd(cost))
-            return _item(
-                503,
-                report.request_id,
-                "ledger_unavailable",
-                message="the ledger cannot be reached; retry",
-            )
+            return _unreachable(report.request_id)
+        counted = self._counted.take(report.request_id)
+        if (
+            counted is not None
+            and source is Source.API
+            and settlement.status is SettlementStatus.SETTLED
+        ):
+            self._judge(report, cost, counted, settlement)
         return self._result(report, cost, settlement)
+
+    def _judge(
+        self, report: UsageReport, cost: int, counted: CountedPrompt, settlement: Settlement
+    ) -> None:
+        """Count and log a report far below the prompt the guard counted (the rule is in
+        ``domain.under_reporting``); it is settled all the same."""
+        if report.model is not None and report.model != counted.model:
+            return  # another model answered (a fallback): its prompt is counted otherwise
+        if not is_below_estimate(counted, report.usage, cost):
+            return
+        attribution = settlement.attribution
+        tenant = attribution.tenant if attribution is not None else None
+        config = self._config.current
+        label = config.labels.tenant(tenant) if config is not None else "other"
+        self._metrics.usage_below_estimate.labels(tenant=label).inc()
+        reported = (
+            f"{reported_prompt_tokens(report.usage)} prompt tokens"
+            if report.usage is not None
+            else f"{format_usd(cost)} USD"
+        )
+        log.warning(
+            "usage of %s (tenant %s) reported far below its estimate: %s reported, the guard "
+            "counted %d prompt tokens (estimate %s USD)",
+            report.request_id,
+            tenant or "-",
+            reported,
+            counted.prompt_tokens,
+            format_usd(settlement.reserved_micros),
+            extra={"request_id": report.request_id, "tenant": tenant or ""},
+        )
 
     def _result(self, report: UsageReport, cost: int, settlement: Settlement) -> ItemResult:
         request_id = report.request_id
         if settlement.status is SettlementStatus.UNKNOWN:
             if self._journal.settle_later(request_id, cost):
                 return _item(202, request_id, "accepted", charged_usd=format_usd(cost))
-            return _item(
-                404,
-                request_id,
-                "unknown_request_id",
-                message=f"no reservation for request id {request_id!r}: use the "
-                "x-budget-request-id of the check (unsettled ones expire after the settle "
-                "deadline; settled ones are remembered for a day)",
-            )
+            return _unknown(request_id)
         if settlement.status is SettlementStatus.ALREADY:
             charged = format_usd(settlement.charged_micros)
             return _item(200, request_id, "already_settled", charged_usd=charged)

@@ -84,13 +84,15 @@ def budget_view(usage: BudgetUsage) -> dict[str, Any]:
     return view
 
 
-def budgets_document(config: ActiveConfig, usages: list[BudgetUsage]) -> dict[str, Any]:
+def budgets_document(
+    config: ActiveConfig, usages: list[BudgetUsage], *, rejections: bool = True
+) -> dict[str, Any]:
+    """``rejections``: list the manifests the configuration refused (an admin's view;
+    they name budgets of any tenant)."""
+    rejected = config.snapshot.rejections if rejections else ()
     return {
         "configVersion": config.version,
         "source": config.source,
         "budgets": [budget_view(usage) for usage in usages],
-        "rejected": [
-            {"id": r.id, "reason": r.reason, "message": r.message}
-            for r in config.snapshot.rejections
-        ],
+        "rejected": [{"id": r.id, "reason": r.reason, "message": r.message} for r in rejected],
     }

@@ -14,8 +14,10 @@ from budget_guard.loaders.tokenizers import LoadedTokenizers, load_tokenizers
 from budget_guard.webhook.active_config import ConfigHolder
 from budget_guard.webhook.admission import Admission, AdmissionSettings
 from budget_guard.webhook.api import ApiService
+from budget_guard.webhook.api_tokens import ApiTokens, ApiTokensError
 from budget_guard.webhook.background import BackgroundWork
 from budget_guard.webhook.check import CheckService
+from budget_guard.webhook.counted_prompts import CountedPrompts
 from budget_guard.webhook.decide import Decider, DecisionSettings
 from budget_guard.webhook.ext_proc import AuthorizationService, ExtProcService, Settler
 from budget_guard.webhook.gateway import GatewayTools
@@ -23,7 +25,7 @@ from budget_guard.webhook.identity import HeaderIdentity, IdentityResolver, Jwks
 from budget_guard.webhook.ledger_access import LedgerAccess
 from budget_guard.webhook.metrics import Metrics, WebhookState
 from budget_guard.webhook.settings import WebhookSettings
-from budget_guard.webhook.settlement import SettlementService, UsageTokens
+from budget_guard.webhook.settlement import SettlementService
 
 
 @dataclass
@@ -60,6 +62,7 @@ def build_webhook(settings: WebhookSettings, clock: Callable[[], dt.datetime] = 
     )
     _expose(metrics, ledger, config, admission, tokenizers)
     estimator = _estimator(settings, tokenizers)
+    counted = CountedPrompts()
     decider = Decider(
         config=config,
         leases=ledger.leases,
@@ -75,9 +78,10 @@ def build_webhook(settings: WebhookSettings, clock: Callable[[], dt.datetime] = 
         ),
         outage=lambda: ledger.channel.outages,
         clock=clock,
+        counted=counted,
     )
     settlement = SettlementService(
-        config, ledger.operations, ledger.journal, ledger.leases, metrics, clock
+        config, ledger.operations, ledger.journal, ledger.leases, metrics, clock, counted
     )
     checks = CheckService(decider, admission, metrics, settings.listen)
     settler = Settler(settlement, metrics)
@@ -93,7 +97,8 @@ def build_webhook(settings: WebhookSettings, clock: Callable[[], dt.datetime] = 
             config=config,
             ledger=ledger,
             settlement=settlement,
-            usage_tokens=UsageTokens(settings.usage_token_file),
+            tokens=_api_tokens(settings),
+            identity=identity,
             metrics=metrics,
             jwks=jwks,
             tokenizer_failures=tokenizers.failures,
@@ -105,6 +110,14 @@ def build_webhook(settings: WebhookSettings, clock: Callable[[], dt.datetime] = 
         config=config,
         clock=clock,
     )
+
+
+def _api_tokens(settings: WebhookSettings) -> ApiTokens:
+    """The API listener's tokens; a malformed source stops the start with its reason."""
+    try:
+        return ApiTokens(settings.api_tokens, settings.usage_token_file)
+    except ApiTokensError as error:
+        raise SystemExit(f"the API tokens cannot be used: {error}") from None
 
 
 def _identity(settings: WebhookSettings) -> tuple[IdentityResolver, JwksKeys | None]:
