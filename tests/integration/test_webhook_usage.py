@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,31 @@ async def test_spend_metrics_have_bounded_labels(tmp_path: Path, redis_server: R
             'budget_guard_decisions_total{decision="allow",reason="within_budget"} 2.0' in metrics
         )
         assert "budget_guard_decision_seconds_bucket" in metrics
+
+
+async def test_a_report_far_below_the_counted_prompt_is_settled_counted_and_logged(
+    tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    prompt = " ".join(f"word{i}" for i in range(400))  # hundreds of tokens in any count
+    long_chat = {**CHAT, "messages": [{"role": "user", "content": prompt}]}
+    headers = {"x-budget-tenant": "acme", "x-budget-feature": "chat"}
+    below = 'budget_guard_usage_below_estimate_total{tenant="acme"}'
+    async with start_webhook(tmp_path, redis_server.url, BUDGETS) as wh:
+        for request_id in ("honest", "lying", "free"):
+            answer = await wh.check(long_chat, headers={**headers, "x-request-id": request_id})
+            assert answer.status == 200
+        honest = {"prompt_tokens": 2000, "completion_tokens": 5}
+        assert (await wh.settle({"request_id": "honest", "model": "gpt-4o", "usage": honest})).json()["status"] == "settled"  # fmt: skip
+        assert below not in (await wh.api("/metrics")).body.decode()
+
+        with caplog.at_level(logging.WARNING, logger="budget_guard.webhook.settlement"):
+            lie = {"prompt_tokens": 10, "completion_tokens": 5}
+            lying = await wh.settle({"request_id": "lying", "model": "gpt-4o", "usage": lie})
+            free = await wh.settle({"request_id": "free", "cost_usd": "0"})
+        assert lying.json()["status"] == free.json()["status"] == "settled"  # settled all the same
+        assert f"{below} 2.0" in (await wh.api("/metrics")).body.decode()
+        lines = [r.getMessage() for r in caplog.records if "far below" in r.getMessage()]
+        assert len(lines) == 2
+        assert lines[0].startswith("usage of lying (tenant acme) reported far below its estimate")
+        assert "10 prompt tokens reported" in lines[0] and "estimate 0.0" in lines[0]
+        assert "0.00 USD reported" in lines[1]
