@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from budget_guard.client import BudgetGuard, RemoteBackend, RequestRefused
 from budget_guard.localservices import RedisServer, ServiceStartError, WebhookProcess
 from budget_guard.webhook.settings import WebhookSettings
 from budget_guard.webhook.wiring import build_webhook
@@ -303,3 +304,23 @@ async def test_an_api_body_past_the_limit_is_413_in_json(
                 error = (await answer.json())["error"]
         assert error["code"] == "body_too_large"
         assert "4194304 bytes" in error["message"]
+
+
+async def test_the_client_library_with_a_tenant_token(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    tokens = acme_and_beta(tmp_path / "tokens.yaml")
+    async with start_webhook(tmp_path, redis_server.url, BUDGETS, api_tokens=tokens) as wh:
+        own = BudgetGuard(RemoteBackend(wh.api_url, ACME_TOKEN), tenant="acme", user="u1")
+        other = own.with_identity(tenant="beta")
+        try:
+            async with own.call(CHAT) as call:
+                call.record({"prompt_tokens": 12, "completion_tokens": 3})
+            assert call.charged_micros > 0
+            with pytest.raises(RequestRefused) as refused:
+                async with other.call(CHAT):
+                    pass
+            assert (refused.value.status, refused.value.code) == (403, "forbidden_tenant")
+        finally:
+            await own.aclose()
+        assert (await standing(wh, "beta"))["requests"] == 0

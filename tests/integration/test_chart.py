@@ -370,3 +370,30 @@ def test_the_chart_readme_lists_every_value() -> None:
         if key.endswith(free_form) or not (isinstance(value, dict) and value):
             expected.add(key)
     assert listed == expected
+
+
+def test_tenant_tokens_are_mounted_where_the_flag_reads_them(
+    chart_defaults: Rendered, chart_all_on: Rendered
+) -> None:
+    default_args = chart_defaults.container(WEBHOOK)["args"]
+    assert not any(arg.startswith("--api-tokens") for arg in default_args)
+    container = chart_all_on.container(WEBHOOK)
+    settings = WebhookSettings.from_namespace(build_parser().parse_args(container["args"]))
+    assert settings.api_tokens is not None
+    assert settings.usage_token_file is not None  # the shared admin token stays
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "api-tokens"]
+    assert Path(mount["mountPath"]) == settings.api_tokens
+    pod = chart_all_on.one("Deployment", WEBHOOK)["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "api-tokens"]
+    files = {
+        (source["secret"]["name"], item["key"]): item["path"]
+        for source in volume["projected"]["sources"]
+        for item in source["secret"]["items"]
+    }
+    assert files == {  # the directory form of --api-tokens: one directory per Secret
+        ("acme-api-token", "token"): "acme-api-token/token",
+        ("acme-api-token", "tenants"): "acme-api-token/tenants",
+        ("ops-api-token", "token"): "ops-api-token/token",
+        ("ops-api-token", "tenants"): "ops-api-token/tenants",
+        ("api-tokens", "tokens.yaml"): "tokens.yaml",
+    }

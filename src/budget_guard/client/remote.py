@@ -101,8 +101,10 @@ def usage_report(usage: Usage) -> dict[str, int]:
 
 class RemoteBackend:
     """``api_url``: the webhook's API listener (``http://budget-guard:8081``); ``token``:
-    its usage token (``--usage-token-file``). ``pricing`` only serves counting the
-    output of streams that end without usage; the webhook prices every call."""
+    a token of that listener, best a tenant token (``--api-tokens``) of the tenants the
+    guard acts for (another tenant's request is refused, ``RequestRefused`` 403), or the
+    shared usage token (``--usage-token-file``, admin). ``pricing`` only serves counting
+    the output of streams that end without usage; the webhook prices every call."""
 
     def __init__(
         self,
