@@ -132,6 +132,14 @@ async def test_a_tenant_token_cannot_settle_another_tenants_request(
         shared = await wh.settle({"request_id": "acme-2", "cost_usd": "0.04"}, token=USAGE_TOKEN)
         assert ops.json()["status"] == shared.json()["status"] == "settled"
 
+        # A batch of its own tenant's requests (and an unknown id) is settled item by item.
+        await reserve(wh, "beta", "beta-3")
+        await reserve(wh, "beta", "beta-4")
+        own_batch = [{"request_id": rid, "cost_usd": "0.01"} for rid in ("beta-3", "x", "beta-4")]
+        answer = await wh.settle(own_batch, token=BETA_TOKEN)
+        statuses = [item["status"] for item in answer.json()["results"]]
+        assert statuses == ["settled", "unknown_request_id", "settled"]
+
 
 async def test_a_tenant_token_reads_only_its_tenants(
     tmp_path: Path, redis_server: RedisServer
@@ -324,3 +332,27 @@ async def test_the_client_library_with_a_tenant_token(
         finally:
             await own.aclose()
         assert (await standing(wh, "beta"))["requests"] == 0
+
+
+async def test_while_redis_is_down_a_tenant_token_settles_only_what_it_can_prove(
+    tmp_path: Path,
+) -> None:
+    tokens = acme_and_beta(tmp_path / "tokens.yaml")
+    with RedisServer() as redis:
+        async with start_webhook(
+            tmp_path, redis.url, BUDGETS, api_tokens=tokens, local_leases=False
+        ) as wh:
+            await reserve(wh, "acme", "before")  # reserved in Redis, before the outage
+            redis.stop_process()
+            await reserve(wh, "acme", "while-down")  # failed open: in the journal
+            await reserve(wh, "beta", "beta-down")
+
+            journaled = await wh.settle({"request_id": "while-down", "cost_usd": "0.01"},
+                                        token=ACME_TOKEN)  # fmt: skip
+            assert (journaled.status, journaled.json()["status"]) == (202, "accepted")
+            foreign = await wh.settle({"request_id": "beta-down", "cost_usd": "0"},
+                                      token=ACME_TOKEN)  # fmt: skip
+            assert foreign.status == 403
+            # Whose "before" is cannot be read while Redis is away: retry, nothing settled.
+            unread = await wh.settle({"request_id": "before", "cost_usd": "0"}, token=ACME_TOKEN)
+            assert (unread.status, unread.json()["status"]) == (503, "ledger_unavailable")

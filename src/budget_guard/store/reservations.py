@@ -12,6 +12,7 @@ The record is ``cost \\x1e settled \\x1e settled-by \\x1e plan key \\x1e choices
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
@@ -47,14 +48,31 @@ def attribution_in_plan(plan: str) -> Attribution | None:
 
 
 @ledger_call
-async def owner_of(client: Redis, keys: KeySchema, request_id: str) -> Owner:
-    record = await client.get(keys.reservation(request_id))
+async def owners_of(client: Redis, keys: KeySchema, request_ids: Sequence[str]) -> list[Owner]:
+    """Whose each reservation is, in two pipelined round trips (records, then plans)."""
+    async with client.pipeline(transaction=False) as pipeline:
+        for request_id in request_ids:
+            pipeline.get(keys.reservation(request_id))
+        records = await pipeline.execute()
+    plan_keys = [_plan_key(record) for record in records]
+    wanted = sorted({key for key in plan_keys if key is not None})
+    plans: dict[str, str] = {}
+    if wanted:
+        async with client.pipeline(transaction=False) as pipeline:
+            for key in wanted:
+                pipeline.get(key)
+            found = await pipeline.execute()
+        plans = {key: _text(plan) for key, plan in zip(wanted, found, strict=True) if plan}
+    owners = []
+    for record, plan_key in zip(records, plan_keys, strict=True):
+        plan = plans.get(plan_key) if plan_key is not None else None
+        attribution = attribution_in_plan(plan) if plan is not None else None
+        owners.append(Owner(found=record is not None, attribution=attribution))
+    return owners
+
+
+def _plan_key(record: Any) -> str | None:
     if record is None:
-        return Owner(found=False)
+        return None
     fields = _text(record).split(SECTION)
-    if len(fields) < 4:
-        return Owner(found=True)
-    plan = await client.get(fields[3])
-    if plan is None:
-        return Owner(found=True)
-    return Owner(found=True, attribution=attribution_in_plan(_text(plan)))
+    return fields[3] if len(fields) >= 4 and fields[3] else None

@@ -127,7 +127,7 @@ class ApiService:
             return _error(400, "invalid_usage", str(error))
         except LookupError as error:
             return _error(503, "config_unavailable", str(error))
-        owned = [await service.ownership(caller, report.request_id) for report in reports]
+        owned = await service.ownerships(caller, [report.request_id for report in reports])
         refused = _foreign(caller, reports, owned)
         if refused is not None:
             return refused

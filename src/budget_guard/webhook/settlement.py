@@ -23,7 +23,7 @@ from budget_guard.domain.usage import UsageReport, parse_usage_report
 from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.leases import LocalLeases
 from budget_guard.store.ledger import Ledger, LedgerDataLost, Settlement, SettlementStatus
-from budget_guard.store.reservations import owner_of
+from budget_guard.store.reservations import owners_of
 from budget_guard.webhook.active_config import ConfigHolder
 from budget_guard.webhook.api_tokens import Caller
 from budget_guard.webhook.counted_prompts import CountedPrompts
@@ -126,27 +126,36 @@ class SettlementService:
             costs.append(priced.price.cost_micros(report.usage))
         return costs
 
-    async def ownership(self, caller: Caller, request_id: str) -> Ownership:
-        """Whether ``caller`` may settle ``request_id``, from the tenant its reservation
-        was made for (written once at the reservation and never changed, so reading it
-        before the settlement is safe). An admin is not asked about: every request is
-        its own. A request not reserved yet is UNKNOWN for a tenant token, never settled
-        blind: its reservation may still arrive, as another tenant's."""
+    async def ownerships(self, caller: Caller, request_ids: Sequence[str]) -> list[Ownership]:
+        """Whether ``caller`` may settle each request, from the tenant its reservation was
+        made for (written once at the reservation and never changed, so reading it before
+        the settlement is safe). An admin is not asked about: every request is its own.
+        A request not reserved yet is UNKNOWN to a tenant token, never settled blind: its
+        reservation may still arrive, as another tenant's."""
         if caller.is_admin:
-            return Ownership.OWN
-        waiting = self._journal.entry(request_id)  # let through while the ledger was away
-        if waiting is not None:
-            return self._owned(caller, waiting.attribution)
+            return [Ownership.OWN] * len(request_ids)
+        waiting = [self._journal.entry(request_id) for request_id in request_ids]
+        asked = [rid for rid, entry in zip(request_ids, waiting, strict=True) if entry is None]
         try:
-            if self._leases.holds(request_id):
+            if any(self._leases.holds(request_id) for request_id in asked):
                 await self._leases.flush()  # decided here from a lease, not committed yet
-            owner = await owner_of(self._ledger.client, self._ledger.keys, request_id)
+            owners = iter(await owners_of(self._ledger.client, self._ledger.keys, asked))
         except LedgerUnavailable as error:
-            log.warning("the owner of %s cannot be read: %s", request_id, error)
-            return Ownership.UNREACHABLE
-        if not owner.found:
-            return Ownership.UNKNOWN
-        return self._owned(caller, owner.attribution)
+            log.warning("whose requests these are cannot be read: %s", error)
+            owners = None
+        found = []
+        for entry in waiting:
+            if entry is not None:  # let through while the ledger was away
+                found.append(self._owned(caller, entry.attribution))
+                continue
+            owner = next(owners) if owners is not None else None
+            if owner is None:
+                found.append(Ownership.UNREACHABLE)
+            elif not owner.found:
+                found.append(Ownership.UNKNOWN)
+            else:
+                found.append(self._owned(caller, owner.attribution))
+        return found
 
     @staticmethod
     def _owned(caller: Caller, attribution: Attribution | None) -> Ownership:
