@@ -223,7 +223,7 @@ async def test_a_report_far_below_the_counted_prompt_is_settled_counted_and_logg
     headers = {"x-budget-tenant": "acme", "x-budget-feature": "chat"}
     below = 'budget_guard_usage_below_estimate_total{tenant="acme"}'
     async with start_webhook(tmp_path, redis_server.url, BUDGETS) as wh:
-        for request_id in ("honest", "lying", "free"):
+        for request_id in ("honest", "lying", "free", "dated", "fallback"):
             answer = await wh.check(long_chat, headers={**headers, "x-request-id": request_id})
             assert answer.status == 200
         honest = {"prompt_tokens": 2000, "completion_tokens": 5}
@@ -234,10 +234,14 @@ async def test_a_report_far_below_the_counted_prompt_is_settled_counted_and_logg
             lie = {"prompt_tokens": 10, "completion_tokens": 5}
             lying = await wh.settle({"request_id": "lying", "model": "gpt-4o", "usage": lie})
             free = await wh.settle({"request_id": "free", "cost_usd": "0"})
+            # The same model by its dated name is judged; another model (a fallback) is not.
+            for request_id, model in (("dated", "gpt-4o-2024-08-06"), ("fallback", "gpt-4o-mini")):
+                report = {"request_id": request_id, "model": model, "usage": lie}
+                assert (await wh.settle(report)).json()["status"] == "settled"
         assert lying.json()["status"] == free.json()["status"] == "settled"  # settled all the same
-        assert f"{below} 2.0" in (await wh.api("/metrics")).body.decode()
+        assert f"{below} 3.0" in (await wh.api("/metrics")).body.decode()
         lines = [r.getMessage() for r in caplog.records if "far below" in r.getMessage()]
-        assert len(lines) == 2
+        assert len(lines) == 3
         assert lines[0].startswith("usage of lying (tenant acme) reported far below its estimate")
         assert "10 prompt tokens reported" in lines[0] and "estimate 0.0" in lines[0]
         assert "0.00 USD reported" in lines[1]

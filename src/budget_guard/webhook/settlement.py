@@ -223,13 +223,13 @@ class SettlementService:
     ) -> None:
         """Count and log a report far below the prompt the guard counted (the rule is in
         ``domain.under_reporting``); it is settled all the same."""
-        if report.model is not None and report.model != counted.model:
+        config = self._config.current
+        if not self._same_model(report.model, counted):
             return  # another model answered (a fallback): its prompt is counted otherwise
         if not is_below_estimate(counted, report.usage, cost):
             return
         attribution = settlement.attribution
         tenant = attribution.tenant if attribution is not None else None
-        config = self._config.current
         label = config.labels.tenant(tenant) if config is not None else "other"
         self._metrics.usage_below_estimate.labels(tenant=label).inc()
         reported = (
@@ -247,6 +247,16 @@ class SettlementService:
             format_usd(settlement.reserved_micros),
             extra={"request_id": report.request_id, "tenant": tenant or ""},
         )
+
+    def _same_model(self, reported: str | None, counted: CountedPrompt) -> bool:
+        """The report names the checked model, or a name priced as it (a dated version)."""
+        if reported is None or reported == counted.model:
+            return True
+        config = self._config.current
+        try:
+            return config is not None and config.prices.price(reported).price == counted.price
+        except UnknownModelError:
+            return False
 
     def _result(self, report: UsageReport, cost: int, settlement: Settlement) -> ItemResult:
         request_id = report.request_id
