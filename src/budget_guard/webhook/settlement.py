@@ -155,7 +155,7 @@ class SettlementService:
         except LedgerUnavailable as error:
             log.warning("settlement of %s failed: %s", report.request_id, error)
             self._metrics.ledger_errors.labels("settle").inc()
-            if self._journal.settle_later(report.request_id, cost):
+            if await self._journal.settle_later(report.request_id, cost):
                 return _item(202, report.request_id, "accepted", charged_usd=format_usd(cost))
             return _item(
                 503,
@@ -163,12 +163,12 @@ class SettlementService:
                 "ledger_unavailable",
                 message="the ledger cannot be reached; retry",
             )
-        return self._result(report, cost, settlement)
+        return await self._result(report, cost, settlement)
 
-    def _result(self, report: UsageReport, cost: int, settlement: Settlement) -> ItemResult:
+    async def _result(self, report: UsageReport, cost: int, settlement: Settlement) -> ItemResult:
         request_id = report.request_id
         if settlement.status is SettlementStatus.UNKNOWN:
-            if self._journal.settle_later(request_id, cost):
+            if await self._journal.settle_later(request_id, cost):
                 return _item(202, request_id, "accepted", charged_usd=format_usd(cost))
             return _item(
                 404,

@@ -1,0 +1,201 @@
+"""Faults on the decision path, on real processes: redis-server killed, frozen, slowed
+or cut off mid-stream, and the webhook (a process of its own) killed with SIGKILL.
+
+Each test drives bounded loops of checks and usage reports on loopback, then checks the
+ledger's books (``tests/invariants.py``): every counter's spend equals its settled
+costs plus its open reservations plus its open leases, to the micro-dollar, and every
+dollar the webhook let through is counted once. The figures each test prints (requests
+tried, faults injected, dollars lost) are those of docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from budget_guard.domain.money import parse_usd
+from budget_guard.localservices import RedisServer, WebhookProcess
+from tests.fixtures.webhook import USAGE_TOKEN, budget
+from tests.invariants import assert_books_balance
+from tests.waiting import eventually
+
+pytestmark = pytest.mark.redis
+
+CHAT = {
+    "model": "gpt-4o",
+    "max_tokens": 900,
+    "messages": [{"role": "user", "content": "Summarise the findings so far. " * 50}],
+}
+OPEN = {"x-budget-tenant": "open", "x-budget-user": "u1"}
+CLOSED = {"x-budget-tenant": "closed", "x-budget-user": "u1"}
+LEDGER_TIMEOUT_MS = 50
+
+
+def write_budgets(path: Path, fail_open_limit: str = "1.00") -> Path:
+    path.write_text(
+        yaml.safe_dump_all(
+            [
+                budget("open", "100", tenant="open", failOpenLimit=fail_open_limit),
+                budget("closed", "100", tenant="closed", failureMode="Closed"),
+            ]
+        )
+    )
+    return path
+
+
+@dataclass
+class Setup:
+    budgets: Path
+    token: Path
+    journal: Path
+
+    def args(self, redis_url: str, *more: str) -> list[str]:
+        return [
+            "--budgets",
+            str(self.budgets),
+            "--redis-url",
+            redis_url,
+            "--usage-token-file",
+            str(self.token),
+            "--ledger-timeout-ms",
+            str(LEDGER_TIMEOUT_MS),
+            *more,
+        ]
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Setup:
+    token = tmp_path / "usage-token"
+    token.write_text(USAGE_TOKEN)
+    return Setup(write_budgets(tmp_path / "budgets.yaml"), token, tmp_path / "journal")
+
+
+@dataclass(frozen=True)
+class Answer:
+    request_id: str
+    tenant: str
+    status: int
+    code: str
+    degraded: bool
+    cost: int  # the estimate an allow charged (micro-USD)
+    seconds: float
+
+
+async def check(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str], request_id: str
+) -> Answer:
+    started = time.monotonic()
+    sent = {**headers, "x-request-id": request_id}
+    async with session.post(url + "/v1/chat/completions", json=CHAT, headers=sent) as response:
+        body = await response.read()
+        return Answer(
+            request_id=response.headers.get("x-budget-request-id", request_id),
+            tenant=headers["x-budget-tenant"],
+            status=response.status,
+            code=json.loads(body)["error"]["code"] if body else "",
+            degraded="x-budget-degraded" in response.headers,
+            cost=parse_usd(
+                response.headers.get("x-budget-estimated-cost-usd", "0"), "cost", allow_zero=True
+            ),
+            seconds=time.monotonic() - started,
+        )
+
+
+async def settle(
+    session: aiohttp.ClientSession, api_url: str, request_id: str, cost_micros: int
+) -> tuple[int, str]:
+    payload = {"request_id": request_id, "cost_usd": f"{cost_micros / 1_000_000:.6f}"}
+    headers = {"authorization": f"Bearer {USAGE_TOKEN}"}
+    async with session.post(api_url + "/v1/usage", json=payload, headers=headers) as response:
+        body = await response.json()
+        return response.status, str(body.get("status", ""))
+
+
+async def readiness(api_url: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session, session.get(api_url + "/readyz") as ready:
+        document: dict[str, Any] = await ready.json()
+        return document
+
+
+async def recovered(api_url: str) -> None:
+    async def reachable_and_replayed() -> bool:
+        state = await readiness(api_url)
+        return bool(state["ledger"]["reachable"]) and not state["degradedJournal"]
+
+    await eventually(reachable_and_replayed, within=20, what="reconnected, journal replayed")
+
+
+def allowed(answers: Sequence[Answer], tenant: str | None = None) -> int:
+    return sum(a.cost for a in answers if a.status == 200 and tenant in (None, a.tenant))
+
+
+def figures(name: str, **numbers: int) -> None:
+    """One line a reader of the test log (and docs/reliability.md) can quote."""
+    print(f"FIGURES {name}: " + ", ".join(f"{key}={value}" for key, value in numbers.items()))
+
+
+async def test_webhook_killed_during_an_outage_its_journal_is_replayed_by_the_next(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """SIGKILL a webhook while Redis is down, after it let requests through (fail-open,
+    journaled on disk) and accepted a usage report for one: a new webhook on the same
+    journal directory replays them once Redis is back, charging each exactly once."""
+    with RedisServer(durable=True) as redis:
+        args = setup.args(redis.url, "--journal-dir", str(setup.journal), "--local-leases", "false")
+        first = WebhookProcess(args, workdir=tmp_path / "first").start()
+        try:
+            async with aiohttp.ClientSession() as session:
+                before = [await check(session, first.check_url, OPEN, f"ok-{i}") for i in range(3)]
+                assert all(a.status == 200 and not a.degraded for a in before)
+                for answer in before:
+                    assert await settle(session, first.api_url, answer.request_id, 1234) == (
+                        200,
+                        "settled",
+                    )
+                port = redis.port
+                redis.kill()  # SIGKILL: a node gone
+                during = [
+                    await check(session, first.check_url, OPEN, f"down-{i}") for i in range(12)
+                ]
+                refused = await check(session, first.check_url, CLOSED, "down-closed")
+                reported = await settle(session, first.api_url, "down-0", 4321)
+        finally:
+            first.kill()  # SIGKILL: no shutdown, no last replay
+        assert all(a.status == 200 and a.degraded for a in during), during
+        assert (refused.status, refused.code) == (503, "budget_unavailable")
+        assert reported == (202, "accepted")
+        (left_behind,) = setup.journal.iterdir()
+        assert left_behind.stat().st_size > 0  # on disk before each answer
+
+        redis.start(port)
+        with WebhookProcess(args, workdir=tmp_path / "second") as second:
+            await recovered(second.api_url)
+            assert second.logged("adopted 1 journal file")
+            async with aiohttp.ClientSession() as session:
+                again = await settle(session, second.api_url, "down-0", 4321)
+                late = await settle(session, second.api_url, "down-1", 1111)
+            (own,) = setup.journal.iterdir()
+            assert own != left_behind and own.stat().st_size == 0  # compacted once replayed
+        assert again == (200, "already_settled")  # the report kept in the journal counted
+        assert late == (200, "settled")  # the forced reservation is there to settle
+        assert not list(setup.journal.iterdir())  # a clean stop leaves no file
+
+        books = assert_books_balance(redis.url, leased=0)
+        let_through = 3 * 1234 + 4321 + 1111 + sum(a.cost for a in during[2:])
+        assert books.account("open").used == let_through  # every dollar, once
+        assert books.account("open").reserved == sum(a.cost for a in during[2:])
+    figures(
+        "webhook killed during an outage",
+        requests=len(before) + len(during) + 1,
+        faults=2,
+        journaled=len(during),
+        lost_micros=let_through - books.account("open").used,
+    )
