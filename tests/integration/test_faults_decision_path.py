@@ -10,8 +10,10 @@ tried, faults injected, dollars lost) are those of docs/reliability.md.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +139,81 @@ def allowed(answers: Sequence[Answer], tenant: str | None = None) -> int:
     return sum(a.cost for a in answers if a.status == 200 and tenant in (None, a.tenant))
 
 
+class Load:
+    """Checks from ``workers`` loops (alternating the open and the closed tenant) and,
+    for every allow, a usage report of half its estimate, retried after a 503 until it
+    is taken (200 settled, or 202 accepted into the journal)."""
+
+    def __init__(self, check_url: str, api_url: str, workers: int = 6) -> None:
+        self.check_url, self.api_url, self.workers = check_url, api_url, workers
+        self.answers: list[Answer] = []
+        self.reports: Counter[tuple[int, str]] = Counter()
+        self.charged: dict[str, int] = {}  # request id -> the cost its report said
+        self._unreported: asyncio.Queue[Answer] = asyncio.Queue()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Load:
+        self._session = aiohttp.ClientSession()
+        self._tasks = [asyncio.create_task(self._checks(index)) for index in range(self.workers)]
+        self._tasks.append(asyncio.create_task(self._reports()))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks[:-1])
+        await self._unreported.join()  # every allow's usage taken
+        self._tasks[-1].cancel()
+        assert self._session is not None
+        await self._session.close()
+
+    async def _checks(self, worker: int) -> None:
+        assert self._session is not None
+        headers = OPEN if worker % 2 else CLOSED
+        count = 0
+        while not self._stop.is_set():
+            count += 1
+            answer = await check(self._session, self.check_url, headers, f"w{worker}-{count}")
+            self.answers.append(answer)
+            if answer.status == 200:
+                self._unreported.put_nowait(answer)
+            await asyncio.sleep(0.005)
+
+    async def _reports(self) -> None:
+        assert self._session is not None
+        while True:
+            answer = await self._unreported.get()
+            while True:
+                status, outcome = await settle(
+                    self._session, self.api_url, answer.request_id, answer.cost // 2
+                )
+                self.reports[(status, outcome)] += 1
+                if status in (200, 202):
+                    break
+                assert (status, outcome) == (503, "ledger_unavailable"), (status, outcome)
+                await asyncio.sleep(0.05)  # the client's retry
+            self.charged[answer.request_id] = answer.cost // 2
+            self._unreported.task_done()
+
+    def since(self, mark: int) -> list[Answer]:
+        return self.answers[mark:]
+
+
+def outcomes(answers: Sequence[Answer]) -> Counter[tuple[str, int, str, bool]]:
+    return Counter((a.tenant, a.status, a.code, a.degraded) for a in answers)
+
+
+EXPECTED = {
+    ("open", 200, "", False),
+    ("open", 200, "", True),  # fail open, journaled
+    ("open", 503, "budget_unavailable", False),  # its failOpenLimit spent for this outage
+    ("closed", 200, "", False),  # from a lease held here: budget already taken from Redis
+    ("closed", 503, "budget_unavailable", False),  # failureMode: Closed
+}
+HEALTHY = {("open", 200, "", False), ("closed", 200, "", False)}
+
+
 def figures(name: str, **numbers: int) -> None:
     """One line a reader of the test log (and docs/reliability.md) can quote."""
     print(f"FIGURES {name}: " + ", ".join(f"{key}={value}" for key, value in numbers.items()))
@@ -198,4 +275,57 @@ async def test_webhook_killed_during_an_outage_its_journal_is_replayed_by_the_ne
         faults=2,
         journaled=len(during),
         lost_micros=let_through - books.account("open").used,
+    )
+
+
+async def test_redis_killed_under_load_decisions_follow_failure_modes_and_nothing_is_lost(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """kill -9 Redis under a steady load of checks and usage reports, then start it
+    again: every answer is the budget's failure mode in time, never another 5xx; the
+    webhook reconnects by itself; what failed open is replayed; every allowed request is
+    charged its reported usage exactly once."""
+    with RedisServer(durable=True) as redis:
+        args = setup.args(
+            redis.url, "--journal-dir", str(setup.journal), "--gateway-timeout-ms", "1000"
+        )
+        with WebhookProcess(args, workdir=tmp_path) as webhook:
+            async with Load(webhook.check_url, webhook.api_url) as load:
+                await eventually(lambda: len(load.answers) > 60, within=20, what="warm load")
+                killed_at = len(load.answers)
+                port = redis.port
+                redis.kill()
+                await eventually(
+                    lambda: len(load.answers) > killed_at + 150, within=30, what="outage load"
+                )
+                redis.start(port)
+                restarted_at = len(load.answers)
+                await recovered(webhook.api_url)
+                recovered_at = len(load.answers)
+                await eventually(
+                    lambda: len(load.answers) > recovered_at + 60, within=20, what="after"
+                )
+        answers, during = load.answers, load.answers[killed_at:restarted_at]
+        books = assert_books_balance(redis.url, leased=0)  # stopped: every lease returned
+
+    assert set(outcomes(answers)) <= EXPECTED, outcomes(answers)
+    assert set(outcomes(load.since(recovered_at))) <= HEALTHY, outcomes(load.since(recovered_at))
+    assert any(a.degraded for a in during) and any(a.status == 503 for a in during)
+    assert max(a.seconds for a in answers) < 1.0  # before the gateway's timeout, always
+    # Every allowed request charged what its report said, once; nothing still reserved.
+    assert len(load.charged) == sum(1 for a in answers if a.status == 200)
+    for tenant in ("open", "closed"):
+        reported = sum(
+            load.charged[a.request_id] for a in answers if a.tenant == tenant and a.status == 200
+        )
+        assert (books.account(tenant).spent, books.account(tenant).reserved) == (reported, 0)
+    figures(
+        "kill -9 Redis under load",
+        requests=len(answers),
+        usage_reports=sum(load.reports.values()),
+        faults=1,
+        failed_open=sum(1 for a in during if a.degraded),
+        refused_503=sum(1 for a in answers if a.status == 503),
+        max_answer_ms=int(max(a.seconds for a in answers) * 1000),
+        lost_micros=sum(load.charged.values()) - books.used,
     )
