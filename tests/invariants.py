@@ -62,6 +62,8 @@ class Books:
     open_records: set[str] = field(default_factory=set)
     pending: set[str] = field(default_factory=set)
     stream_charged: Counter[str] = field(default_factory=Counter)  # by budget or pool id
+    # ... and by who settled (api, ext_proc, journal, client, sweeper) too
+    stream_by_source: Counter[tuple[str, str]] = field(default_factory=Counter)
     settled_requests: int = 0
 
     def spent_by_budget(self) -> Counter[str]:
@@ -142,6 +144,7 @@ def read_books(client: redis_sync.Redis) -> Books:
         for budget_id in fields["budgets"].split(","):
             if budget_id:
                 books.stream_charged[budget_id] += charged
+                books.stream_by_source[(budget_id, fields.get("source", ""))] += charged
         books.settled_requests += 1
     return books
 

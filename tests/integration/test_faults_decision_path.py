@@ -21,12 +21,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis as redis_sync
 import yaml
 
 from budget_guard.domain.money import parse_usd
 from budget_guard.localservices import RedisServer, WebhookProcess
 from tests.fixtures.webhook import USAGE_TOKEN, budget
-from tests.invariants import assert_books_balance
+from tests.invariants import KEYS, assert_books_balance
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.redis
@@ -328,4 +329,111 @@ async def test_redis_killed_under_load_decisions_follow_failure_modes_and_nothin
         refused_503=sum(1 for a in answers if a.status == 503),
         max_answer_ms=int(max(a.seconds for a in answers) * 1000),
         lost_micros=sum(load.charged.values()) - books.used,
+    )
+
+
+async def checks_until_killed(url: str, headers: dict[str, str], name: str) -> list[Answer]:
+    """Checks, one after another, until the webhook stops answering."""
+    answers: list[Answer] = []
+    async with aiohttp.ClientSession() as session:
+        for count in range(100_000):
+            try:
+                answers.append(await check(session, url, headers, f"{name}-{count}"))
+            except aiohttp.ClientError:
+                return answers  # in flight when the webhook died: no answer
+            await asyncio.sleep(0.002)
+    return answers
+
+
+async def settle_all(api_url: str, allowed: Sequence[Answer]) -> dict[str, tuple[int, str]]:
+    """Report half of each allow's estimate, 16 at a time, retrying a 503 as a client
+    must; the final outcome by request id."""
+    gate = asyncio.Semaphore(16)
+    async with aiohttp.ClientSession() as session:
+
+        async def one(answer: Answer) -> tuple[str, tuple[int, str]]:
+            async with gate:
+                for _ in range(100):
+                    outcome = await settle(session, api_url, answer.request_id, answer.cost // 2)
+                    if outcome != (503, "ledger_unavailable"):
+                        break
+                    await asyncio.sleep(0.05)
+                return answer.request_id, outcome
+
+        return dict(await asyncio.gather(*(one(answer) for answer in allowed)))
+
+
+async def test_webhook_killed_with_reservations_in_flight_and_leases_held(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """SIGKILL a webhook deciding a stream of checks (from leases and in Redis): every
+    request it allowed is settled when its usage reaches a new webhook, and charged once
+    however often it is reported; a reservation whose answer died with it expires by the
+    rule (Keep: its estimate); the dead process's leases stay counted."""
+    with RedisServer() as redis:
+        args = setup.args(
+            redis.url,
+            "--reservation-ttl-seconds",
+            "12",
+            "--sweep-interval-seconds",
+            "0.5",
+            "--gateway-timeout-ms",
+            "1000",
+        )
+        first = WebhookProcess(args, workdir=tmp_path / "first").start()
+        loads = [
+            asyncio.create_task(checks_until_killed(first.check_url, OPEN, f"o{i}"))
+            for i in range(12)
+        ]
+        loads += [
+            asyncio.create_task(checks_until_killed(first.check_url, CLOSED, f"c{i}"))
+            for i in range(4)
+        ]
+        await asyncio.sleep(2.0)
+        first.kill()
+        answers = [answer for load in await asyncio.gather(*loads) for answer in load]
+        allowed = [a for a in answers if a.status == 200]
+        assert len(allowed) > 100 and set(outcomes(answers)) <= HEALTHY
+
+        with WebhookProcess(args, workdir=tmp_path / "second") as second:
+            reports = await settle_all(second.api_url, allowed)
+            retried = Counter((await settle_all(second.api_url, allowed)).values())
+            client = redis_sync.Redis.from_url(redis.url)
+            await eventually(
+                lambda: client.zcard(KEYS.pending) == 0, within=40, what="expired and swept"
+            )
+            client.close()
+        books = assert_books_balance(redis.url)
+
+    first_reports = Counter(reports.values())
+    assert set(first_reports) <= {(200, "settled"), (404, "unknown_request_id")}, first_reports
+    assert retried[(200, "already_settled")] == first_reports[(200, "settled")]  # once
+    assert retried[(404, "unknown_request_id")] == first_reports[(404, "unknown_request_id")]
+    # Decided from a lease and not yet committed when the process died (its flush runs
+    # every few ms): unknown to Redis, its estimate still counted inside the dead
+    # process's lease. Everything else is charged its report, once; and reservations
+    # made in Redis whose answer died with the process are kept at their estimate by
+    # the sweeper (--expired-reservations Keep), no more.
+    uncommitted = [a for a in allowed if reports[a.request_id][0] == 404]
+    swept = 0
+    for tenant in ("open", "closed"):
+        account = books.account(tenant)
+        reported = sum(
+            a.cost // 2 for a in allowed if a.tenant == tenant and reports[a.request_id][0] == 200
+        )
+        by_sweeper = books.stream_by_source[(account.budget, "sweeper")]
+        assert account.spent == reported + by_sweeper, tenant
+        assert by_sweeper <= 16 * max(a.cost for a in allowed)  # at most one per connection
+        swept += by_sweeper
+    assert books.reserved == 0
+    assert books.leased >= sum(a.cost for a in uncommitted)
+    figures(
+        "webhook killed with reservations in flight and leases held",
+        requests=len(answers),
+        usage_reports=2 * len(allowed),
+        faults=1,
+        uncommitted_in_lease=len(uncommitted),
+        kept_at_estimate_micros=swept,
+        dead_leases_micros=books.leased,
+        lost_micros=0,
     )
