@@ -26,6 +26,7 @@ import yaml
 
 from budget_guard.domain.money import parse_usd
 from budget_guard.localservices import RedisServer, WebhookProcess
+from tests.fixtures.proxy import DelayingProxy
 from tests.fixtures.webhook import USAGE_TOKEN, budget
 from tests.invariants import KEYS, assert_books_balance
 from tests.waiting import eventually
@@ -436,4 +437,116 @@ async def test_webhook_killed_with_reservations_in_flight_and_leases_held(
         kept_at_estimate_micros=swept,
         dead_leases_micros=books.leased,
         lost_micros=0,
+    )
+
+
+async def settle_once(
+    api_url: str, request_id: str, cost_micros: int, wait: float = 10.0
+) -> tuple[int, str]:
+    """One usage report on a connection of its own; (0, error) when no answer came."""
+    limit = aiohttp.ClientTimeout(total=wait)
+    try:
+        async with aiohttp.ClientSession(timeout=limit) as session:
+            return await settle(session, api_url, request_id, cost_micros)
+    except (aiohttp.ClientError, TimeoutError) as error:
+        return 0, type(error).__name__
+
+
+def settled_in_redis(redis_url: str, request_ids: Sequence[str]) -> set[str]:
+    """Which of ``request_ids`` Redis holds as settled (read past any proxy)."""
+    client = redis_sync.Redis.from_url(redis_url)
+    try:
+        found = set()
+        for request_id in request_ids:
+            record = client.get(KEYS.reservation(request_id))
+            if record is not None and record.split(b"\x1e")[1]:
+                found.add(request_id)
+        return found
+    finally:
+        client.close()
+
+
+def settled_stream(redis_url: str) -> Counter[str]:
+    """How many settlements the settled stream holds per request id."""
+    client = redis_sync.Redis.from_url(redis_url)
+    try:
+        return Counter(
+            entry[b"request"].decode() for _id, entry in client.xrange(KEYS.settled, "-", "+")
+        )
+    finally:
+        client.close()
+
+
+async def test_usage_retried_after_a_503_or_a_lost_answer_is_charged_exactly_once(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """Usage reports whose answer never arrives (dropped on the way back from the
+    webhook), whose settlement ran in Redis but whose reply Redis never sent back (a
+    503 after the operations timeout), and that met a killed Redis (a 503 at once): each
+    retried until answered, each charged exactly once."""
+    with (
+        RedisServer(durable=True) as redis,
+        DelayingProxy(redis.port) as to_redis,
+    ):
+        args = setup.args(to_redis.url, "--local-leases", "false")
+        with (
+            WebhookProcess(args, workdir=tmp_path) as webhook,
+            DelayingProxy(webhook.api_port) as to_api,
+        ):
+            api_through_proxy = f"http://127.0.0.1:{to_api.port}"
+            async with aiohttp.ClientSession() as session:
+                allowed = [
+                    await check(session, webhook.check_url, OPEN, f"u-{i}") for i in range(9)
+                ]
+            assert all(a.status == 200 for a in allowed)
+            lost_answer, redis_hung, redis_killed = allowed[:3], allowed[3:6], allowed[6:]
+            first: dict[str, tuple[int, str]] = {}
+
+            to_api.drop_replies = True  # the webhook settles; its answer never arrives
+            for a in lost_answer:
+                first[a.request_id] = await settle_once(api_through_proxy, a.request_id, 1000, 1.0)
+            to_api.drop_replies = False
+
+            # Redis stops answering: settle.lua runs on the connection already open (the
+            # reply is lost), new connections never finish their handshake (nothing runs).
+            to_redis.drop_replies = True
+            for a in redis_hung:
+                first[a.request_id] = await settle_once(webhook.api_url, a.request_id, 2000)
+            landed = settled_in_redis(redis.url, [a.request_id for a in redis_hung])
+            to_redis.drop_replies = False
+
+            port = redis.port
+            redis.kill()  # nothing runs: a 503 at once
+            for a in redis_killed:
+                first[a.request_id] = await settle_once(webhook.api_url, a.request_id, 3000)
+            redis.start(port)
+            await recovered(webhook.api_url)
+
+            retried = {
+                a.request_id: await settle_once(api_through_proxy, a.request_id, cost)
+                for group, cost in ((lost_answer, 1000), (redis_hung, 2000), (redis_killed, 3000))
+                for a in group
+            }
+            again = [await settle_once(webhook.api_url, a.request_id, 9999) for a in allowed]
+        books = assert_books_balance(redis.url, leased=0)
+        stream = settled_stream(redis.url)
+
+    assert [first[a.request_id][0] for a in lost_answer] == [0, 0, 0]  # no answer came
+    assert all(first[a.request_id] == (503, "ledger_unavailable") for a in redis_hung)
+    assert all(first[a.request_id] == (503, "ledger_unavailable") for a in redis_killed)
+    assert all(retried[a.request_id] == (200, "already_settled") for a in lost_answer)
+    assert landed, "no settlement ran while its reply was being dropped"
+    for a in redis_hung:
+        landed_first = a.request_id in landed
+        assert retried[a.request_id] == (200, "already_settled" if landed_first else "settled")
+    assert all(retried[a.request_id] == (200, "settled") for a in redis_killed)
+    assert set(again) == {(200, "already_settled")}  # and a different cost changes nothing
+    assert books.account("open").spent == 3 * 1000 + 3 * 2000 + 3 * 3000
+    assert all(stream[a.request_id] == 1 for a in allowed), stream  # one settlement each
+    figures(
+        "usage retried after a 503 or a lost answer",
+        usage_reports=len(first) + len(retried) + len(again),
+        faults=3 + 3 + 1,
+        charged_twice=sum(1 for count in stream.values() if count > 1),
+        lost_micros=18_000 - books.account("open").spent,
     )
