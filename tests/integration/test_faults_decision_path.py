@@ -41,6 +41,9 @@ CHAT = {
 OPEN = {"x-budget-tenant": "open", "x-budget-user": "u1"}
 CLOSED = {"x-budget-tenant": "closed", "x-budget-user": "u1"}
 LEDGER_TIMEOUT_MS = 50
+# The largest lease a process asks for on these $100 budgets: 1/256 of the limit
+# (store/leases.py: LeaseSettings.limit_share; 32 requests' worth is less here).
+LEASE_AT_MOST = 100_000_000 // 256
 
 
 def write_budgets(path: Path, fail_open_limit: str = "1.00") -> Path:
@@ -146,8 +149,11 @@ class Load:
     for every allow, a usage report of half its estimate, retried after a 503 until it
     is taken (200 settled, or 202 accepted into the journal)."""
 
-    def __init__(self, check_url: str, api_url: str, workers: int = 6) -> None:
+    def __init__(
+        self, check_url: str, api_url: str, workers: int = 6, *, report: bool = True
+    ) -> None:
         self.check_url, self.api_url, self.workers = check_url, api_url, workers
+        self.report = report
         self.answers: list[Answer] = []
         self.reports: Counter[tuple[int, str]] = Counter()
         self.charged: dict[str, int] = {}  # request id -> the cost its report said
@@ -178,7 +184,7 @@ class Load:
             count += 1
             answer = await check(self._session, self.check_url, headers, f"w{worker}-{count}")
             self.answers.append(answer)
-            if answer.status == 200:
+            if answer.status == 200 and self.report:
                 self._unreported.put_nowait(answer)
             await asyncio.sleep(0.005)
 
@@ -549,4 +555,72 @@ async def test_usage_retried_after_a_503_or_a_lost_answer_is_charged_exactly_onc
         faults=3 + 3 + 1,
         charged_twice=sum(1 for count in stream.values() if count > 1),
         lost_micros=18_000 - books.account("open").spent,
+    )
+
+
+async def test_a_slow_redis_and_a_redis_that_answers_then_hangs(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """Redis behind a TCP proxy, under a steady load: first 2 s late with every reply,
+    then cut off mid-stream (requests still reach it, replies never come back), each
+    fault lifted again. Every check is answered by its budget's failure mode within the
+    ledger timeout (far sooner than Redis would answer), the webhook recovers by itself
+    each time, and every allowed dollar is in the ledger once."""
+    timeout_ms = 100
+    with RedisServer() as redis, DelayingProxy(redis.port) as proxy:
+        args = [
+            *setup.args(proxy.url, "--journal-dir", str(setup.journal)),
+            "--ledger-timeout-ms",
+            str(timeout_ms),
+            "--gateway-timeout-ms",
+            "1000",
+        ]
+        with WebhookProcess(args, workdir=tmp_path) as webhook:
+            async with Load(webhook.check_url, webhook.api_url, report=False) as load:
+                marks: list[int] = []
+                for fault in ("slow", "hung"):
+                    warm = 40 + (marks[-1] if marks else 0)
+                    await eventually(lambda warm=warm: len(load.answers) > warm)
+                    start = len(load.answers)
+                    proxy.delay_seconds = 2.0 if fault == "slow" else 0.0
+                    proxy.drop_replies = fault == "hung"
+                    await eventually(
+                        lambda start=start: len(load.answers) > start + 120,
+                        within=30,
+                        what=f"checks while Redis is {fault}",
+                    )
+                    end = len(load.answers)
+                    proxy.delay_seconds, proxy.drop_replies = 0.0, False
+                    await recovered(webhook.api_url)
+                    marks += [start, end, len(load.answers)]
+                await eventually(lambda: len(load.answers) > marks[-1] + 40, within=20)
+        answers = load.answers
+        # Stopped cleanly: every lease this process knew of went back. A reservation
+        # that ran in Redis after the webhook gave up on it (its reply late or lost)
+        # may have been granted a lease nobody knows of: it stays counted (never less
+        # spend) until the counter's period ends; at most one lease per such reply.
+        books = assert_books_balance(redis.url)
+        given_up = sum(1 for a in answers if a.degraded or a.status == 503)
+        assert books.leased <= given_up * LEASE_AT_MOST, (books.leased, given_up)
+
+    assert set(outcomes(answers)) <= EXPECTED, outcomes(answers)
+    for start, end, back, healthy_until in ((*marks[0:3], marks[3]), (*marks[3:6], None)):
+        during = answers[start:end]
+        assert any(a.degraded for a in during) and any(a.status == 503 for a in during)
+        # Decided by the timeout, not by Redis (a reply took 2 s, or never came).
+        assert max(a.seconds for a in during) < 0.5, max(a.seconds for a in during)
+        healthy = outcomes(answers[back:healthy_until])
+        assert set(healthy) <= HEALTHY, healthy  # recovered, by itself
+    for tenant in ("open", "closed"):
+        account = books.account(tenant)
+        assert account.used - account.leased == allowed(answers, tenant), tenant  # once
+    figures(
+        "slow Redis, then a Redis that answers then hangs",
+        requests=len(answers),
+        faults=2,
+        failed_open=sum(1 for a in answers if a.degraded),
+        refused_503=sum(1 for a in answers if a.status == 503),
+        max_answer_ms=int(max(a.seconds for a in answers) * 1000),
+        unknown_leases_micros=books.leased,
+        lost_micros=allowed(answers) - (books.used - books.leased),
     )
