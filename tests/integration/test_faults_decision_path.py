@@ -25,7 +25,7 @@ import redis as redis_sync
 import yaml
 
 from budget_guard.domain.money import parse_usd
-from budget_guard.localservices import RedisServer, WebhookProcess
+from budget_guard.localservices import RedisServer, ServiceStartError, WebhookProcess
 from tests.fixtures.proxy import DelayingProxy
 from tests.fixtures.webhook import USAGE_TOKEN, budget
 from tests.invariants import KEYS, assert_books_balance
@@ -624,3 +624,13 @@ async def test_a_slow_redis_and_a_redis_that_answers_then_hangs(
         unknown_leases_micros=books.leased,
         lost_micros=allowed(answers) - (books.used - books.leased),
     )
+
+
+def test_a_journal_dir_that_cannot_be_written_is_refused_with_a_message(
+    setup: Setup, tmp_path: Path
+) -> None:
+    not_a_directory = tmp_path / "journal-file"
+    not_a_directory.write_text("")
+    args = setup.args("redis://127.0.0.1:1/0", "--journal-dir", str(not_a_directory))
+    with pytest.raises(ServiceStartError, match=r"--journal-dir .*journal-file: "):
+        WebhookProcess(args, workdir=tmp_path, start_timeout_seconds=20).start()

@@ -75,12 +75,7 @@ class LedgerAccess:
         decisions = Ledger(decisions_client, ledger_settings, channel=channel)
         operations = Ledger(operations_client, ledger_settings)
         leases = LocalLeases(decisions, LeaseSettings(enabled=settings.local_leases), operations)
-        journal = (
-            DegradedJournal.on_disk(operations, settings.journal_dir, ChargesFromConfig(config))
-            if settings.journal_dir is not None
-            else DegradedJournal(operations)
-        )
-        return cls(channel, decisions, operations, leases, journal)
+        return cls(channel, decisions, operations, leases, _journal(settings, operations, config))
 
     @property
     def operations_client(self) -> Redis:
@@ -99,3 +94,13 @@ class LedgerAccess:
         await self.channel.aclose()
         await self.operations.client.aclose()
         await self.decisions.client.aclose()
+
+
+def _journal(settings: WebhookSettings, ledger: Ledger, config: ConfigHolder) -> DegradedJournal:
+    directory = settings.journal_dir
+    if directory is None:
+        return DegradedJournal(ledger)
+    try:
+        return DegradedJournal.on_disk(ledger, directory, ChargesFromConfig(config))
+    except OSError as error:  # not a directory, not writable, ...
+        raise SystemExit(f"--journal-dir {directory}: {error}") from None
