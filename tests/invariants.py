@@ -20,6 +20,11 @@ not committed yet (at most ``flush_interval_seconds`` of them). A caller that kn
 how much lease room must be open says so with ``leased=``; the check never assumes
 it.
 
+The books are the records, so the check holds while Redis keeps them: a record lives
+``--reservation-ttl-seconds`` plus a day after its reservation, and a flush (or a
+failover that lost writes) takes them away while the operator restores the counters;
+a test of those compares counters with what it knows instead.
+
 Formats are those of ``store/keys.py`` (key names) and ``store/plans.py`` (the
 budget record, the plan) and of ``reserve.lua`` / ``settle.lua`` (the reservation
 record: ``cost, charged, settled by, plan key, pool choices`` joined by ``\\x1e``).
