@@ -284,8 +284,12 @@ class DegradedJournal:
                 entry.attribution,
                 force=True,
             )
-        if entry.actual_micros is not None:
-            await self._ledger.settle(entry.request_id, entry.actual_micros, now, source="journal")
+        settled = None
+        while entry.actual_micros is not None and entry.actual_micros != settled:
+            # Again if a report was kept meanwhile (it found no reservation yet): the
+            # entry goes right after this check, with no await in between.
+            settled = entry.actual_micros
+            await self._ledger.settle(entry.request_id, settled, now, source="journal")
         return True
 
     async def keep_replaying(self, interval: float, clock: Callable[[], dt.datetime]) -> None:
