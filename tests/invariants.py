@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import redis as redis_sync
 
@@ -61,9 +62,19 @@ class Account:
         return self.spent == self.settled and self.used == self.spent + self.reserved + self.leased
 
 
+class Record(NamedTuple):
+    """One reservation record: what it reserved, what it was charged (None: open), and
+    who settled it ("usage" or "expiry")."""
+
+    cost: int
+    charged: int | None
+    settled_by: str
+
+
 @dataclass
 class Books:
     accounts: dict[str, Account] = field(default_factory=dict)
+    records: dict[str, Record] = field(default_factory=dict)  # by request id
     open_records: set[str] = field(default_factory=set)
     pending: set[str] = field(default_factory=set)
     stream_charged: Counter[str] = field(default_factory=Counter)  # by budget or pool id
@@ -124,7 +135,10 @@ def read_books(client: redis_sync.Redis) -> Books:
         value = _text(client.get(record_key))
         if not value:
             continue  # expired between the scan and the read
-        cost, charged, _by, plan_key, choices = value.split(SECTION)
+        cost, charged, settled_by, plan_key, choices = value.split(SECTION)
+        books.records[KEYS.request_id_of(record_key)] = Record(
+            int(cost), int(charged) if charged else None, settled_by
+        )
         if plan_key not in plans:
             plans[plan_key] = _text(client.get(plan_key))
         assert plans[plan_key], f"{record_key} names the plan {plan_key}, which Redis lost"
