@@ -397,3 +397,31 @@ def test_tenant_tokens_are_mounted_where_the_flag_reads_them(
         ("ops-api-token", "tenants"): "ops-api-token/tenants",
         ("api-tokens", "tokens.yaml"): "tokens.yaml",
     }
+
+
+def _journal_of(rendered: Rendered) -> tuple[WebhookSettings, dict[str, Any] | None]:
+    """The webhook's settings and the volume mounted at its --journal-dir, if any."""
+    container = rendered.container(WEBHOOK)
+    settings = WebhookSettings.from_namespace(build_parser().parse_args(container["args"]))
+    pod = rendered.one("Deployment", WEBHOOK)["spec"]["template"]["spec"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    if settings.journal_dir is None:
+        assert "journal" not in volumes
+        return settings, None
+    return settings, volumes[mounts[str(settings.journal_dir)]]
+
+
+def test_the_fail_open_journal_is_on_a_volume(
+    kube_binaries: KubeBinaries, chart_defaults: Rendered, tmp_path: Path
+) -> None:
+    _, volume = _journal_of(chart_defaults)
+    assert volume is not None and volume["emptyDir"] == {"sizeLimit": "64Mi"}
+    claim = render(kube_binaries, {"webhook": {"journal": {"existingClaim": "journals"}}}, tmp_path)
+    assert claim.returncode == 0, claim.stderr
+    _, volume = _journal_of(Rendered.parse(claim.stdout))
+    assert volume is not None and volume["persistentVolumeClaim"] == {"claimName": "journals"}
+    off = render(kube_binaries, {"webhook": {"journal": {"enabled": False}}}, tmp_path)
+    assert off.returncode == 0, off.stderr
+    settings, volume = _journal_of(Rendered.parse(off.stdout))
+    assert settings.journal_dir is None and volume is None

@@ -69,3 +69,7 @@ class Admission:
             return True
         self.shed[SHED_DEADLINE] += 1
         return False
+
+    def time_left(self, arrived: float) -> float:
+        """Seconds until the gateway gives up on a check taken on at ``arrived``."""
+        return arrived + self.settings.gateway_timeout_seconds - self._clock()

@@ -216,10 +216,10 @@ class Decider:
                 pending = pending._replace(request_id=new_request_id())
                 decision = await leases.reserve_remotely(pending.request_id, *pending.reservation)
         except LedgerUnavailable as error:
-            return self._ledger_unavailable(pending, error, sent=error.sent)
+            return await self._ledger_unavailable(pending, error, arrived, sent=error.sent)
         except RedisError as error:  # a script failed: a bug, but the decision must not 500
             log.error("reservation of %s failed: %s", pending.request_id, error)
-            return self._ledger_unavailable(pending, error, sent=True)
+            return await self._ledger_unavailable(pending, error, arrived, sent=True)
         return self._answer(decision, pending)
 
     def _answer(self, decision: Decision, pending: _Pending) -> CheckAnswer:
@@ -255,8 +255,8 @@ class Decider:
             )
         return answer
 
-    def _ledger_unavailable(
-        self, pending: _Pending, error: BaseException, *, sent: bool
+    async def _ledger_unavailable(
+        self, pending: _Pending, error: BaseException, arrived: float, *, sent: bool
     ) -> CheckAnswer:
         """Redis itself failed: each budget's failure mode decides, within its allowance."""
         request_id, charges, cost = pending.request_id, pending.charges, pending.cost
@@ -269,9 +269,9 @@ class Decider:
             if spent_allowance is not None:
                 closed = [spent_allowance.budget.id]
         if not closed or sent:  # what let through is replayed; what may have landed, released
-            self._journal.record(
-                Entry(request_id, charges, cost, pending.now, pending.attribution, bool(closed))
-            )
+            entry = Entry(request_id, charges, cost, pending.now, pending.attribution, bool(closed))
+            # On disk (with --journal-dir) before the answer, within the gateway's deadline.
+            await self._journal.record(entry, within=self._admission.time_left(arrived) - 0.005)
         # One line per request at DEBUG: an outage under load would flood the log; the
         # channel logs each change of Redis's state at WARNING, and metrics count these.
         log.debug(

@@ -23,7 +23,8 @@ from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.leases import LeaseSettings, LocalLeases
 from budget_guard.store.ledger import Ledger, LedgerSettings
 from budget_guard.store.scripts import RESERVE
-from budget_guard.webhook.journal import DegradedJournal
+from budget_guard.webhook.active_config import ConfigHolder
+from budget_guard.webhook.journal import ChargesFromConfig, DegradedJournal
 from budget_guard.webhook.settings import WebhookSettings
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,8 @@ class LedgerAccess:
     journal: DegradedJournal
 
     @classmethod
-    def open(cls, settings: WebhookSettings) -> LedgerAccess:
+    def open(cls, settings: WebhookSettings, config: ConfigHolder) -> LedgerAccess:
+        """``config``: by which a journal read back from disk finds its budgets."""
         url = settings.redis.url
         ledger_timeout = settings.redis.timeout_ms / 1000
         channel_settings = ChannelSettings(stall_timeout_seconds=ledger_timeout)
@@ -73,7 +75,7 @@ class LedgerAccess:
         decisions = Ledger(decisions_client, ledger_settings, channel=channel)
         operations = Ledger(operations_client, ledger_settings)
         leases = LocalLeases(decisions, LeaseSettings(enabled=settings.local_leases), operations)
-        return cls(channel, decisions, operations, leases, DegradedJournal(operations))
+        return cls(channel, decisions, operations, leases, _journal(settings, operations, config))
 
     @property
     def operations_client(self) -> Redis:
@@ -88,6 +90,17 @@ class LedgerAccess:
             log.error("at shutdown, local decisions or leases could not be returned: %s", error)
         if len(self.journal):
             await self.journal.replay(now)  # last chance to record degraded spend
+        await self.journal.close()  # what is left stays on disk, for the next process
         await self.channel.aclose()
         await self.operations.client.aclose()
         await self.decisions.client.aclose()
+
+
+def _journal(settings: WebhookSettings, ledger: Ledger, config: ConfigHolder) -> DegradedJournal:
+    directory = settings.journal_dir
+    if directory is None:
+        return DegradedJournal(ledger)
+    try:
+        return DegradedJournal.on_disk(ledger, directory, ChargesFromConfig(config))
+    except OSError as error:  # not a directory, not writable, ...
+        raise SystemExit(f"--journal-dir {directory}: {error}") from None

@@ -125,6 +125,7 @@ class WebhookSettings:
     log_allowed: bool = False  # one log line per allowed request (denials are always logged)
     message_cache_entries: int = 50_000  # token counts of message texts; 0 turns it off
     local_leases: bool = True  # decide most requests in process, from budget leased ahead
+    journal_dir: Path | None = None  # the fail-open journal on disk; None: in memory only
 
     def __post_init__(self) -> None:
         if self.redis.timeout_ms >= self.listen.gateway_timeout_ms:
@@ -223,6 +224,7 @@ class WebhookSettings:
             log_allowed=ns.log_allowed,
             message_cache_entries=ns.message_cache_entries,
             local_leases=ns.local_leases,
+            journal_dir=ns.journal_dir,
         )
 
 
@@ -389,6 +391,13 @@ _OPTIONS = (
         "Redis (false: one Redis round trip per decision)",
         parse_bool,
         True,
+    ),
+    Option(
+        "--journal-dir",
+        "directory of the fail-open journal: what was let through while Redis was away is "
+        "written there before the answer and replayed by the next process if this one dies "
+        "(a volume; unset: kept in memory only)",
+        Path,
     ),
     Option(
         "--user-detail-days",

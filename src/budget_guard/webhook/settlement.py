@@ -206,7 +206,7 @@ class SettlementService:
         except LedgerUnavailable as error:
             log.warning("settlement of %s failed: %s", report.request_id, error)
             self._metrics.ledger_errors.labels("settle").inc()
-            if self._journal.settle_later(report.request_id, cost):
+            if await self._journal.settle_later(report.request_id, cost):
                 return _item(202, report.request_id, "accepted", charged_usd=format_usd(cost))
             return _unreachable(report.request_id)
         counted = self._counted.take(report.request_id)
@@ -216,7 +216,7 @@ class SettlementService:
             and settlement.status is SettlementStatus.SETTLED
         ):
             self._judge(report, cost, counted, settlement)
-        return self._result(report, cost, settlement)
+        return await self._result(report, cost, settlement)
 
     def _judge(
         self, report: UsageReport, cost: int, counted: CountedPrompt, settlement: Settlement
@@ -258,10 +258,10 @@ class SettlementService:
         except UnknownModelError:
             return False
 
-    def _result(self, report: UsageReport, cost: int, settlement: Settlement) -> ItemResult:
+    async def _result(self, report: UsageReport, cost: int, settlement: Settlement) -> ItemResult:
         request_id = report.request_id
         if settlement.status is SettlementStatus.UNKNOWN:
-            if self._journal.settle_later(request_id, cost):
+            if await self._journal.settle_later(request_id, cost):
                 return _item(202, request_id, "accepted", charged_usd=format_usd(cost))
             return _unknown(request_id)
         if settlement.status is SettlementStatus.ALREADY:

@@ -47,8 +47,8 @@ class Webhook:
 
 
 def build_webhook(settings: WebhookSettings, clock: Callable[[], dt.datetime] = utc_now) -> Webhook:
-    ledger = LedgerAccess.open(settings)
     config = ConfigHolder()
+    ledger = LedgerAccess.open(settings, config)
     metrics = Metrics()
     config.listeners.append(lambda _: metrics.config_reloads.inc())
     tokenizers = load_tokenizers()
