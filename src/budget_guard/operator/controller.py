@@ -24,7 +24,13 @@ from redis.asyncio import Redis
 from budget_guard.domain.instants import utc_now
 from budget_guard.operator.alerts import AlertSender
 from budget_guard.operator.compile import CompiledResources, Manifest, compile_resources, trim
-from budget_guard.operator.events import EventSink, NoticeRelay, post_with_kopf
+from budget_guard.operator.events import (
+    Announcer,
+    EventNotPosted,
+    EventPoster,
+    EventSink,
+    NoticeRelay,
+)
 from budget_guard.operator.insights import Insights
 from budget_guard.operator.kube import KubeApi
 from budget_guard.operator.leadership import Leadership
@@ -59,20 +65,19 @@ class Controller:
         self.alerts = alerts
         self.metrics = metrics or OperatorMetrics()
         keys = KeySchema()
-        post_event = post_event or post_with_kopf
         self.notices = Notices(redis, keys)
+        self.announcer = Announcer(self.notices, alerts, post_event or EventPoster(kube))
         self.publisher = Publisher(PublishedConfigStore(redis, keys), clock)
-        insights = Insights(
-            redis, keys, self.notices, alerts, post_event, settings.insight_interval_seconds
-        )
+        insights = Insights(redis, keys, self.announcer, settings.insight_interval_seconds)
         self.statuses = StatusSync(
-            redis, keys, kube, alerts, self.notices, post_event, self.metrics, clock, insights
+            redis, keys, kube, alerts, self.notices, self.announcer, self.metrics, clock, insights
         )
-        self.relay = NoticeRelay(self.notices, alerts, post_event)
+        self.relay = NoticeRelay(self.announcer, self.notices)
         self.dirty = asyncio.Event()
         self.compiled: CompiledResources | None = None
         self._next_sync = 0.0
         self._last_sync = -SYNC_GAP_SECONDS
+        self._outbox_resumed = False
         self.leadership = Leadership()
 
     @classmethod
@@ -104,11 +109,15 @@ class Controller:
     async def lead(self, still_leading: Callable[[], bool]) -> None:
         """Run turns while this daemon leads; survives Redis and API outages."""
         log.info("operator loop started")
+        self._outbox_resumed = False  # a previous leader may have left alerts undelivered
         while still_leading():
             try:
                 await self.turn()
             except asyncio.CancelledError:
                 raise
+            except EventNotPosted as error:  # the notice stays unacknowledged: next turn
+                log.warning("operator loop turn stopped: %s", error)
+                await asyncio.sleep(1.0)
             except Exception:
                 log.exception("operator loop turn failed; retrying")
                 self.metrics.reconcile_errors.inc()
@@ -124,6 +133,9 @@ class Controller:
             listed = await self.resources()
             self.compiled = await self.publisher.publish(*listed)
             self._sync_soon()  # statuses follow a publication, at most every SYNC_GAP
+        if not self._outbox_resumed and self.compiled is not None:
+            await self.announcer.resume(self.compiled.manifests)
+            self._outbox_resumed = True
         await self._relay_notices()
         if time.monotonic() >= self._next_sync:
             self._last_sync = time.monotonic()
@@ -146,7 +158,6 @@ class Controller:
         manifests = self.compiled.manifests if self.compiled else {}
         for notice in notices:
             await self.relay.relay(notice, manifests)
-            await self.notices.done(notice)
         self._sync_soon()
 
     def _sync_soon(self) -> None:

@@ -22,7 +22,7 @@ from budget_guard.operator.alerts import AlertSender
 from budget_guard.operator.burst_review import BurstReviews
 from budget_guard.operator.compile import CompiledResources, Manifest
 from budget_guard.operator.conditions import EVENT_LEDGER_RESTORED, EVENT_PERIOD_RESET
-from budget_guard.operator.events import NOTICE_MEMORY, EventSink
+from budget_guard.operator.events import Announcement, Announcer
 from budget_guard.operator.insights import Insights
 from budget_guard.operator.kube import KubeApi
 from budget_guard.operator.metrics import BudgetSample, OperatorMetrics, budget_sample, pool_sample
@@ -50,7 +50,7 @@ class StatusSync:
         kube: KubeApi,
         alerts: AlertSender,
         notices: Notices,
-        post_event: EventSink,
+        announcer: Announcer,
         metrics: OperatorMetrics,
         clock: Callable[[], dt.datetime],
         insights: Insights | None = None,
@@ -60,12 +60,12 @@ class StatusSync:
         self._kube = kube
         self._alerts = alerts
         self._notices = notices
-        self._post_event = post_event
+        self._announcer = announcer
         self._metrics = metrics
         self._clock = clock
         self._reviews = BurstReviews(redis, keys)
         self._writers = asyncio.Semaphore(STATUS_WRITERS)
-        self._insights = insights or Insights(redis, keys, notices, alerts, post_event)
+        self._insights = insights or Insights(redis, keys, announcer)
 
     async def sync(self, compiled: CompiledResources, published: Mapping[str, int]) -> None:
         """Refresh every status of ``compiled`` from spend; ``published``: the generations
@@ -154,12 +154,17 @@ class StatusSync:
         )
         if restored <= 0:
             return usage
-        self._post_event(
-            manifest,
-            "Warning",
-            EVENT_LEDGER_RESTORED,
-            f"the ledger held ${format_usd(usage.spent)} spent this period, below the "
-            f"${format_usd(recorded)} last recorded: restored ${format_usd(restored)}",
+        uid = manifest.get("metadata", {}).get("uid", budget.id)
+        await self._announcer.say(
+            Announcement(
+                manifest,
+                "Warning",
+                EVENT_LEDGER_RESTORED,
+                f"the ledger held ${format_usd(usage.spent)} spent this period, below the "
+                f"${format_usd(recorded)} last recorded: restored ${format_usd(restored)}",
+                f"{uid}:restored:{window.key}:{usage.spent}:{recorded}",
+            ),
+            remember=False,
         )
         log.warning("restored %s micro-USD of lost spend on %s", restored, budget.id)
         return replace(usage, spent=usage.spent + restored, used=usage.used + restored)
@@ -171,11 +176,13 @@ class StatusSync:
         if not previous or previous == usage.window.key:
             return
         uid = manifest.get("metadata", {}).get("uid", budget.id)
-        if await self._notices.first_time(f"{uid}:reset:{usage.window.key}", NOTICE_MEMORY):
-            self._post_event(
+        await self._announcer.say(
+            Announcement(
                 manifest,
                 "Normal",
                 EVENT_PERIOD_RESET,
                 f"a new {budget.period.value.lower()} period began: {usage.window.key} "
                 f"(the last one, {previous}, ended)",
+                f"{uid}:reset:{usage.window.key}",
             )
+        )
