@@ -34,11 +34,13 @@ from budget_guard.operator.events import (
 from budget_guard.operator.insights import Insights
 from budget_guard.operator.kube import KubeApi
 from budget_guard.operator.leadership import Leadership
+from budget_guard.operator.ledger_outage import LedgerOutage
 from budget_guard.operator.metrics import OperatorMetrics
 from budget_guard.operator.publishing import Publisher
 from budget_guard.operator.settings import OperatorSettings
 from budget_guard.operator.status_sync import BURSTBUDGETS, LLMBUDGETS, StatusSync
 from budget_guard.store.connect import ledger_client
+from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.keys import KeySchema
 from budget_guard.store.notices import Notices
 from budget_guard.store.published_config import PublishedConfigStore
@@ -46,6 +48,7 @@ from budget_guard.store.published_config import PublishedConfigStore
 log = logging.getLogger(__name__)
 
 SYNC_GAP_SECONDS = 1.0  # the shortest time between two syncs (a sync lists every resource)
+REDIS_CONNECT_SECONDS = 5.0  # an address that never answers is reported, not waited on
 
 
 class Controller:
@@ -66,7 +69,9 @@ class Controller:
         self.metrics = metrics or OperatorMetrics()
         keys = KeySchema()
         self.notices = Notices(redis, keys)
-        self.announcer = Announcer(self.notices, alerts, post_event or EventPoster(kube))
+        post_event = post_event or EventPoster(kube)
+        self.announcer = Announcer(self.notices, alerts, post_event)
+        self.outage = LedgerOutage(settings.redis_url, kube, post_event, clock)
         self.publisher = Publisher(PublishedConfigStore(redis, keys), clock)
         insights = Insights(redis, keys, self.announcer, settings.insight_interval_seconds)
         self.statuses = StatusSync(
@@ -91,7 +96,8 @@ class Controller:
             first_delay=settings.alert_first_delay_seconds,
             secret_namespaces=frozenset(settings.alert_secret_namespaces),
         )
-        return cls(settings, ledger_client(settings.redis_url), kube, alerts)
+        redis = ledger_client(settings.redis_url, socket_connect_timeout=REDIS_CONNECT_SECONDS)
+        return cls(settings, redis, kube, alerts)
 
     async def close(self, grace_seconds: float = 5.0) -> None:
         """Let the loop finish its turn, then close the clients."""
@@ -113,8 +119,13 @@ class Controller:
         while still_leading():
             try:
                 await self.turn()
+                if self.outage.answered():  # publish and sync now: Enforced and Ready again
+                    self.dirty.set()
+                    self._next_sync = 0.0
             except asyncio.CancelledError:
                 raise
+            except LedgerUnavailable as error:
+                await self._ledger_down(error)
             except EventNotPosted as error:  # the notice stays unacknowledged: next turn
                 log.warning("operator loop turn stopped: %s", error)
                 await asyncio.sleep(1.0)
@@ -124,6 +135,15 @@ class Controller:
                 await asyncio.sleep(1.0)
         self.metrics.forget_budgets()  # the next leader reports them
         log.info("operator loop stopped")
+
+    async def _ledger_down(self, error: LedgerUnavailable) -> None:
+        """Say so on the resources (and in the log, once), then wait a little."""
+        self.outage.failed(error)
+        try:
+            await self.outage.report(compile_resources(*await self.resources()))
+        except Exception as failure:  # the API server too: the next try says it again
+            log.warning("the unreachable ledger is not yet shown on the resources: %s", failure)
+        await self.outage.wait()
 
     async def turn(self) -> None:
         listed: tuple[list[Manifest], list[Manifest]] | None = None
