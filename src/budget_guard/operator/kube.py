@@ -109,6 +109,32 @@ class KubeApi:
             raise KubeUnavailable(f"{type(error).__name__}: {error}") from error
         return True
 
+    async def read_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The ConfigMap as JSON, or None if there is none."""
+        try:
+            response = await asyncio.to_thread(
+                self._core.read_namespaced_config_map, name, namespace, _preload_content=False
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return dict(json.loads(cast(bytes, response.data)))
+
+    async def write_config_map(self, namespace: str, body: dict[str, Any]) -> None:
+        """Create the ConfigMap ``body`` names, or replace it if it exists."""
+        name = body["metadata"]["name"]
+        try:
+            await asyncio.to_thread(
+                self._core.create_namespaced_config_map, namespace, cast(Any, body)
+            )
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            await asyncio.to_thread(
+                self._core.replace_namespaced_config_map, name, namespace, cast(Any, body)
+            )
+
     async def list_resources(self, plural: str, namespaces: Sequence[str]) -> list[dict[str, Any]]:
         """Every resource of a kind, from the API server's watch cache (resourceVersion 0)."""
         if not namespaces:

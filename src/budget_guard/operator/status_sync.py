@@ -20,6 +20,7 @@ from budget_guard.domain.instants import unix_ms
 from budget_guard.domain.money import format_usd, parse_usd
 from budget_guard.operator.alerts import AlertSender
 from budget_guard.operator.burst_review import BurstReviews
+from budget_guard.operator.checkpoints import SpendCheckpoints
 from budget_guard.operator.compile import CompiledResources, Manifest
 from budget_guard.operator.conditions import EVENT_LEDGER_RESTORED, EVENT_PERIOD_RESET
 from budget_guard.operator.events import Announcement, Announcer
@@ -64,6 +65,7 @@ class StatusSync:
         self._metrics = metrics
         self._clock = clock
         self._reviews = BurstReviews(redis, keys)
+        self._checkpoints = SpendCheckpoints(redis, keys, kube, announcer)
         self._writers = asyncio.Semaphore(STATUS_WRITERS)
         self._insights = insights or Insights(redis, keys, announcer)
 
@@ -101,6 +103,8 @@ class StatusSync:
         budget = compiled.budgets.get(key)
         if budget is not None and usage is not None:
             usage = await self._restore_if_lost(budget, manifest, usage)
+            if budget.scope.is_user_template:
+                await self._checkpoints.keep_users(budget, manifest, usage)
             await self._announce_period_reset(budget, manifest, usage)
         spec = manifest.get("spec", {})
         await self._alerts.verify(key, manifest.get("metadata", {}).get("namespace", ""), spec)
@@ -120,6 +124,10 @@ class StatusSync:
         usage: PoolUsage | None,
         now: dt.datetime,
     ) -> BudgetSample:
+        pool = compiled.pools.get(key)
+        owner = compiled.budgets.get(pool.budget.id) if pool is not None else None
+        if pool is not None and owner is not None and usage is not None:
+            usage = await self._checkpoints.keep_pool(pool, owner, manifest, usage, now)
         review = await self._reviews.review(key, compiled, usage, now)
         status = burst_status(key, compiled, usage, review, now)
         await self._write(BURSTBUDGETS, key, manifest, status)
