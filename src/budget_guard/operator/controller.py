@@ -139,8 +139,10 @@ class Controller:
     async def _ledger_down(self, error: LedgerUnavailable) -> None:
         """Say so on the resources (and in the log, once), then wait a little."""
         self.outage.failed(error)
+        self.metrics.reconcile_errors.inc()
         try:
-            await self.outage.report(compile_resources(*await self.resources()))
+            if self.outage.lasting:
+                await self.outage.report(compile_resources(*await self.resources()))
         except Exception as failure:  # the API server too: the next try says it again
             log.warning("the unreachable ledger is not yet shown on the resources: %s", failure)
         await self.outage.wait()

@@ -4,7 +4,8 @@ in the log per change, once as an Event per budget.
 Validation needs no Redis, so each resource still gets its ``Accepted`` condition from
 its spec; an LLMBudget gets ``Enforced`` and ``Ready`` False with reason
 ``LedgerUnavailable`` and a message naming the URL (password masked) and the error, and
-a Warning Event when its Ready condition turns to that reason. The log gets one line
+a Warning Event when its Ready condition turns to that reason (from the second failed
+try on: a blip of one turn changes nothing on the resources). The log gets one line
 when the ledger becomes unreachable, one when the error changes, one when it answers
 again, and no traceback. When it answers, the normal sync makes the budgets Enforced
 and Ready again.
@@ -53,6 +54,12 @@ class LedgerOutage:
     @property
     def down(self) -> bool:
         return self._error is not None
+
+    @property
+    def lasting(self) -> bool:
+        """Down for more than one try: worth a status write and an Event per budget (a
+        single failed turn, a blip, is not)."""
+        return self._tries >= 1
 
     @property
     def message(self) -> str:
