@@ -110,10 +110,12 @@ async def test_an_api_server_that_is_away_is_tried_again(parts: Parts, crds: Kub
     kube = KubeApi()
     patient = EventPoster(kube, attempts=30, first_delay=0.2)
     try:
-        restarting = asyncio.create_task(asyncio.to_thread(crds.restart_apiserver))
-        await asyncio.sleep(0.3)
-        await patient(said)  # while the API server stops and starts again
-        await restarting
+        await asyncio.to_thread(crds.stop_apiserver)
+        posting = asyncio.create_task(patient(said))  # while the API server is away
+        await asyncio.sleep(2)
+        assert not posting.done()
+        crds.start_apiserver()
+        await posting
         assert await patient(said) is False  # there already: 409, done
     finally:
         kube.close()

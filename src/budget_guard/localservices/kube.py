@@ -232,11 +232,21 @@ class KubeAPIServer(LocalService):
 
     def restart_apiserver(self) -> None:
         """Stop the API server (SIGTERM) and start it again on the same port, over the same
-        etcd: what clients see when the control plane restarts."""
-        if self._pki is None or not self._processes:
-            raise RuntimeError("the API server is not started")
-        apiserver = self._processes.pop()
-        apiserver.stop()
+        etcd: what clients see when the control plane restarts. Call it from the main
+        thread: a child dies with the thread that started it (PR_SET_PDEATHSIG)."""
+        self.stop_apiserver()
+        self.start_apiserver()
+
+    def stop_apiserver(self) -> None:
+        """Stop only the API server; etcd and the port stay, for ``start_apiserver``."""
+        if self._pki is None or len(self._processes) < 2:
+            raise RuntimeError("the API server is not running")
+        self._processes.pop().stop()
+
+    def start_apiserver(self) -> None:
+        """Start the API server again after ``stop_apiserver``, on the same port."""
+        if self._pki is None or len(self._processes) != 1:
+            raise RuntimeError("etcd alone should be running")
         self._start_apiserver(self._etcd_url, self._pki, self.port)
 
     def _start_apiserver(self, etcd_url: str, pki: _Pki, port: int = 0) -> None:

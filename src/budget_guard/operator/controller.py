@@ -32,7 +32,7 @@ from budget_guard.operator.events import (
     NoticeRelay,
 )
 from budget_guard.operator.insights import Insights
-from budget_guard.operator.kube import KubeApi
+from budget_guard.operator.kube import KubeApi, KubeUnavailable
 from budget_guard.operator.leadership import Leadership
 from budget_guard.operator.ledger_outage import LedgerOutage
 from budget_guard.operator.metrics import OperatorMetrics
@@ -126,8 +126,9 @@ class Controller:
                 raise
             except LedgerUnavailable as error:
                 await self._ledger_down(error)
-            except EventNotPosted as error:  # the notice stays unacknowledged: next turn
-                log.warning("operator loop turn stopped: %s", error)
+            except (EventNotPosted, KubeUnavailable) as error:  # the API server is away
+                log.warning("operator loop turn stopped, tried again in a second: %s", error)
+                self.metrics.reconcile_errors.inc()
                 await asyncio.sleep(1.0)
             except Exception:
                 log.exception("operator loop turn failed; retrying")

@@ -36,7 +36,7 @@ class SecretMissing(LookupError):
         self.reason = reason
 
 
-class KubeUnavailable(RuntimeError):
+class KubeUnavailable(ConnectionError):
     """The API server did not answer, or answered that it cannot now (5xx, 429): worth
     trying again. Other refusals (403, 422) are ``ApiException`` as the client raises."""
 
@@ -91,7 +91,11 @@ class KubeApi:
         except ApiException as error:
             if error.status == 404:
                 return False
+            if _retryable(error):
+                raise KubeUnavailable(f"HTTP {error.status}: {error.reason}") from error
             raise
+        except _NOT_NOW as error:
+            raise KubeUnavailable(f"{type(error).__name__}: {error}") from error
         return True
 
     async def create_event(self, namespace: str, body: dict[str, Any]) -> bool:
@@ -157,9 +161,16 @@ class KubeApi:
 
     async def _list(self, call: Any, *args: str) -> list[dict[str, Any]]:
         # Raw JSON: the client's own deserialization costs more than the request.
-        response = await asyncio.to_thread(
-            call, *args, resource_version="0", _preload_content=False
-        )
+        try:
+            response = await asyncio.to_thread(
+                call, *args, resource_version="0", _preload_content=False
+            )
+        except ApiException as error:
+            if _retryable(error):
+                raise KubeUnavailable(f"HTTP {error.status}: {error.reason}") from error
+            raise
+        except _NOT_NOW as error:
+            raise KubeUnavailable(f"{type(error).__name__}: {error}") from error
         return list(json.loads(response.data)["items"])
 
     async def secret_value(self, namespace: str, name: str, key: str) -> str:
