@@ -172,7 +172,8 @@ async def test_the_operator_reconciles_as_its_service_account_without_a_forbidde
                 "approvedBy": "cfo@example.com",
             },
         )
-        for name in ("allowed", "elsewhere"):
+        team.budget("seats", "1.00", scope={"tenant": f"{tenant}-3", "user": "*"})
+        for name in ("allowed", "elsewhere", "seats"):
             await eventually(
                 lambda name=name: team.condition("llmbudgets", name, "Ready"),
                 lambda cond: cond.get("status") == "True",
@@ -186,6 +187,12 @@ async def test_the_operator_reconciles_as_its_service_account_without_a_forbidde
         assert refused["status"] == "False"
         assert f"Secret {team.namespace}/slack" in refused["message"]
         assert installed.alert_namespace in refused["message"]
+        checkpoint = f"/api/v1/namespaces/{team.namespace}/configmaps/seats.spend"
+        await eventually(  # the per-user spend checkpoint, written as the operator's account
+            lambda: crds.request("GET", checkpoint)[0],
+            lambda status: status == 200,
+            what="the checkpoint ConfigMap of a per-user template",
+        )
         await eventually(
             lambda: team.condition("burstbudgets", "launch", "Accepted"),
             lambda cond: cond.get("status") == "True",

@@ -25,6 +25,7 @@ from budget_guard.localservices import KubeAPIServer
 from budget_guard.operator.alerts import AlertSender
 from budget_guard.operator.compile import compile_resources
 from budget_guard.operator.controller import Controller
+from budget_guard.operator.events import Announcement
 from budget_guard.operator.kube import KubeApi
 from budget_guard.operator.settings import OperatorSettings
 from budget_guard.store.ledger import Ledger
@@ -44,8 +45,10 @@ class Recorder:
     def __init__(self) -> None:
         self.events: list[tuple[str, str, str, str]] = []
 
-    def __call__(self, manifest: Any, kind: str, reason: str, message: str) -> None:
-        self.events.append((manifest["metadata"]["name"], kind, reason, message))
+    async def __call__(self, said: Announcement) -> bool:
+        name = said.manifest["metadata"]["name"]
+        self.events.append((name, said.kind, said.reason, said.message))
+        return True
 
     def of(self, name: str) -> list[tuple[str, str]]:
         return [(kind, reason) for who, kind, reason, _ in self.events if who == name]

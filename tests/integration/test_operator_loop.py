@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 import pytest
@@ -15,6 +14,7 @@ from budget_guard.localservices import KubeAPIServer
 from budget_guard.operator.alerts import AlertSender
 from budget_guard.operator.compile import compile_resources
 from budget_guard.operator.controller import Controller
+from budget_guard.operator.events import Announcement
 from budget_guard.operator.kube import KubeApi
 from budget_guard.operator.settings import OperatorSettings
 from tests.fixtures.operator import Cluster
@@ -27,8 +27,10 @@ class Recorder:
     def __init__(self) -> None:
         self.events: list[tuple[str, str, str, str]] = []
 
-    def __call__(self, manifest: Any, kind: str, reason: str, message: str) -> None:
-        self.events.append((manifest["metadata"]["name"], kind, reason, message))
+    async def __call__(self, said: Announcement) -> bool:
+        name = said.manifest["metadata"]["name"]
+        self.events.append((name, said.kind, said.reason, said.message))
+        return True
 
     def reasons(self) -> list[str]:
         return [reason for _, _, reason, _ in self.events]

@@ -15,6 +15,7 @@ from budget_guard.operator.status import (
     budget_status,
     burst_status,
     changed,
+    ledger_unavailable_status,
     pool_phase,
     threshold_reached,
 )
@@ -179,3 +180,22 @@ def test_burst_phases_and_status() -> None:
     assert status["remaining"] == "0.00"
     assert status["requests"] == 3
     assert status["review"] == {"spent": "5.00"}
+
+
+def test_an_unreachable_ledger_is_said_on_the_budget_and_validation_still_runs() -> None:
+    good, bad = llmbudget("acme"), llmbudget("broken", limit="-1")
+    compiled = compile_resources([good, bad], [])
+    message = "the ledger (Redis at redis://:***@nowhere:6379/0) cannot be reached: refused"
+    status = ledger_unavailable_status("team/acme", compiled, message, NOW)
+    by_type = {cond["type"]: cond for cond in status["conditions"]}
+    assert (by_type[c.ACCEPTED]["status"], by_type[c.ACCEPTED]["reason"]) == ("True", c.VALID)
+    for kind in (c.ENFORCED, c.READY):
+        assert by_type[kind]["status"] == "False"
+        assert by_type[kind]["reason"] == c.LEDGER_UNAVAILABLE == "LedgerUnavailable"
+        assert by_type[kind]["message"] == message
+    assert status["summary"] == "LedgerUnavailable"  # the Status column
+    assert status["state"] == "Pending"
+    rejected = ledger_unavailable_status("team/broken", compiled, message, NOW)
+    accepted = rejected["conditions"][0]
+    assert (accepted["type"], accepted["status"]) == (c.ACCEPTED, "False")
+    assert rejected["state"] == "Rejected"

@@ -173,6 +173,7 @@ class KubeAPIServer(LocalService):
         self.port = 0
         self.kubeconfig_path = self.workdir / "kubeconfig"
         self._pki: _Pki | None = None
+        self._etcd_url = ""
         self._ssl_context: ssl.SSLContext | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -190,8 +191,8 @@ class KubeAPIServer(LocalService):
     def start(self) -> KubeAPIServer:
         self._pki = _make_pki(self.workdir / "pki")
         self._ssl_context = ssl.create_default_context(cafile=str(self._pki.ca_path))
-        etcd_url = self._start_etcd()
-        self._start_apiserver(etcd_url, self._pki)
+        self._etcd_url = self._start_etcd()
+        self._start_apiserver(self._etcd_url, self._pki)
         self.write_kubeconfig(self.kubeconfig_path, self.admin_token, "admin")
         return self
 
@@ -229,8 +230,27 @@ class KubeAPIServer(LocalService):
         wait_until(healthy, etcd, self._start_timeout, "healthy")
         return client_url
 
-    def _start_apiserver(self, etcd_url: str, pki: _Pki) -> None:
-        self.port = free_port()
+    def restart_apiserver(self) -> None:
+        """Stop the API server (SIGTERM) and start it again on the same port, over the same
+        etcd: what clients see when the control plane restarts. Call it from the main
+        thread: a child dies with the thread that started it (PR_SET_PDEATHSIG)."""
+        self.stop_apiserver()
+        self.start_apiserver()
+
+    def stop_apiserver(self) -> None:
+        """Stop only the API server; etcd and the port stay, for ``start_apiserver``."""
+        if self._pki is None or len(self._processes) < 2:
+            raise RuntimeError("the API server is not running")
+        self._processes.pop().stop()
+
+    def start_apiserver(self) -> None:
+        """Start the API server again after ``stop_apiserver``, on the same port."""
+        if self._pki is None or len(self._processes) != 1:
+            raise RuntimeError("etcd alone should be running")
+        self._start_apiserver(self._etcd_url, self._pki, self.port)
+
+    def _start_apiserver(self, etcd_url: str, pki: _Pki, port: int = 0) -> None:
+        self.port = port or free_port()
         tokens = self.workdir / "tokens.csv"
         tokens.write_text(f'{self.admin_token},admin,admin,"system:masters"\n')
         tokens.chmod(0o600)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from budget_guard.operator.conditions import (
 )
 from budget_guard.operator.kube import KubeApi, SecretMissing
 from budget_guard.operator.status import AlertState
+from budget_guard.store.errors import LedgerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,15 @@ class Alert:
     kind: str  # the Event reason
     message: str
     details: Mapping[str, Any]
+    id: str = ""  # the Event's name: the same for a resent copy, so a receiver can drop it
 
 
 def payload(alert: Alert, style: str) -> dict[str, Any]:
     if style == "Slack":
         return {"text": f":warning: *{alert.kind}* — {alert.budget}: {alert.message}"}
+    identity = {"id": alert.id} if alert.id else {}
     return {
+        **identity,
         "budget": alert.budget,
         "reason": alert.kind,
         "message": alert.message,
@@ -90,6 +94,7 @@ class AlertSender:
         self._recheck = recheck_seconds
         self._checked: dict[str, tuple[SecretLocation, float]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight: set[str] = set()  # ids of alerts being delivered
 
     def state(self, budget_key: str, spec: Mapping[str, Any]) -> AlertState | None:
         """The AlertsReady condition's content for a budget (None: no alerts configured)."""
@@ -118,14 +123,41 @@ class AlertSender:
         if budget_key in self._states and self._states[budget_key].reason in _SECRET_PROBLEMS:
             del self._states[budget_key]  # the Secret is there now
 
-    def send(self, alert: Alert, namespace: str, spec: Mapping[str, Any]) -> None:
-        """Start sending in the background (no-op when the budget has no alerts)."""
+    def send(
+        self,
+        alert: Alert,
+        namespace: str,
+        spec: Mapping[str, Any],
+        done: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Start sending in the background; ``done`` runs once it is delivered or given
+        up (not when the operator stops first). No-op when the budget has no alerts."""
         config = spec.get("alerts")
         if not config:
             return
-        task = asyncio.create_task(self._deliver(alert, namespace, config))
+        task = asyncio.create_task(self._deliver_then(alert, namespace, config, done))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def delivering(self, alert_id: str) -> bool:
+        return alert_id in self._in_flight
+
+    async def _deliver_then(
+        self,
+        alert: Alert,
+        namespace: str,
+        config: Mapping[str, Any],
+        done: Callable[[], Awaitable[None]] | None,
+    ) -> None:
+        self._in_flight.add(alert.id)
+        try:
+            await self._deliver(alert, namespace, config)
+            if done is not None:
+                await done()
+        except LedgerUnavailable as error:  # still in the outbox: delivered again later
+            log.warning("alert %s delivered, not yet taken out of the outbox: %s", alert.id, error)
+        finally:
+            self._in_flight.discard(alert.id)
 
     async def _deliver(self, alert: Alert, namespace: str, config: Mapping[str, Any]) -> None:
         try:

@@ -43,6 +43,7 @@ BUDGET_NOT_FOUND = "BudgetNotFound"
 PUBLISHED = "Published"
 NOT_PUBLISHED = "NotPublished"
 REJECTED = "Rejected"
+LEDGER_UNAVAILABLE = "LedgerUnavailable"  # Redis cannot be reached: nothing is enforced
 BELOW_THRESHOLDS = "BelowThresholds"
 WITHIN_LIMIT = "WithinLimit"
 LIMIT_REACHED = "LimitReached"
@@ -71,6 +72,7 @@ EVENT_LEDGER_RESTORED = "LedgerRestored"
 EVENT_FORECAST_EXCEEDS_LIMIT = "ForecastExceedsLimit"
 EVENT_ANOMALY = "AnomalyDetected"
 EVENT_COMMITMENT_UNUSED = "CommitmentUnused"
+EVENT_LEDGER_UNAVAILABLE = "LedgerUnavailable"
 
 
 def threshold_reason(percent: int) -> str:

@@ -24,15 +24,23 @@ from redis.asyncio import Redis
 from budget_guard.domain.instants import utc_now
 from budget_guard.operator.alerts import AlertSender
 from budget_guard.operator.compile import CompiledResources, Manifest, compile_resources, trim
-from budget_guard.operator.events import EventSink, NoticeRelay, post_with_kopf
+from budget_guard.operator.events import (
+    Announcer,
+    EventNotPosted,
+    EventPoster,
+    EventSink,
+    NoticeRelay,
+)
 from budget_guard.operator.insights import Insights
-from budget_guard.operator.kube import KubeApi
+from budget_guard.operator.kube import KubeApi, KubeUnavailable
 from budget_guard.operator.leadership import Leadership
+from budget_guard.operator.ledger_outage import LedgerOutage
 from budget_guard.operator.metrics import OperatorMetrics
 from budget_guard.operator.publishing import Publisher
 from budget_guard.operator.settings import OperatorSettings
 from budget_guard.operator.status_sync import BURSTBUDGETS, LLMBUDGETS, StatusSync
 from budget_guard.store.connect import ledger_client
+from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.keys import KeySchema
 from budget_guard.store.notices import Notices
 from budget_guard.store.published_config import PublishedConfigStore
@@ -40,6 +48,7 @@ from budget_guard.store.published_config import PublishedConfigStore
 log = logging.getLogger(__name__)
 
 SYNC_GAP_SECONDS = 1.0  # the shortest time between two syncs (a sync lists every resource)
+REDIS_CONNECT_SECONDS = 5.0  # an address that never answers is reported, not waited on
 
 
 class Controller:
@@ -59,20 +68,21 @@ class Controller:
         self.alerts = alerts
         self.metrics = metrics or OperatorMetrics()
         keys = KeySchema()
-        post_event = post_event or post_with_kopf
         self.notices = Notices(redis, keys)
+        post_event = post_event or EventPoster(kube)
+        self.announcer = Announcer(self.notices, alerts, post_event)
+        self.outage = LedgerOutage(settings.redis_url, kube, post_event, clock)
         self.publisher = Publisher(PublishedConfigStore(redis, keys), clock)
-        insights = Insights(
-            redis, keys, self.notices, alerts, post_event, settings.insight_interval_seconds
-        )
+        insights = Insights(redis, keys, self.announcer, settings.insight_interval_seconds)
         self.statuses = StatusSync(
-            redis, keys, kube, alerts, self.notices, post_event, self.metrics, clock, insights
+            redis, keys, kube, alerts, self.notices, self.announcer, self.metrics, clock, insights
         )
-        self.relay = NoticeRelay(self.notices, alerts, post_event)
+        self.relay = NoticeRelay(self.announcer, self.notices)
         self.dirty = asyncio.Event()
         self.compiled: CompiledResources | None = None
         self._next_sync = 0.0
         self._last_sync = -SYNC_GAP_SECONDS
+        self._outbox_resumed = False
         self.leadership = Leadership()
 
     @classmethod
@@ -86,7 +96,8 @@ class Controller:
             first_delay=settings.alert_first_delay_seconds,
             secret_namespaces=frozenset(settings.alert_secret_namespaces),
         )
-        return cls(settings, ledger_client(settings.redis_url), kube, alerts)
+        redis = ledger_client(settings.redis_url, socket_connect_timeout=REDIS_CONNECT_SECONDS)
+        return cls(settings, redis, kube, alerts)
 
     async def close(self, grace_seconds: float = 5.0) -> None:
         """Let the loop finish its turn, then close the clients."""
@@ -104,17 +115,38 @@ class Controller:
     async def lead(self, still_leading: Callable[[], bool]) -> None:
         """Run turns while this daemon leads; survives Redis and API outages."""
         log.info("operator loop started")
+        self._outbox_resumed = False  # a previous leader may have left alerts undelivered
         while still_leading():
             try:
                 await self.turn()
+                if self.outage.answered():  # publish and sync now: Enforced and Ready again
+                    self.dirty.set()
+                    self._next_sync = 0.0
             except asyncio.CancelledError:
                 raise
+            except LedgerUnavailable as error:
+                await self._ledger_down(error)
+            except (EventNotPosted, KubeUnavailable) as error:  # the API server is away
+                log.warning("operator loop turn stopped, tried again in a second: %s", error)
+                self.metrics.reconcile_errors.inc()
+                await asyncio.sleep(1.0)
             except Exception:
                 log.exception("operator loop turn failed; retrying")
                 self.metrics.reconcile_errors.inc()
                 await asyncio.sleep(1.0)
         self.metrics.forget_budgets()  # the next leader reports them
         log.info("operator loop stopped")
+
+    async def _ledger_down(self, error: LedgerUnavailable) -> None:
+        """Say so on the resources (and in the log, once), then wait a little."""
+        self.outage.failed(error)
+        self.metrics.reconcile_errors.inc()
+        try:
+            if self.outage.lasting:
+                await self.outage.report(compile_resources(*await self.resources()))
+        except Exception as failure:  # the API server too: the next try says it again
+            log.warning("the unreachable ledger is not yet shown on the resources: %s", failure)
+        await self.outage.wait()
 
     async def turn(self) -> None:
         listed: tuple[list[Manifest], list[Manifest]] | None = None
@@ -124,6 +156,9 @@ class Controller:
             listed = await self.resources()
             self.compiled = await self.publisher.publish(*listed)
             self._sync_soon()  # statuses follow a publication, at most every SYNC_GAP
+        if not self._outbox_resumed and self.compiled is not None:
+            await self.announcer.resume(self.compiled.manifests)
+            self._outbox_resumed = True
         await self._relay_notices()
         if time.monotonic() >= self._next_sync:
             self._last_sync = time.monotonic()
@@ -146,7 +181,6 @@ class Controller:
         manifests = self.compiled.manifests if self.compiled else {}
         for notice in notices:
             await self.relay.relay(notice, manifests)
-            await self.notices.done(notice)
         self._sync_soon()
 
     def _sync_soon(self) -> None:

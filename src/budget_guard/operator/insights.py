@@ -21,7 +21,6 @@ from redis.asyncio import Redis
 
 from budget_guard.domain.budget import Budget
 from budget_guard.domain.review import review_of
-from budget_guard.operator.alerts import Alert, AlertSender
 from budget_guard.operator.compile import Manifest
 from budget_guard.operator.conditions import (
     ANOMALY_DETECTED,
@@ -30,12 +29,11 @@ from budget_guard.operator.conditions import (
     EVENT_FORECAST_EXCEEDS_LIMIT,
     FORECAST_EXCEEDS_LIMIT,
 )
-from budget_guard.operator.events import NOTICE_MEMORY, EventSink
+from budget_guard.operator.events import Announcement, Announcer
 from budget_guard.operator.status import Insight
 from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.history import DailySpend, read_review_history
 from budget_guard.store.keys import KeySchema
-from budget_guard.store.notices import Notices
 from budget_guard.store.usage import BudgetUsage
 
 log = logging.getLogger(__name__)
@@ -46,16 +44,12 @@ class Insights:
         self,
         redis: Redis,
         keys: KeySchema,
-        notices: Notices,
-        alerts: AlertSender,
-        post_event: EventSink,
+        announcer: Announcer,
         interval_seconds: float = 60.0,
     ) -> None:
         self._redis = redis
         self._keys = keys
-        self._notices = notices
-        self._alerts = alerts
-        self._post_event = post_event
+        self._announcer = announcer
         self._interval = interval_seconds
         self._daily = DailySpend(redis, keys, keep_settled=True)
         self._current: dict[str, Insight] = {}
@@ -133,13 +127,6 @@ class Insights:
         message: str,
         details: Mapping[str, Any],
     ) -> None:
-        if not await self._notices.first_time(marker, NOTICE_MEMORY):
-            return
-        self._post_event(manifest, "Warning", reason, message)
-        metadata = manifest.get("metadata", {})
-        budget = f"{metadata.get('namespace')}/{metadata.get('name')}"
-        self._alerts.send(
-            Alert(budget, reason, message, details),
-            str(metadata.get("namespace", "default")),
-            manifest.get("spec", {}),
+        await self._announcer.say(
+            Announcement(manifest, "Warning", reason, message, marker), details
         )

@@ -14,8 +14,9 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import urllib3.exceptions
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -33,6 +34,18 @@ class SecretMissing(LookupError):
     def __init__(self, message: str, reason: str = SECRET_NOT_FOUND) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class KubeUnavailable(ConnectionError):
+    """The API server did not answer, or answered that it cannot now (5xx, 429): worth
+    trying again. Other refusals (403, 422) are ``ApiException`` as the client raises."""
+
+
+_NOT_NOW = (urllib3.exceptions.HTTPError, OSError)
+
+
+def _retryable(error: ApiException) -> bool:
+    return error.status is None or error.status == 0 or error.status == 429 or error.status >= 500
 
 
 def _api_client(kubeconfig: Path | None = None) -> client.ApiClient:
@@ -78,8 +91,53 @@ class KubeApi:
         except ApiException as error:
             if error.status == 404:
                 return False
+            if _retryable(error):
+                raise KubeUnavailable(f"HTTP {error.status}: {error.reason}") from error
             raise
+        except _NOT_NOW as error:
+            raise KubeUnavailable(f"{type(error).__name__}: {error}") from error
         return True
+
+    async def create_event(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create the Event ``body`` names; False if one of that name is there already."""
+        try:
+            # A plain dict is sent as it is (the typed model would only be serialized back).
+            await asyncio.to_thread(self._core.create_namespaced_event, namespace, cast(Any, body))
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            if _retryable(error):
+                raise KubeUnavailable(f"HTTP {error.status}: {error.reason}") from error
+            raise
+        except _NOT_NOW as error:
+            raise KubeUnavailable(f"{type(error).__name__}: {error}") from error
+        return True
+
+    async def read_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The ConfigMap as JSON, or None if there is none."""
+        try:
+            response = await asyncio.to_thread(
+                self._core.read_namespaced_config_map, name, namespace, _preload_content=False
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return dict(json.loads(cast(bytes, response.data)))
+
+    async def write_config_map(self, namespace: str, body: dict[str, Any]) -> None:
+        """Create the ConfigMap ``body`` names, or replace it if it exists."""
+        name = body["metadata"]["name"]
+        try:
+            await asyncio.to_thread(
+                self._core.create_namespaced_config_map, namespace, cast(Any, body)
+            )
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            await asyncio.to_thread(
+                self._core.replace_namespaced_config_map, name, namespace, cast(Any, body)
+            )
 
     async def list_resources(self, plural: str, namespaces: Sequence[str]) -> list[dict[str, Any]]:
         """Every resource of a kind, from the API server's watch cache (resourceVersion 0)."""
@@ -103,9 +161,16 @@ class KubeApi:
 
     async def _list(self, call: Any, *args: str) -> list[dict[str, Any]]:
         # Raw JSON: the client's own deserialization costs more than the request.
-        response = await asyncio.to_thread(
-            call, *args, resource_version="0", _preload_content=False
-        )
+        try:
+            response = await asyncio.to_thread(
+                call, *args, resource_version="0", _preload_content=False
+            )
+        except ApiException as error:
+            if _retryable(error):
+                raise KubeUnavailable(f"HTTP {error.status}: {error.reason}") from error
+            raise
+        except _NOT_NOW as error:
+            raise KubeUnavailable(f"{type(error).__name__}: {error}") from error
         return list(json.loads(response.data)["items"])
 
     async def secret_value(self, namespace: str, name: str, key: str) -> str:

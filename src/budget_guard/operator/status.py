@@ -33,6 +33,7 @@ from budget_guard.operator.conditions import (
     FORECAST_EXCEEDS_LIMIT,
     INSUFFICIENT_BASELINE,
     INSUFFICIENT_HISTORY,
+    LEDGER_UNAVAILABLE,
     LIMIT_REACHED,
     NO_ACTIVE_BURST,
     NOT_PUBLISHED,
@@ -565,6 +566,51 @@ def burst_status(
     status["requests"] = usage.requests if usage else 0
     if review is not None:
         status["review"] = review
+    return status
+
+
+LEDGER_CONDITIONS = (ACCEPTED, ENFORCED, READY)
+
+
+def ledger_unavailable_status(
+    key: str, compiled: CompiledResources, message: str, now: dt.datetime
+) -> dict[str, Any]:
+    """What a resource's status says while the ledger cannot be reached: Accepted from
+    the spec (validation needs no Redis), and for an LLMBudget Enforced and Ready False
+    with reason LedgerUnavailable; its other conditions and figures stay as last known.
+    A merge patch: the fields it leaves out keep their values."""
+    manifest = compiled.manifests[key]
+    generation = _generation(manifest)
+    previous = _previous(manifest)
+    problem = compiled.problems.get(key)
+
+    def cond(kind: str, true: bool, reason: str, text: str) -> Condition:
+        return condition(kind, true, reason, text, generation, previous, now)
+
+    what = "budget" if manifest.get("kind") == "LLMBudget" else "burst pool"
+    accepted = (
+        cond(ACCEPTED, False, problem.reason, problem.message)
+        if problem is not None
+        else cond(ACCEPTED, True, VALID, f"the {what} is valid")
+    )
+    kept = [c for c in previous if c.get("type") not in LEDGER_CONDITIONS]
+    if manifest.get("kind") != "LLMBudget":
+        return {"observedGeneration": generation, "conditions": [accepted, *kept]}
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "conditions": [
+            accepted,
+            cond(ENFORCED, False, LEDGER_UNAVAILABLE, message),
+            cond(READY, False, LEDGER_UNAVAILABLE, message),
+            *kept,
+        ],
+        "summary": LEDGER_UNAVAILABLE,
+        "scopeSummary": compiled.scope_summary(key),
+    }
+    if problem is not None:
+        status["state"] = status["summary"] = BudgetState.REJECTED.value
+    elif not (manifest.get("status") or {}).get("state"):
+        status["state"] = BudgetState.PENDING.value
     return status
 
 

@@ -20,9 +20,10 @@ from budget_guard.domain.instants import unix_ms
 from budget_guard.domain.money import format_usd, parse_usd
 from budget_guard.operator.alerts import AlertSender
 from budget_guard.operator.burst_review import BurstReviews
+from budget_guard.operator.checkpoints import SpendCheckpoints
 from budget_guard.operator.compile import CompiledResources, Manifest
 from budget_guard.operator.conditions import EVENT_LEDGER_RESTORED, EVENT_PERIOD_RESET
-from budget_guard.operator.events import NOTICE_MEMORY, EventSink
+from budget_guard.operator.events import Announcement, Announcer
 from budget_guard.operator.insights import Insights
 from budget_guard.operator.kube import KubeApi
 from budget_guard.operator.metrics import BudgetSample, OperatorMetrics, budget_sample, pool_sample
@@ -50,7 +51,7 @@ class StatusSync:
         kube: KubeApi,
         alerts: AlertSender,
         notices: Notices,
-        post_event: EventSink,
+        announcer: Announcer,
         metrics: OperatorMetrics,
         clock: Callable[[], dt.datetime],
         insights: Insights | None = None,
@@ -60,12 +61,13 @@ class StatusSync:
         self._kube = kube
         self._alerts = alerts
         self._notices = notices
-        self._post_event = post_event
+        self._announcer = announcer
         self._metrics = metrics
         self._clock = clock
         self._reviews = BurstReviews(redis, keys)
+        self._checkpoints = SpendCheckpoints(redis, keys, kube, announcer)
         self._writers = asyncio.Semaphore(STATUS_WRITERS)
-        self._insights = insights or Insights(redis, keys, notices, alerts, post_event)
+        self._insights = insights or Insights(redis, keys, announcer)
 
     async def sync(self, compiled: CompiledResources, published: Mapping[str, int]) -> None:
         """Refresh every status of ``compiled`` from spend; ``published``: the generations
@@ -101,6 +103,8 @@ class StatusSync:
         budget = compiled.budgets.get(key)
         if budget is not None and usage is not None:
             usage = await self._restore_if_lost(budget, manifest, usage)
+            if budget.scope.is_user_template:
+                await self._checkpoints.keep_users(budget, manifest, usage)
             await self._announce_period_reset(budget, manifest, usage)
         spec = manifest.get("spec", {})
         await self._alerts.verify(key, manifest.get("metadata", {}).get("namespace", ""), spec)
@@ -120,6 +124,10 @@ class StatusSync:
         usage: PoolUsage | None,
         now: dt.datetime,
     ) -> BudgetSample:
+        pool = compiled.pools.get(key)
+        owner = compiled.budgets.get(pool.budget.id) if pool is not None else None
+        if pool is not None and owner is not None and usage is not None:
+            usage = await self._checkpoints.keep_pool(pool, owner, manifest, usage, now)
         review = await self._reviews.review(key, compiled, usage, now)
         status = burst_status(key, compiled, usage, review, now)
         await self._write(BURSTBUDGETS, key, manifest, status)
@@ -154,12 +162,17 @@ class StatusSync:
         )
         if restored <= 0:
             return usage
-        self._post_event(
-            manifest,
-            "Warning",
-            EVENT_LEDGER_RESTORED,
-            f"the ledger held ${format_usd(usage.spent)} spent this period, below the "
-            f"${format_usd(recorded)} last recorded: restored ${format_usd(restored)}",
+        uid = manifest.get("metadata", {}).get("uid", budget.id)
+        await self._announcer.say(
+            Announcement(
+                manifest,
+                "Warning",
+                EVENT_LEDGER_RESTORED,
+                f"the ledger held ${format_usd(usage.spent)} spent this period, below the "
+                f"${format_usd(recorded)} last recorded: restored ${format_usd(restored)}",
+                f"{uid}:restored:{window.key}:{usage.spent}:{recorded}",
+            ),
+            remember=False,
         )
         log.warning("restored %s micro-USD of lost spend on %s", restored, budget.id)
         return replace(usage, spent=usage.spent + restored, used=usage.used + restored)
@@ -171,11 +184,13 @@ class StatusSync:
         if not previous or previous == usage.window.key:
             return
         uid = manifest.get("metadata", {}).get("uid", budget.id)
-        if await self._notices.first_time(f"{uid}:reset:{usage.window.key}", NOTICE_MEMORY):
-            self._post_event(
+        await self._announcer.say(
+            Announcement(
                 manifest,
                 "Normal",
                 EVENT_PERIOD_RESET,
                 f"a new {budget.period.value.lower()} period began: {usage.window.key} "
                 f"(the last one, {previous}, ended)",
+                f"{uid}:reset:{usage.window.key}",
             )
+        )

@@ -4,7 +4,9 @@ The webhooks' scripts append threshold crossings, exhaustion and burst events to
 bounded stream. The operator reads it from a cursor kept in Redis (so a restart
 neither replays nor skips), and marks each notice it turns into a Kubernetes Event
 or an alert with a key of its own (so each is said once, across restarts and
-replicas).
+replicas). Alerts wait in an outbox (a hash: Event name -> alert) from the moment
+their notice is acknowledged until they are delivered, so a restart neither drops
+nor repeats them.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class Notices:
         self.client = client
         self.keys = keys or KeySchema()
         self._cursor_key = f"{self.keys.prefix}:{GLOBAL_TAG}:operator:cursor"
+        self._outbox_key = f"{self.keys.prefix}:{GLOBAL_TAG}:operator:outbox"
 
     @ledger_call
     async def read(self, block_ms: int = 1000, count: int = 500) -> list[Notice]:
@@ -79,15 +82,43 @@ class Notices:
         return notices
 
     @ledger_call
-    async def done(self, notice: Notice) -> None:
-        """Move the cursor past ``notice``."""
-        await self.client.set(self._cursor_key, notice.id)
+    async def said(self, marker: str) -> bool:
+        """Was the notice ``marker`` acknowledged before (and not yet forgotten)?"""
+        return bool(await self.client.exists(self._marker_key(marker)))
 
     @ledger_call
-    async def first_time(self, marker: str, ttl: dt.timedelta) -> bool:
-        """True exactly once per ``marker`` (until it expires): say it now."""
-        key = f"{self.keys.prefix}:{GLOBAL_TAG}:said:{marker}"
-        return bool(await self.client.set(key, "1", nx=True, px=int(ttl.total_seconds() * 1000)))
+    async def acknowledge(
+        self,
+        marker: str | None = None,
+        ttl: dt.timedelta = dt.timedelta(days=400),
+        *,
+        cursor: str | None = None,
+        outbox: tuple[str, str] | None = None,
+    ) -> None:
+        """In one transaction: remember ``marker`` for ``ttl``, move the cursor past the
+        notice ``cursor`` (a stream id), queue ``outbox`` (name, alert) for delivery."""
+        async with self.client.pipeline(transaction=True) as pipeline:
+            if marker is not None:
+                pipeline.set(self._marker_key(marker), "1", px=int(ttl.total_seconds() * 1000))
+            if cursor is not None:
+                pipeline.set(self._cursor_key, cursor)
+            if outbox is not None:
+                pipeline.hset(self._outbox_key, outbox[0], outbox[1])
+            await pipeline.execute()
+
+    @ledger_call
+    async def outbox(self) -> dict[str, str]:
+        """Alerts acknowledged and not yet delivered: Event name -> alert (JSON)."""
+        entries = await self.client.hgetall(self._outbox_key)
+        return {_text(name): _text(alert) for name, alert in entries.items()}
+
+    @ledger_call
+    async def delivered(self, name: str) -> None:
+        """Take a delivered (or given up) alert out of the outbox."""
+        await self.client.hdel(self._outbox_key, name)
+
+    def _marker_key(self, marker: str) -> str:
+        return f"{self.keys.prefix}:{GLOBAL_TAG}:said:{marker}"
 
     @ledger_call
     async def restore(
