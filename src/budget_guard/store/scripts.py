@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
 from budget_guard.store.channel import LedgerChannel
@@ -76,8 +76,14 @@ class LuaScript:
             await target.script_load(self.source)
             return await _roundtrip(target, command)
 
-    async def run(self, client: Redis, keys: list[str], args: list[Any]) -> Any:
-        """Encode and call (for paths where encoding once does not pay)."""
+    async def run(self, client: Redis | RedisCluster, keys: list[str], args: list[Any]) -> Any:
+        """Encode and call (for paths where encoding once does not pay). On Redis
+        Cluster, redis-py sends it to the node of the keys' slot (one slot per call)."""
+        if isinstance(client, RedisCluster):
+            try:
+                return await client.evalsha(self.sha, len(keys), *keys, *args)
+            except NoScriptError:  # a node that never ran it (new, or just promoted)
+                return await client.eval(self.source, len(keys), *keys, *args)
         encoded = [bulk(part) for part in (*keys, *args)]
         return await self.call(client, self.command(len(keys), len(args), *encoded))
 
@@ -104,3 +110,4 @@ COMMIT = LuaScript.load("commit.lua")
 RELEASE = LuaScript.load("release.lua")
 RESTORE = LuaScript.load("restore.lua")
 READ_FIELD = LuaScript.load("read_field.lua")
+CANCEL = LuaScript.load("cancel.lua")
