@@ -32,7 +32,7 @@ from budget_guard.operator.metrics import OperatorMetrics
 from budget_guard.operator.publishing import Publisher
 from budget_guard.operator.settings import OperatorSettings
 from budget_guard.operator.status_sync import BURSTBUDGETS, LLMBUDGETS, StatusSync
-from budget_guard.store.connect import ledger_client
+from budget_guard.store.connect import ledger_reader
 from budget_guard.store.keys import KeySchema
 from budget_guard.store.notices import Notices
 from budget_guard.store.published_config import PublishedConfigStore
@@ -86,7 +86,7 @@ class Controller:
             first_delay=settings.alert_first_delay_seconds,
             secret_namespaces=frozenset(settings.alert_secret_namespaces),
         )
-        return cls(settings, ledger_client(settings.redis_url), kube, alerts)
+        return cls(settings, ledger_reader(settings.redis_url), kube, alerts)
 
     async def close(self, grace_seconds: float = 5.0) -> None:
         """Let the loop finish its turn, then close the clients."""

@@ -9,12 +9,13 @@ replicas).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from budget_guard.domain.budget import Budget
 from budget_guard.store.errors import ledger_call
@@ -37,10 +38,12 @@ class Notice:
     used: int = 0
     limit: int = 0
     pool: str = ""
+    stream: str = ""  # Redis Cluster: the stream it came from (one per hash tag)
 
     @classmethod
-    def parse(cls, entry_id: str, fields: Mapping[str, str]) -> Notice:
+    def parse(cls, entry_id: str, fields: Mapping[str, str], stream: str = "") -> Notice:
         return cls(
+            stream=stream,
             id=entry_id,
             kind=fields.get("kind", ""),
             budget=fields.get("budget", ""),
@@ -58,7 +61,7 @@ def _text(value: bytes | str) -> str:
 
 
 class Notices:
-    def __init__(self, client: Redis, keys: KeySchema | None = None) -> None:
+    def __init__(self, client: Redis | RedisCluster, keys: KeySchema | None = None) -> None:
         self.client = client
         self.keys = keys or KeySchema()
         self._cursor_key = f"{self.keys.prefix}:{GLOBAL_TAG}:operator:cursor"
@@ -66,6 +69,8 @@ class Notices:
     @ledger_call
     async def read(self, block_ms: int = 1000, count: int = 500) -> list[Notice]:
         """Notices after the stored cursor, waiting up to ``block_ms`` for some."""
+        if isinstance(self.client, RedisCluster):
+            return await self._read_every_shard(block_ms, count)
         cursor = await self.client.get(self._cursor_key)
         start = _text(cursor) if cursor is not None else _CURSOR_START
         answer: Any = await self.client.xread(
@@ -78,10 +83,35 @@ class Notices:
                 notices.append(Notice.parse(_text(entry_id), decoded))
         return notices
 
+    async def _read_every_shard(self, block_ms: int, count: int) -> list[Notice]:
+        """Redis Cluster: each hash tag's slot has its stream (``store.sharded``), each
+        read from a cursor of its own; no blocking read spans slots, so this polls."""
+        cluster = cast("RedisCluster", self.client)
+        members = await cluster.smembers(self.keys.shards)
+        tags = [GLOBAL_TAG, *sorted(_text(member) for member in members)]
+        notices: list[Notice] = []
+        for tag in tags:
+            stream = self.keys.events_in(tag)
+            cursor = await cluster.get(self._shard_cursor(stream))
+            start = _text(cursor) if cursor is not None else _CURSOR_START
+            answer: Any = await cluster.xread({stream: start}, count=count)
+            for _, entries in answer or []:
+                for entry_id, fields in entries:
+                    decoded = {_text(k): _text(v) for k, v in fields.items()}
+                    notices.append(Notice.parse(_text(entry_id), decoded, stream))
+        if not notices:
+            await asyncio.sleep(min(block_ms, 250) / 1000)
+        return notices
+
+    def _shard_cursor(self, stream: str) -> str:
+        if stream == self.keys.events:
+            return self._cursor_key
+        return f"{self.keys.prefix}:{GLOBAL_TAG}:operator:cursor:{stream}"
+
     @ledger_call
     async def done(self, notice: Notice) -> None:
-        """Move the cursor past ``notice``."""
-        await self.client.set(self._cursor_key, notice.id)
+        """Move the cursor past ``notice`` (of its stream, on Redis Cluster)."""
+        await self.client.set(self._shard_cursor(notice.stream or self.keys.events), notice.id)
 
     @ledger_call
     async def first_time(self, marker: str, ttl: dt.timedelta) -> bool:

@@ -43,13 +43,14 @@ from dataclasses import replace
 from typing import Any, cast
 
 from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from budget_guard.domain.decision import BudgetCharge, BudgetState, BudgetVerdict, Decision
 from budget_guard.domain.instants import unix_ms
 from budget_guard.domain.pricing import Usage
 from budget_guard.domain.resolution import Attribution
 from budget_guard.store.channel import LedgerChannel
-from budget_guard.store.errors import ledger_call
+from budget_guard.store.errors import UNAVAILABLE, ledger_call
 from budget_guard.store.keys import GLOBAL_TAG, KeySchema, hash_tag, tenant_tag
 from budget_guard.store.ledger import (
     Ledger,
@@ -87,6 +88,55 @@ class _PartAnswer:
             self.grants = tuple(int(g) for g in granted.split(",")) if granted else ()
 
 
+class ClusterLink:
+    """How the decision path sees Redis Cluster, with the attributes of
+    ``store.channel.LedgerChannel`` that the webhook reports (health, counts): there is
+    no one pipelined connection on Cluster (redis-py keeps a pool per node and follows
+    redirections), so health is judged on the outcome of each reservation."""
+
+    def __init__(self, cluster: RedisCluster) -> None:
+        self._cluster = cluster
+        self.healthy = False
+        self.outages = 0
+        self.stalls = 0  # timeouts
+        self.batches = 0  # round trips
+        self.commands = 0
+        self._last_error = "not connected yet"
+
+    @property
+    def last_error(self) -> str:
+        return self._last_error
+
+    def answered(self, round_trips: int) -> None:
+        if not self.healthy and self.outages:
+            log.warning("ledger available again")
+        self.healthy = True
+        self.batches += round_trips
+        self.commands += round_trips
+
+    def failed(self, error: BaseException) -> None:
+        if self.healthy:
+            self.outages += 1
+            log.warning("ledger unavailable: %s", error)
+        if isinstance(error, TimeoutError | RedisTimeoutError):
+            self.stalls += 1
+        self.healthy = False
+        self._last_error = f"{type(error).__name__}: {error}"
+
+    async def start(self) -> bool:
+        """Learn the cluster's layout; returns whether it answered."""
+        try:
+            await self._cluster.initialize()
+        except UNAVAILABLE as error:
+            self.failed(error)
+            return False
+        self.answered(1)
+        return True
+
+    async def aclose(self) -> None:
+        """Nothing of its own to close: the client is closed by its owner."""
+
+
 class ShardedLedger(Ledger):
     """``Ledger`` for Redis Cluster (see the module's docstring); same interface."""
 
@@ -104,6 +154,7 @@ class ShardedLedger(Ledger):
         self._registered: dict[str, float] = {}
         self._initialized = False
         self._initializing = asyncio.Lock()
+        self.link = ClusterLink(client)
 
     async def _ready(self) -> None:
         """Learn the cluster's layout once, before any concurrent use: redis-py's asyncio
@@ -248,6 +299,12 @@ class ShardedLedger(Ledger):
             for part in plan.parts
         ]
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, UNAVAILABLE):
+                self.link.failed(outcome)
+                break
+        else:
+            self.link.answered(len(outcomes))
         answers = [o for o in outcomes if isinstance(o, _PartAnswer)]
         reserved = [a for a in answers if a.status == _RESERVED]
         failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
