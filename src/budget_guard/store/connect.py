@@ -28,7 +28,7 @@ import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, cast, TypedDict, Unpack
+from typing import Any, TypedDict, Unpack, cast
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 import redis
