@@ -27,10 +27,11 @@ import redis
 import yaml
 from redis.asyncio import Redis, RedisCluster
 
+from budget_guard.client import BudgetGuard, DirectBackend
 from budget_guard.domain.decision import ChargePlanner, plan_charges
 from budget_guard.domain.money import parse_usd
 from budget_guard.domain.resolution import Attribution, RequestIdentity
-from budget_guard.localservices import RedisClusterSet, WebhookProcess
+from budget_guard.localservices import RedisClusterSet, RedisSentinelSet, WebhookProcess
 from budget_guard.store.connect import redis_client, sync_redis_client
 from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.history import read_attribution, read_review_history
@@ -40,9 +41,11 @@ from budget_guard.store.notices import Notices
 from budget_guard.store.published_config import PublishedConfigStore
 from budget_guard.store.sharded import ShardedLedger
 from budget_guard.store.usage import read_usage
+from tests.fixtures.client import IDENTITY, OPENAI_MODEL, counter
 from tests.fixtures.webhook import budget as budget_manifest
 from tests.integration import concurrency_worker
 from tests.integration.concurrency_worker import NOW, USERS, snapshot
+from tests.integration.test_client_guard import CHARGED, MANIFESTS, REQUEST, USAGE
 from tests.integration.test_ledger_outages import CHAT
 
 pytestmark = pytest.mark.redis
@@ -440,4 +443,33 @@ async def test_status_reads_events_restore_and_config_work_on_a_cluster(
         await asyncio.wait_for(anext(changes), 2)  # polled on Cluster
         await changes.aclose()
     finally:
+        await client.aclose()
+
+
+# -- the client library on every topology ----------------------------------------------
+
+
+@pytest.mark.parametrize("topology", ["sentinel", "cluster"])
+async def test_the_client_library_reserves_and_settles_on_sentinel_and_cluster_urls(
+    request: pytest.FixtureRequest, topology: str
+) -> None:
+    if topology == "sentinel":
+        sentinel: RedisSentinelSet = request.getfixturevalue("redis_sentinel")
+        url = sentinel.url
+    else:
+        nodes: RedisClusterSet = request.getfixturevalue("redis_cluster")
+        flush(nodes)
+        url = nodes.cluster_url
+    client = redis_client(url, socket_timeout=2)
+    if topology == "sentinel":
+        await client.flushdb()
+    guard = BudgetGuard(DirectBackend(url), **IDENTITY)
+    try:
+        await PublishedConfigStore(client, KEYS).publish(MANIFESTS, [], "2030-05-10T00:00:00Z")
+        async with guard.call(REQUEST) as call:
+            call.record(USAGE)
+        spent = await counter(cast(Redis, client), MANIFESTS, "acme", OPENAI_MODEL)
+        assert spent.spent == CHARGED
+    finally:
+        await guard.aclose()
         await client.aclose()
