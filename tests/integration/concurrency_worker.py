@@ -7,12 +7,11 @@ import datetime as dt
 import random
 import uuid
 
-from redis.asyncio import Redis
-
 from budget_guard.domain.decision import ChargePlanner
 from budget_guard.domain.resolution import BudgetSnapshot, RequestIdentity
+from budget_guard.store.connect import redis_client
 from budget_guard.store.leases import LocalLeases
-from budget_guard.store.ledger import Ledger
+from budget_guard.store.sharded import ledger_for
 from tests.factories import budget
 
 NOW = dt.datetime(2030, 11, 10, 12, 0, tzinfo=dt.UTC)
@@ -37,8 +36,8 @@ async def _hammer(
     limits: tuple[str, str, str],
     use_leases: bool,
 ) -> list[tuple[bool, int, str]]:
-    client = Redis.from_url(redis_url, max_connections=tasks)
-    ledger = Ledger(client)
+    client = redis_client(redis_url, max_connections=tasks * 4)  # redis:// or redis+cluster://
+    ledger = ledger_for(client)
     leases = LocalLeases(ledger)
     planner = ChargePlanner(snapshot(*limits))
     rng = random.Random(worker)

@@ -89,6 +89,12 @@ def test_every_optional_part_renders(chart_all_on: Rendered) -> None:
     kinds = {obj["kind"] for obj in chart_all_on.objects}
     assert {"NetworkPolicy", "ServiceMonitor", "PrometheusRule", "ConfigMap"} <= kinds
     assert chart_all_on.one("Deployment", f"{RELEASE}-redis")
+    for name in (WEBHOOK, OPERATOR):  # redis.tlsSecret: the CA for rediss:// URLs
+        pod = chart_all_on.one("Deployment", name)["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["redis-tls"]["secret"]["secretName"] == "redis-tls"
+        mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+        assert mounts["redis-tls"]["mountPath"] == "/etc/budget-guard/redis-tls"
     waves = {
         obj["metadata"].get("annotations", {}).get("argocd.argoproj.io/sync-wave")
         for obj in chart_all_on.objects

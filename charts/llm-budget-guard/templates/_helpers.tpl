@@ -104,6 +104,24 @@ evaluation Redis's, or redis.existingSecret (the default: create it before insta
       key: {{ include "llm-budget-guard.redisSecretKey" . }}
 {{- end }}
 
+{{/* The Redis TLS Secret's mount (redis.tlsSecret), for a container's volumeMounts. */}}
+{{- define "llm-budget-guard.redisTlsMount" -}}
+{{- if .Values.redis.tlsSecret -}}
+- name: redis-tls
+  mountPath: /etc/budget-guard/redis-tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* The Redis TLS Secret's volume (redis.tlsSecret), for a pod's volumes. */}}
+{{- define "llm-budget-guard.redisTlsVolume" -}}
+{{- if .Values.redis.tlsSecret -}}
+- name: redis-tls
+  secret:
+    secretName: {{ .Values.redis.tlsSecret }}
+{{- end }}
+{{- end }}
+
 {{/* Namespaces the operator may read alert Secrets in: the release's when none are named. */}}
 {{- define "llm-budget-guard.alertSecretNamespaces" -}}
 {{- $namespaces := .Values.operator.alertSecretNamespaces | default (list .Release.Namespace) }}

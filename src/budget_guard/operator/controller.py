@@ -39,7 +39,7 @@ from budget_guard.operator.metrics import OperatorMetrics
 from budget_guard.operator.publishing import Publisher
 from budget_guard.operator.settings import OperatorSettings
 from budget_guard.operator.status_sync import BURSTBUDGETS, LLMBUDGETS, StatusSync
-from budget_guard.store.connect import ledger_client
+from budget_guard.store.connect import ledger_reader
 from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.keys import KeySchema
 from budget_guard.store.notices import Notices
@@ -96,7 +96,7 @@ class Controller:
             first_delay=settings.alert_first_delay_seconds,
             secret_namespaces=frozenset(settings.alert_secret_namespaces),
         )
-        redis = ledger_client(settings.redis_url, socket_connect_timeout=REDIS_CONNECT_SECONDS)
+        redis = ledger_reader(settings.redis_url, socket_connect_timeout=REDIS_CONNECT_SECONDS)
         return cls(settings, redis, kube, alerts)
 
     async def close(self, grace_seconds: float = 5.0) -> None:

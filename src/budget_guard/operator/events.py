@@ -185,7 +185,7 @@ class Announcer:
         alert_details: Mapping[str, Any] | None = None,
         *,
         remember: bool = True,
-        cursor: str | None = None,
+        cursor: Notice | None = None,
     ) -> None:
         """Post ``announcement`` and alert on it (``alert_details``: None, no alert),
         unless said before; ``cursor``: the notice to acknowledge with it."""
@@ -284,7 +284,7 @@ class NoticeRelay:
         acknowledged (the cursor moves past it)."""
         manifest = manifests.get(notice.budget)
         if manifest is None:  # a budget deleted since: its history stays, nobody to tell
-            await self._notices.acknowledge(cursor=notice.id)
+            await self._notices.acknowledge(cursor=notice)
             return
         uid = manifest.get("metadata", {}).get("uid", notice.budget)
         key = f"{uid}:{notice.period}:{notice.subject}:{notice.kind}:{notice.threshold}"
@@ -302,5 +302,5 @@ class NoticeRelay:
         await self._announcer.say(
             Announcement(manifest, kind, reason, message, key),
             {k: v for k, v in details.items() if v},
-            cursor=notice.id,
+            cursor=notice,
         )

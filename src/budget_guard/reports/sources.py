@@ -19,7 +19,7 @@ from budget_guard.loaders.files import load_manifests
 from budget_guard.operator.kube import KubeApi
 from budget_guard.operator.status import review_from_status
 from budget_guard.reports.outcome import Exit, ReportError
-from budget_guard.store.connect import RedisUrlError, describe, ledger_client
+from budget_guard.store.connect import RedisUrlError, describe, ledger_reader
 from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.history import read_review_history
 from budget_guard.store.keys import KeySchema
@@ -30,7 +30,7 @@ from budget_guard.store.usage import read_usage
 async def ledger(url: str) -> AsyncIterator[Redis]:
     """A client of the ledger; an unreachable one leaves as ``ReportError`` (exit 6)."""
     try:
-        client = ledger_client(url, socket_connect_timeout=5, socket_timeout=30)
+        client = ledger_reader(url, socket_connect_timeout=5, socket_timeout=30)
     except RedisUrlError as error:
         raise ReportError(Exit.USAGE, f"--redis-url: {error}") from None
     try:

@@ -28,7 +28,7 @@ import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypedDict, Unpack
+from typing import Any, TypedDict, Unpack, cast
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 import redis
@@ -197,26 +197,28 @@ def redis_client(
 
 
 def checked_redis_url(url: str) -> str:
-    """``url`` when the ledger can run on it; else ``RedisUrlError`` (a ``ValueError``)
-    saying what is wrong, without the password."""
-    if parse_redis_url(url).topology is Topology.CLUSTER:
-        raise RedisUrlError(
-            f"{describe(url)}: the ledger runs on one Redis instance or on Sentinel; "
-            "Redis Cluster is not supported yet"
-        )
+    """``url`` when it parses; else ``RedisUrlError`` (a ``ValueError``) saying what is
+    wrong, without the password. Every topology runs the ledger (on Redis Cluster as
+    ``store.sharded.ShardedLedger``)."""
+    parse_redis_url(url)
     return url
 
 
-def ledger_client(url: str, **options: Unpack[ClientOptions]) -> redis.asyncio.Redis:
-    """``redis_client`` for the ledger, which runs on one instance or on Sentinel: its
-    scripts touch keys of several slots, which Redis Cluster refuses."""
-    client = redis_client(url, **options)
-    if isinstance(client, redis.asyncio.RedisCluster):
-        raise RedisUrlError(
-            f"{describe(url)}: the ledger runs on one Redis instance or on Sentinel; "
-            "Redis Cluster is not supported yet"
-        )
-    return client
+def ledger_client(
+    url: str, **options: Unpack[ClientOptions]
+) -> redis.asyncio.Redis | redis.asyncio.RedisCluster:
+    """``redis_client`` for the ledger: build the ledger on it with
+    ``store.sharded.ledger_for``, which picks the Cluster ledger for a Cluster client."""
+    return redis_client(url, **options)
+
+
+def ledger_reader(url: str, **options: Unpack[ClientOptions]) -> redis.asyncio.Redis:
+    """``ledger_client`` for the operator and the reports, typed as the single-instance
+    client their read paths are written against: on Redis Cluster it is a
+    ``RedisCluster``, which offers every command they use (GET/SET, XREAD, EVALSHA and
+    pipelines of keys that each live in one slot; tested in
+    tests/integration/test_cluster_ledger.py)."""
+    return cast("redis.asyncio.Redis", ledger_client(url, **options))
 
 
 def sync_redis_client(

@@ -2,9 +2,10 @@
 
 Keys carry a Redis Cluster hash tag: ``{t:<tenant>}`` for what belongs to one
 tenant, ``{global}`` for budgets without a tenant. Everything one request touches
-for one tenant's budgets therefore shares a slot. How tenant-less budgets behave
-under Cluster is in ``docs/concepts.md``; single-instance Redis and Sentinel run
-every script fully atomically.
+for one tenant's budgets therefore shares a slot. Single-instance Redis and Sentinel
+keep every request's records in ``{global}`` and run every script fully atomically;
+on Redis Cluster a request has a part per hash tag (the ``*_in(tag, ...)`` keys; see
+``store.sharded`` and ``docs/concepts.md``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ GLOBAL_TAG = "{global}"
 
 def tenant_tag(tenant: str | None) -> str:
     return f"{{t:{tenant}}}" if tenant else GLOBAL_TAG
+
+
+def hash_tag(key: str) -> str:
+    """The hash tag a key of this schema carries (``{t:acme}``, ``{global}``)."""
+    start = key.index("{")
+    return key[start : key.index("}", start) + 1]
 
 
 @dataclass(frozen=True)
@@ -82,28 +89,50 @@ class KeySchema:
 
     def reservation(self, request_id: str) -> str:
         """What one request reserved, until it is settled (and a while after)."""
-        return f"{self.prefix}:{GLOBAL_TAG}:r:{request_id}"
+        return self.reservation_in(GLOBAL_TAG, request_id)
+
+    def reservation_in(self, tag: str, request_id: str) -> str:
+        """On Redis Cluster a request has a record in each slot it reserved in."""
+        return f"{self.prefix}:{tag}:r:{request_id}"
 
     def request_id_of(self, reservation_key: str) -> str:
-        return reservation_key.removeprefix(f"{self.prefix}:{GLOBAL_TAG}:r:")
+        return reservation_key.removeprefix(f"{self.prefix}:{hash_tag(reservation_key)}:r:")
 
     def commit_marker(self, batch_id: str) -> str:
         """Marks a batch of local decisions as committed, so a retry applies it once."""
-        return f"{self.prefix}:{GLOBAL_TAG}:commit:{batch_id}"
+        return self.commit_marker_in(GLOBAL_TAG, batch_id)
+
+    def commit_marker_in(self, tag: str, batch_id: str) -> str:
+        return f"{self.prefix}:{tag}:commit:{batch_id}"
 
     def lease_return(self, marker: str) -> str:
         """Marks lease room given back, so that a return retried after a lost answer
         applies once (the marker of a reservation's returns is its request id)."""
-        return f"{self.prefix}:{GLOBAL_TAG}:returned:{marker}"
+        return self.lease_return_in(GLOBAL_TAG, marker)
+
+    def lease_return_in(self, tag: str, marker: str) -> str:
+        return f"{self.prefix}:{tag}:returned:{marker}"
 
     def plan(self, digest: str) -> str:
         """What settling needs of a set of budgets, shared by many reservations."""
-        return f"{self.prefix}:{GLOBAL_TAG}:plan:{digest}"
+        return self.plan_in(GLOBAL_TAG, digest)
+
+    def plan_in(self, tag: str, digest: str) -> str:
+        return f"{self.prefix}:{tag}:plan:{digest}"
 
     @property
     def pending(self) -> str:
         """Unsettled reservations by settle deadline, for the expiry sweeper."""
-        return f"{self.prefix}:{GLOBAL_TAG}:pending"
+        return self.pending_in(GLOBAL_TAG)
+
+    def pending_in(self, tag: str) -> str:
+        return f"{self.prefix}:{tag}:pending"
+
+    @property
+    def shards(self) -> str:
+        """Redis Cluster: the tenant hash tags that have reservation records, pending
+        indexes and event streams of their own (a set), for the sweeper and the operator."""
+        return f"{self.prefix}:{GLOBAL_TAG}:shards"
 
     @property
     def config_document(self) -> str:
@@ -122,4 +151,7 @@ class KeySchema:
     @property
     def events(self) -> str:
         """Threshold crossings, exhaustion and burst events, for the operator."""
-        return f"{self.prefix}:{GLOBAL_TAG}:events"
+        return self.events_in(GLOBAL_TAG)
+
+    def events_in(self, tag: str) -> str:
+        return f"{self.prefix}:{tag}:events"

@@ -23,7 +23,7 @@ from budget_guard.domain.pricing import Usage
 from budget_guard.domain.resolution import Attribution
 from budget_guard.store.channel import LedgerChannel
 from budget_guard.store.errors import ledger_call
-from budget_guard.store.keys import KeySchema
+from budget_guard.store.keys import GLOBAL_TAG, KeySchema
 from budget_guard.store.plans import (
     DetailRetention,
     EncodedPlan,
@@ -340,12 +340,18 @@ class Ledger:
         (recorded under a fresh key, settled at their estimate)."""
         if not batch:
             return []
+        return await self._commit_in(GLOBAL_TAG, batch_id, batch, now)
+
+    async def _commit_in(
+        self, tag: str, batch_id: str, batch: Sequence[LocalReservation], now: dt.datetime
+    ) -> list[str]:
+        """``commit`` of a batch whose plans and records all carry hash tag ``tag``."""
         # Per plan first (a batch names few plans), then per counter: this runs on the
         # event loop that decides requests, so it stays at one dict update per request.
         plans: dict[str, tuple[int, EncodedPlan]] = {}
         per_plan: dict[str, int] = {}
         request_args: list[str] = []
-        reservation = self.keys.reservation
+        keys_ = self.keys
         for item in batch:
             plan = item.plan
             known = plans.get(plan.key)
@@ -362,8 +368,8 @@ class Ledger:
                 records[key] = record
         plan_contents = [plan.content for _, plan in plans.values()]
         now_ms = unix_ms(now)
-        keys = [self.keys.pending, self.keys.events, self.keys.commit_marker(batch_id)]
-        keys += [reservation(item.request_id) for item in batch]
+        keys = [keys_.pending_in(tag), keys_.events_in(tag), keys_.commit_marker_in(tag, batch_id)]
+        keys += [keys_.reservation_in(tag, item.request_id) for item in batch]
         keys += list(plans) + list(assigned)
         args: list[Any] = [
             now_ms,
@@ -390,7 +396,10 @@ class Ledger:
         returned = {key: amount for key, amount in unused.items() if amount > 0}
         if not returned:
             return True
-        keys = [self.keys.lease_return(marker), *returned]
+        return await self._release_in(GLOBAL_TAG, marker, returned)
+
+    async def _release_in(self, tag: str, marker: str, returned: Mapping[str, int]) -> bool:
+        keys = [self.keys.lease_return_in(tag, marker), *returned]
         args = [self.settings.record_ttl_ms, *returned.values()]
         return bool(await RELEASE.run(self.client, keys, args))
 
@@ -423,8 +432,10 @@ class Ledger:
             raise LedgerDataLost(f"the reservation of {request_id} refers to data Redis lost")
         return settlement
 
-    def _settle_keys(self, record: str) -> list[str]:
-        return [record, self.keys.pending, self.keys.events, self.keys.settled]
+    def _settle_keys(self, record: str, tag: str = GLOBAL_TAG) -> list[str]:
+        """settle.lua's keys; the settled stream is written from ``{global}`` only."""
+        keys = [record, self.keys.pending_in(tag), self.keys.events_in(tag)]
+        return [*keys, self.keys.settled] if tag == GLOBAL_TAG else keys
 
     def _settle_args(
         self,
@@ -457,7 +468,11 @@ class Ledger:
     @ledger_call
     async def sweep_expired(self, now: dt.datetime, batch: int = 256) -> list[Settlement]:
         """Settle overdue reservations per ``expired_reservations``; returns what it settled."""
-        due = await self.client.zrangebyscore(self.keys.pending, "-inf", unix_ms(now), 0, batch)
+        return await self._sweep_in(GLOBAL_TAG, now, batch)
+
+    async def _sweep_in(self, tag: str, now: dt.datetime, batch: int) -> list[Settlement]:
+        pending = self.keys.pending_in(tag)
+        due = await self.client.zrangebyscore(pending, "-inf", unix_ms(now), 0, batch)
         mode = (
             "expire-keep"
             if self.settings.expired_reservations is ExpiredReservations.KEEP
@@ -468,13 +483,15 @@ class Ledger:
             record = _text(raw)
             request_id = self.keys.request_id_of(record)
             answer = await SETTLE.run(
-                self.client, self._settle_keys(record), self._settle_args(mode, 0, now, request_id)
+                self.client,
+                self._settle_keys(record, tag),
+                self._settle_args(mode, 0, now, request_id),
             )
             settlement = _settlement(request_id, answer)
             if settlement.status is SettlementStatus.SETTLED:
                 swept.append(settlement)
             elif settlement.status in (SettlementStatus.UNKNOWN, SettlementStatus.LOST):
-                await self.client.zrem(self.keys.pending, record)  # nothing left to settle
+                await self.client.zrem(pending, record)  # nothing left to settle
         return swept
 
     # -- read ------------------------------------------------------------------

@@ -11,12 +11,13 @@ nor repeats them.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from budget_guard.domain.budget import Budget
 from budget_guard.store.errors import ledger_call
@@ -39,10 +40,12 @@ class Notice:
     used: int = 0
     limit: int = 0
     pool: str = ""
+    stream: str = ""  # Redis Cluster: the stream it came from (one per hash tag)
 
     @classmethod
-    def parse(cls, entry_id: str, fields: Mapping[str, str]) -> Notice:
+    def parse(cls, entry_id: str, fields: Mapping[str, str], stream: str = "") -> Notice:
         return cls(
+            stream=stream,
             id=entry_id,
             kind=fields.get("kind", ""),
             budget=fields.get("budget", ""),
@@ -60,7 +63,7 @@ def _text(value: bytes | str) -> str:
 
 
 class Notices:
-    def __init__(self, client: Redis, keys: KeySchema | None = None) -> None:
+    def __init__(self, client: Redis | RedisCluster, keys: KeySchema | None = None) -> None:
         self.client = client
         self.keys = keys or KeySchema()
         self._cursor_key = f"{self.keys.prefix}:{GLOBAL_TAG}:operator:cursor"
@@ -69,6 +72,8 @@ class Notices:
     @ledger_call
     async def read(self, block_ms: int = 1000, count: int = 500) -> list[Notice]:
         """Notices after the stored cursor, waiting up to ``block_ms`` for some."""
+        if isinstance(self.client, RedisCluster):
+            return await self._read_every_shard(block_ms, count)
         cursor = await self.client.get(self._cursor_key)
         start = _text(cursor) if cursor is not None else _CURSOR_START
         answer: Any = await self.client.xread(
@@ -81,6 +86,31 @@ class Notices:
                 notices.append(Notice.parse(_text(entry_id), decoded))
         return notices
 
+    async def _read_every_shard(self, block_ms: int, count: int) -> list[Notice]:
+        """Redis Cluster: each hash tag's slot has its stream (``store.sharded``), each
+        read from a cursor of its own; no blocking read spans slots, so this polls."""
+        cluster = cast("RedisCluster", self.client)
+        members = await cluster.smembers(self.keys.shards)
+        tags = [GLOBAL_TAG, *sorted(_text(member) for member in members)]
+        notices: list[Notice] = []
+        for tag in tags:
+            stream = self.keys.events_in(tag)
+            cursor = await cluster.get(self._shard_cursor(stream))
+            start = _text(cursor) if cursor is not None else _CURSOR_START
+            answer: Any = await cluster.xread({stream: start}, count=count)
+            for _, entries in answer or []:
+                for entry_id, fields in entries:
+                    decoded = {_text(k): _text(v) for k, v in fields.items()}
+                    notices.append(Notice.parse(_text(entry_id), decoded, stream))
+        if not notices:
+            await asyncio.sleep(min(block_ms, 250) / 1000)
+        return notices
+
+    def _shard_cursor(self, stream: str) -> str:
+        if stream == self.keys.events:
+            return self._cursor_key
+        return f"{self.keys.prefix}:{GLOBAL_TAG}:operator:cursor:{stream}"
+
     @ledger_call
     async def said(self, marker: str) -> bool:
         """Was the notice ``marker`` acknowledged before (and not yet forgotten)?"""
@@ -92,16 +122,19 @@ class Notices:
         marker: str | None = None,
         ttl: dt.timedelta = dt.timedelta(days=400),
         *,
-        cursor: str | None = None,
+        cursor: Notice | None = None,
         outbox: tuple[str, str] | None = None,
     ) -> None:
-        """In one transaction: remember ``marker`` for ``ttl``, move the cursor past the
-        notice ``cursor`` (a stream id), queue ``outbox`` (name, alert) for delivery."""
+        """In one transaction: remember ``marker`` for ``ttl``, move the cursor (of its
+        stream, on Redis Cluster) past the notice ``cursor``, queue ``outbox`` (name,
+        alert) for delivery. Every key is ``{global}``'s, so this is one slot's
+        transaction on Cluster too."""
         async with self.client.pipeline(transaction=True) as pipeline:
             if marker is not None:
                 pipeline.set(self._marker_key(marker), "1", px=int(ttl.total_seconds() * 1000))
             if cursor is not None:
-                pipeline.set(self._cursor_key, cursor)
+                stream = cursor.stream or self.keys.events
+                pipeline.set(self._shard_cursor(stream), cursor.id)
             if outbox is not None:
                 pipeline.hset(self._outbox_key, outbox[0], outbox[1])
             await pipeline.execute()

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from budget_guard.domain.decision import BudgetCharge
 from budget_guard.domain.instants import unix_ms
 from budget_guard.domain.resolution import Attribution
-from budget_guard.store.keys import KeySchema
+from budget_guard.store.keys import KeySchema, hash_tag
 from budget_guard.store.scripts import bulk
 
 # Separators inside Redis values. Keys and identity values never hold control
@@ -86,6 +86,8 @@ class EncodedPlan:
     keys_blob: bytes = b""  # plan key, counters, pools: bulk-encoded
     records_blob: bytes = b""  # the records, bulk-encoded
     stored: bool = field(default=False)
+    # Redis Cluster: the plan split per hash tag (see store.sharded); empty elsewhere.
+    parts: tuple[PlanPart, ...] = ()
 
     def __post_init__(self) -> None:
         all_keys = (self.key, *self.counter_keys, *self.pool_keys)
@@ -95,6 +97,15 @@ class EncodedPlan:
     @property
     def key_count(self) -> int:
         return 1 + len(self.counter_keys) + len(self.pool_keys)
+
+
+@dataclass
+class PlanPart:
+    """The charges of a request that share one hash tag, and their own plan."""
+
+    tag: str
+    positions: tuple[int, ...]  # of the charges, in the request's order
+    plan: EncodedPlan
 
 
 def _thresholds(charge: BudgetCharge) -> str:
@@ -195,7 +206,14 @@ def encode_plan(
     now: dt.datetime,
     attribution: Attribution | None,
     retention: DetailRetention | None = None,
+    *,
+    tag: str | None = None,
+    linked: tuple[str, str] = ("", ""),
 ) -> EncodedPlan:
+    """``tag`` (Redis Cluster): the plan of one hash tag's part of a request, holding
+    only the history lines of that tag; ``linked``: the other parts' tags and budget
+    ids (comma-joined), written in a fourth and fifth section, for the part settlement
+    starts from (``store.sharded``)."""
     records: list[str] = []
     pool_keys: list[str] = []
     for charge in charges:
@@ -204,17 +222,34 @@ def encode_plan(
         pool_keys.extend(pools)
     retention = retention or DetailRetention()
     history = history_lines(charges, keys, now, attribution, retention)
+    if tag is not None:
+        history = [line for line in history if hash_tag(line) == tag]
     hourly = hourly_lines(charges, keys, retention)
-    content = SECTION.join((LINE.join(records), LINE.join(history), LINE.join(hourly)))
+    sections = [LINE.join(records), LINE.join(history), LINE.join(hourly)]
+    if any(linked):
+        sections += list(linked)
+    content = SECTION.join(sections)
     digest = hashlib.blake2b(content.encode(), digest_size=12).hexdigest()
     return EncodedPlan(
         charges=charges,
-        key=keys.plan(digest),
+        key=keys.plan(digest) if tag is None else keys.plan_in(tag, digest),
         content=content,
         counter_keys=tuple(keys.counter(c.budget, c.window, c.subject) for c in charges),
         records=tuple(records),
         pool_keys=tuple(pool_keys),
     )
+
+
+def history_tags(
+    charges: Sequence[BudgetCharge],
+    keys: KeySchema,
+    now: dt.datetime,
+    attribution: Attribution | None,
+    retention: DetailRetention | None = None,
+) -> set[str]:
+    """The hash tags a settlement of these charges writes history in."""
+    lines = history_lines(charges, keys, now, attribution, retention or DetailRetention())
+    return {hash_tag(line) for line in lines}
 
 
 class PlanCache:

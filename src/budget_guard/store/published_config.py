@@ -8,16 +8,19 @@ announcement, and on a periodic version check (a missed message only delays).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from budget_guard.store.errors import UNAVAILABLE, LedgerUnavailable, ledger_call
 from budget_guard.store.keys import KeySchema
+
+CLUSTER_POLL_SECONDS = 1.0  # how soon webhooks on Redis Cluster see a new version
 
 
 def _text(value: bytes | str) -> str:
@@ -41,7 +44,7 @@ def config_version(
 
 
 class PublishedConfigStore:
-    def __init__(self, client: Redis, keys: KeySchema | None = None) -> None:
+    def __init__(self, client: Redis | RedisCluster, keys: KeySchema | None = None) -> None:
         self.client = client
         self.keys = keys or KeySchema()
 
@@ -66,6 +69,13 @@ class PublishedConfigStore:
             },
             default=str,
         )
+        if isinstance(self.client, RedisCluster):
+            # Cluster: the document first, then the version that points readers to it
+            # (a reader that sees the new version reads the new document); webhooks poll
+            # the version, as pub/sub does not reach every node's subscribers.
+            await self.client.set(self.keys.config_document, document)
+            await self.client.set(self.keys.config_version, version)
+            return version, True
         async with self.client.pipeline(transaction=True) as pipeline:
             pipeline.set(self.keys.config_document, document)
             pipeline.set(self.keys.config_version, version)
@@ -94,7 +104,12 @@ class PublishedConfigStore:
     async def changes(self, check_seconds: float) -> AsyncIterator[None]:
         """Yields now, then whenever a new version may be there: on each announcement,
         and every ``check_seconds`` (an announcement missed while not subscribed only
-        delays). Raises ``LedgerUnavailable`` when Redis fails; iterate again to resume."""
+        delays). Raises ``LedgerUnavailable`` when Redis fails; iterate again to resume.
+        On Redis Cluster: every ``CLUSTER_POLL_SECONDS`` (at most ``check_seconds``)."""
+        if isinstance(self.client, RedisCluster):
+            while True:
+                yield
+                await asyncio.sleep(min(check_seconds, CLUSTER_POLL_SECONDS))
         try:
             async with self.client.pubsub() as pubsub:
                 await pubsub.subscribe(self.keys.config_channel)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 from budget_guard.store.channel import LedgerChannel
@@ -76,8 +77,20 @@ class LuaScript:
             await target.script_load(self.source)
             return await _roundtrip(target, command)
 
-    async def run(self, client: Redis, keys: list[str], args: list[Any]) -> Any:
-        """Encode and call (for paths where encoding once does not pay)."""
+    async def run(self, client: Redis | RedisCluster, keys: list[str], args: list[Any]) -> Any:
+        """Encode and call (for paths where encoding once does not pay). On Redis
+        Cluster, redis-py sends it to the node of the keys' slot (one slot per call)."""
+        if isinstance(client, RedisCluster):
+            try:
+                try:
+                    return await client.evalsha(self.sha, len(keys), *keys, *args)
+                except NoScriptError:  # a node that never ran it (new, or just promoted)
+                    return await client.eval(self.source, len(keys), *keys, *args)
+            except AttributeError as error:
+                # redis-py 8.1's asyncio RedisCluster, re-learning the cluster after a
+                # node failed, closes connections other calls are using; they fail with
+                # this. The call may have been sent: an outage, not a bug of ours.
+                raise RedisConnectionError(f"connection closed under the call: {error}") from error
         encoded = [bulk(part) for part in (*keys, *args)]
         return await self.call(client, self.command(len(keys), len(args), *encoded))
 
@@ -106,3 +119,4 @@ RESTORE = LuaScript.load("restore.lua")
 READ_FIELD = LuaScript.load("read_field.lua")
 RESTORE_USERS = LuaScript.load("restore_users.lua")
 RESTORE_POOL = LuaScript.load("restore_pool.lua")
+CANCEL = LuaScript.load("cancel.lua")

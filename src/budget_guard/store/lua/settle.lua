@@ -28,12 +28,18 @@
 -- ARGV[11] the settlement's UTC day (YYYY-MM-DD)     ARGV[12] its UTC hour (HH)
 -- ARGV[13] who reported the usage, for the stream (api, ext_proc, client, journal); expiry
 --   settlements are the sweeper's
+-- ARGV[14] "1": also answer the other parts of this request (Redis Cluster, where a request
+--   has a record per hash tag; see store/sharded.py): the plan's fourth section, the
+--   other parts' hash tags, comma-joined ("" or absent: not asked). The plan's fifth
+--   section, when there is one, names the other parts' budgets for the settled stream.
 --
 -- Returns {status, reserved cost, charged cost, charged before (-1: never), attribution
 --   ("tenant\31feature\31model\31user" from the plan's attribution line, or "")}; status is one of
 --   "settled", "already" (charged before: nothing changed), "unknown" (no such
 --   reservation, or its record expired), "not-due" (expiry mode, deadline not reached),
---   "lost" (the record's plan is gone: Redis lost data; nothing changed).
+--   "lost" (the record's plan is gone: Redis lost data; nothing changed). Asked with
+--   ARGV[14], "settled" and "already" answers carry a sixth element: the other parts'
+--   tags (and "already" pads the fourth and fifth with -1 and "").
 
 local record, pending, stream = KEYS[1], KEYS[2], KEYS[3]
 local mode, now, retention, maxlen = ARGV[1], ARGV[3], ARGV[4], ARGV[5]
@@ -45,9 +51,22 @@ end
 local fields = split(stored, '\30')
 local cost = tonumber(fields[1])
 local prior = tonumber(fields[2])
+local asks_parts = ARGV[14] == '1'
+
+-- The other parts' tags (plan section 4), when asked.
+local function parts_of(plan_text)
+  if not asks_parts or not plan_text then
+    return ''
+  end
+  return split(plan_text, '\30')[4] or ''
+end
+
 local actual
 if mode == 'usage' then
   if prior and fields[3] == 'usage' then
+    if asks_parts then
+      return {'already', cost, prior, -1, '', parts_of(redis.call('GET', fields[4]))}
+    end
     return {'already', cost, prior}
   end
   actual = tonumber(ARGV[2])
@@ -136,6 +155,9 @@ local value = table.concat({fields[1], string.format('%d', actual), settled_by, 
 redis.call('SET', record, value, 'KEEPTTL')
 redis.call('ZREM', pending, record)
 if KEYS[4] then
+  if plan[5] and plan[5] ~= '' then
+    charged[#charged + 1] = plan[5]
+  end
   local entry = {'at', now, 'request', ARGV[6], 'cost', string.format('%d', actual),
     'source', mode == 'usage' and ARGV[13] or 'sweeper', 'budgets', table.concat(charged, ',')}
   local who = split(attribution, '\31')
@@ -155,5 +177,8 @@ if KEYS[4] then
   local clock = redis.call('TIME')
   local oldest = tonumber(clock[1]) * 1000 - tonumber(ARGV[10])
   redis.call('XTRIM', KEYS[4], 'MINID', '~', string.format('%d', oldest))
+end
+if asks_parts then
+  return {'settled', cost, actual, prior or -1, attribution, parts_of(stored_plan)}
 end
 return {'settled', cost, actual, prior or -1, attribution}
