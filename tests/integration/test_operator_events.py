@@ -17,10 +17,12 @@ from budget_guard.localservices import KubeAPIServer
 from budget_guard.operator.alerts import AlertSender
 from budget_guard.operator.events import Announcement, Announcer, EventPoster
 from budget_guard.operator.kube import KubeApi
-from budget_guard.store.notices import Notices
+from budget_guard.store.notices import Notice, Notices
 from tests.fixtures.operator import AlertReceiver, Cluster, alert_receiver, eventually
 
 pytestmark = [pytest.mark.kube, pytest.mark.redis]
+
+REPLAYED = Notice(id="1-0", kind="soft_limit", budget="acme/acme-daily")  # its cursor
 
 
 @dataclass
@@ -72,13 +74,13 @@ async def parts(
 async def test_dying_after_the_event_before_the_acknowledgement(parts: Parts) -> None:
     said = parts.announcement(80)
     assert await parts.poster(said) is True  # posted; then the operator died
-    await parts.announcer().say(said, {"threshold": 80}, cursor="1-0")  # the notice, replayed
+    await parts.announcer().say(said, {"threshold": 80}, cursor=REPLAYED)  # the notice, replayed
     await eventually(lambda: len(parts.receiver.received) == 1, what="one alert")
     events = parts.cluster.events("acme")
     assert [e["metadata"]["name"] for e in events] == [said.name]
     assert parts.receiver.received[0]["id"] == said.name
     await eventually(parts.notices.outbox, lambda box: box == {}, what="the outbox emptied")
-    await parts.announcer().say(said, {"threshold": 80}, cursor="1-0")  # replayed once more
+    await parts.announcer().say(said, {"threshold": 80}, cursor=REPLAYED)  # replayed once more
     assert len(parts.cluster.events("acme")) == 1
     assert len(parts.receiver.received) == 1
 

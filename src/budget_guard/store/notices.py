@@ -150,6 +150,10 @@ class Notices:
         """Take a delivered (or given up) alert out of the outbox."""
         await self.client.hdel(self._outbox_key, name)
 
+    async def done(self, notice: Notice) -> None:
+        """Move the cursor (of its stream) past ``notice``, and nothing else."""
+        await self.acknowledge(cursor=notice)
+
     def _marker_key(self, marker: str) -> str:
         return f"{self.keys.prefix}:{GLOBAL_TAG}:said:{marker}"
 
