@@ -84,12 +84,21 @@ class CheckService:
     async def _read(
         self, request: web.BaseRequest, path: str, started: float
     ) -> CheckRequest | CheckAnswer:
+        wait_ms = self.listen.gateway_timeout_ms
         try:
-            body = await request.read()
+            async with asyncio.timeout(wait_ms / 1000):
+                body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             limit = self.listen.max_body_bytes
             return error_answer(
                 413, "body_too_large", f"the body exceeds {limit} bytes, the most that is checked"
+            )
+        except (TimeoutError, ConnectionError):  # a content-length longer than the body
+            return error_answer(
+                400,
+                "incomplete_body",
+                "the connection ended or stalled for --gateway-timeout-ms "
+                f"({wait_ms} ms) before the body its content-length announces arrived",
             )
         return CheckRequest(request.method, path, request.headers, body, started)
 
