@@ -116,8 +116,9 @@ def document() -> dict[str, Any]:
                             _ref("Settled"),
                         ),
                         "503": _json_response(
-                            "the ledger cannot be reached; retry",
-                            _ref("Settled"),
+                            "the ledger cannot be reached (a Settled), or no configuration "
+                            "is loaded yet (an ErrorBody); retry",
+                            {"oneOf": [_ref("Settled"), _ref("ErrorBody")]},
                         ),
                     },
                 }
@@ -148,7 +149,13 @@ def document() -> dict[str, Any]:
             "/v1/budgets": {
                 "get": {
                     "summary": "Every budget in force and where it stands this period",
-                    "responses": {"200": _json_response("the budgets", {"type": "object"})},
+                    "responses": {
+                        "200": _json_response("the budgets", {"type": "object"}),
+                        "503": _json_response(
+                            "no configuration yet, or the ledger cannot be reached",
+                            _ref("ErrorBody"),
+                        ),
+                    },
                 }
             },
             "/v1/spend": {
