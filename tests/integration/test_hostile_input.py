@@ -509,3 +509,44 @@ def test_content_length_longer_than_the_body_on_a_connection_left_open(
     (answer,) = _send(guarded, "acme", data, until_answers=1)
     assert answer.status == 400
     assert answer.code == "incomplete_body"
+
+
+@pytest.mark.parametrize("path", ["/v1/usage", "/v1/check"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"request_id": "x", "cost_usd": ' + b"9" * 5000 + b"}",
+        b'{"headers": {}, "body": ' + b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"}",
+        b'{"request_id": "\xff\xfe", "cost_usd": "1"}',
+        b"\x1f\x8b" + b"\x00" * 30,
+    ],
+    ids=["deep-array", "long-integer", "deep-object", "invalid-utf8", "gzip-magic"],
+)
+def test_hostile_json_on_the_api_port(guarded: Guarded, path: str, body: bytes) -> None:
+    """The API's JSON bodies: a clear 400, never a 500, nothing settled or reserved."""
+    headers = {"authorization": "Bearer hostile-input-token", "content-type": "application/json"}
+    data = request_bytes("POST", path, headers, body)
+    (answer,) = exchange(guarded.webhook.api_port, data)
+    assert answer.status == 400, answer
+    assert answer.code, answer
+    guarded.assert_intact()
+
+
+@pytest.mark.parametrize("depth", [200, 900, 1100])
+def test_a_deep_but_parsable_body_through_post_v1_check(guarded: Guarded, depth: int) -> None:
+    """Deep enough to strain every parser after the first (pydantic, orjson, the
+    estimator): the check's own answer, never a 500."""
+    call = {"headers": IDENTITIES["acme"], "body": {"model": "gpt-4o", "extra": None}}
+    before, after = _dumps(call).split(b"null", 1)
+    body = before + b"[" * depth + b"1" + b"]" * depth + after
+    headers = {"authorization": "Bearer hostile-input-token", "content-type": "application/json"}
+    (answer,) = exchange(
+        guarded.webhook.api_port, request_bytes("POST", "/v1/check", headers, body)
+    )
+    assert answer.status in (200, 400), answer
+    if answer.status == 200:
+        outcome = json.loads(answer.body)
+        assert outcome["status"] in (200, 400), outcome
+        guarded.tally.count("acme", RawAnswer(outcome["status"], outcome["headers"], b""))
+    guarded.assert_intact()
