@@ -40,7 +40,7 @@ from tests.fixtures.webhook import budget, write_budgets
 
 pytestmark = pytest.mark.redis
 
-FUZZ_EXAMPLES = 100
+FUZZ_EXAMPLES = 60
 MAX_BODY_BYTES = 256 * 1024
 GATEWAY_TIMEOUT_MS = 1000
 DOCUMENTED_5XX = {(503, "budget_unavailable"), (503, "config_unavailable")}
@@ -433,6 +433,25 @@ def test_any_request_is_answered_and_the_ledger_holds_what_was_allowed(
     all_headers = {**headers, **IDENTITIES[identity]}
     answers = _send(guarded, identity, request_bytes(method, path, all_headers, body))
     assert len(answers) == 1
+
+
+@settings(FUZZ, max_examples=100)
+@given(
+    identity=st.sampled_from(["acme", "stranger", "broke"]),
+    path=st.sampled_from(PRICED_PATHS),
+    headers=extra_headers(),
+    body=plausible_chats.map(_dumps),
+)
+def test_plausible_calls_with_hostile_headers_reserve_exactly_what_is_allowed(
+    guarded: Guarded, identity: str, path: str, headers: dict[str, str], body: bytes
+) -> None:
+    """Most of these are allowed (or denied on the spent budget): the ledger's
+    invariants are checked on real reservations, not only on refusals."""
+    headers.pop("content-encoding", None)  # the body is sent as it is
+    all_headers = {**headers, **IDENTITIES[identity]}
+    (answer,) = _send(guarded, identity, request_bytes("POST", path, all_headers, body))
+    if identity == "broke" and answer.headers.get("x-budget-estimator", "none") != "none":
+        assert answer.status != 200  # a spent budget never allows a priced call
 
 
 @FUZZ
