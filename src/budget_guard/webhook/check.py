@@ -34,6 +34,12 @@ from budget_guard.webhook.responses import (
 )
 from budget_guard.webhook.settings import ListenSettings
 
+# A body still incomplete after --gateway-timeout-ms is not awaited further (Envoy has
+# given up on the check): a client announcing more than it sends must not hold a slot of
+# --max-inflight-decisions. At least a second, so that a loaded host reading a large
+# body never turns a real check into this error.
+_MIN_BODY_WAIT_MS = 1000
+
 
 def strip_prefix(path: str, prefix: str) -> str:
     """The client's path, without the prefix Envoy's ``path_prefix`` put before it."""
@@ -84,7 +90,7 @@ class CheckService:
     async def _read(
         self, request: web.BaseRequest, path: str, started: float
     ) -> CheckRequest | CheckAnswer:
-        wait_ms = self.listen.gateway_timeout_ms
+        wait_ms = max(self.listen.gateway_timeout_ms, _MIN_BODY_WAIT_MS)
         try:
             async with asyncio.timeout(wait_ms / 1000):
                 body = await request.read()
@@ -97,8 +103,8 @@ class CheckService:
             return error_answer(
                 400,
                 "incomplete_body",
-                "the connection ended or stalled for --gateway-timeout-ms "
-                f"({wait_ms} ms) before the body its content-length announces arrived",
+                f"the connection ended or stalled for {wait_ms} ms before the body its "
+                "content-length announces arrived",
             )
         return CheckRequest(request.method, path, request.headers, body, started)
 
