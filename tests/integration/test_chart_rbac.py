@@ -8,6 +8,7 @@ only where they are bound."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -302,3 +303,140 @@ def test_an_editor_changes_budgets_only_where_bound(
     assert status == 200
     # The status is the operator's to write.
     assert crds.request("PUT", f"{mine}/status", {**stored, "status": {}}, token=token)[0] == 403
+
+
+# -- impersonation: the API server's own RBAC decides, as for a person's kubectl --------
+
+
+def _as(kube: KubeAPIServer, who: str, *args: str, stdin: str | None = None) -> str:
+    """kubectl as ``who`` (impersonated by the admin); "allowed" or the refusal."""
+    command = [str(kube.binaries.kubectl), f"--kubeconfig={kube.kubeconfig_path}", "--as", who]
+    done = subprocess.run(
+        [*command, *args], input=stdin, capture_output=True, text=True, timeout=60, check=False
+    )
+    if done.returncode == 0:
+        return "allowed"
+    assert "Forbidden" in done.stderr or "forbidden" in done.stderr, done.stderr
+    return "forbidden"
+
+
+def _manifest(kind: str, name: str, spec: dict[str, Any]) -> str:
+    body = {"apiVersion": "budgetguard.io/v1alpha1", "kind": kind, "metadata": {"name": name}}
+    return yaml.safe_dump({**body, "spec": spec})
+
+
+BURST = {
+    "budgetRef": {"name": "shared"},
+    "amount": "1000",
+    "validFrom": "2026-01-01T00:00:00Z",
+    "validUntil": "2030-01-01T00:00:00Z",
+    "approvedBy": "me@example.com",
+}
+
+
+def test_an_impersonated_editor_of_one_namespace_cannot_touch_budgets_in_another(
+    installed: Installed, crds: KubeAPIServer
+) -> None:
+    team = Cluster.fresh(crds, "mine")
+    other = Cluster.fresh(crds, "theirs")
+    other.budget("shared", "10.00", scope={"tenant": "theirs"})
+    user = f"alice-{uuid.uuid4().hex[:6]}"
+    binding = {
+        "metadata": {"name": user},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "budgetguard-edit",
+        },
+        "subjects": [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}],
+    }
+    bindings = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{team.namespace}/rolebindings"
+    assert crds.request("POST", bindings, binding)[0] == 201
+    mine, theirs = ("-n", team.namespace), ("-n", other.namespace)
+    raise_limit = ("--type", "merge", "-p", '{"spec": {"limit": "1000000"}}')
+    budget = _manifest("LLMBudget", "shared", {"limit": "1000000"})
+
+    # where bound: everything an editor does
+    assert _as(crds, user, "create", *mine, "-f", "-", stdin=budget) == "allowed"
+    assert _as(crds, user, "patch", "llmbudget", "shared", *mine, *raise_limit) == "allowed"
+    assert _as(
+        crds, user, "create", *mine, "-f", "-", stdin=_manifest("BurstBudget", "b", BURST)
+    ) == ("allowed")
+    # elsewhere: nothing, not even a look
+    attempts = {
+        "get": ("get", "llmbudget", "shared", *theirs),
+        "list": ("get", "llmbudgets", *theirs),
+        "list everywhere": ("get", "llmbudgets", "--all-namespaces"),
+        "create": ("create", *theirs, "-f", "-"),
+        "patch": ("patch", "llmbudget", "shared", *theirs, *raise_limit),
+        "replace": ("replace", *theirs, "-f", "-"),
+        "patch status": (
+            "patch",
+            "llmbudget",
+            "shared",
+            *theirs,
+            "--subresource=status",
+            "--type",
+            "merge",
+            "-p",
+            '{"status": {"spentUsd": "0"}}',
+        ),
+        "delete": ("delete", "llmbudget", "shared", *theirs),
+        "delete all": ("delete", "llmbudgets", "--all", *theirs),
+        "burst": ("create", *theirs, "-f", "-"),
+        "bind itself there": (
+            "create",
+            "rolebinding",
+            "x",
+            "--clusterrole=budgetguard-edit",
+            f"--user={user}",
+            *theirs,
+        ),
+        "bind itself here": (
+            "create",
+            "rolebinding",
+            "x",
+            "--clusterrole=admin",
+            f"--user={user}",
+            *mine,
+        ),
+    }
+    stdin = {"create": budget, "replace": budget, "burst": _manifest("BurstBudget", "b", BURST)}
+    outcomes = {
+        name: _as(crds, user, *args, stdin=stdin.get(name)) for name, args in attempts.items()
+    }
+    assert outcomes == dict.fromkeys(attempts, "forbidden")
+    # and the budget there is as it was
+    shared = other.get("llmbudgets", "shared")
+    assert shared is not None and shared["spec"]["limit"] == "10.00"
+    assert other.get("burstbudgets", "b") is None
+
+
+def test_the_impersonated_operator_account_reads_no_secret_outside_its_namespaces(
+    installed: Installed, crds: KubeAPIServer
+) -> None:
+    team = Cluster(crds, installed.team_namespace)
+    theirs, ours = (f"{name}-{uuid.uuid4().hex[:6]}" for name in ("not-yours", "alerting"))
+    team.secret(theirs, {"url": "https://hooks.example.com/secret"})
+    Cluster(crds, installed.alert_namespace).secret(ours, {"url": "https://hooks.example.com/ok"})
+    operator = f"system:serviceaccount:{installed.release_namespace}:{installed.operator}"
+    in_alerts = ("-n", installed.alert_namespace)
+    assert _as(crds, operator, "get", "secret", ours, *in_alerts) == "allowed"
+    refused = {
+        "list in the alert namespace": ("get", "secrets", *in_alerts),
+        "watch in the alert namespace": (
+            "get",
+            "secrets",
+            *in_alerts,
+            "--watch-only",
+            "--request-timeout=2s",
+        ),
+        "a team's Secret": ("get", "secret", theirs, "-n", installed.team_namespace),
+        "list a team's": ("get", "secrets", "-n", installed.team_namespace),
+        "its own namespace": ("get", "secrets", "-n", installed.release_namespace),
+        "kube-system": ("get", "secrets", "-n", "kube-system"),
+        "every namespace": ("get", "secrets", "--all-namespaces"),
+        "change one": ("delete", "secret", ours, *in_alerts),
+    }
+    outcomes = {name: _as(crds, operator, *args) for name, args in refused.items()}
+    assert outcomes == dict.fromkeys(refused, "forbidden")

@@ -117,7 +117,7 @@ class ApiService:
             return caller
         try:
             document = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        except (ValueError, RecursionError) as error:  # also nested too deep, 4,300+ digits
             return _error(400, "invalid_json", f"the body is not valid JSON: {error}")
         service = self.settlement
         try:
@@ -148,10 +148,10 @@ class ApiService:
             return caller
         try:
             call = CheckCall.model_validate(await request.json())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            return _error(400, "invalid_json", f"the body is not valid JSON: {error}")
         except ValidationError as error:
             return _error(400, "invalid_check", str(error))
+        except (ValueError, RecursionError) as error:  # also nested too deep, 4,300+ digits
+            return _error(400, "invalid_json", f"the body is not valid JSON: {error}")
         headers = CIMultiDict({"content-type": JSON, **call.headers})
         if not self._may_check(caller, headers):
             return forbidden(

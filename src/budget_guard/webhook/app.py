@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from budget_guard.webhook.ext_proc import grpc_server
 from budget_guard.webhook.settings import WebhookSettings
@@ -46,6 +47,7 @@ async def running(webhook: Webhook) -> AsyncIterator[Ports]:
         "keepalive_timeout": listen.keepalive_seconds,
         "max_line_size": listen.max_header_bytes,
         "max_field_size": listen.max_header_bytes,
+        "logger": ClientErrorLog(logging.getLogger("aiohttp.server")),
     }
     # The check listener reads bodies as Envoy forwarded them (decompressed by us, bounded).
     check_server = webhook.checks.server(auto_decompress=False, **handler_options)
@@ -76,6 +78,21 @@ async def running(webhook: Webhook) -> AsyncIterator[Ports]:
             await webhook.settler.stop()
             await webhook.background.stop()
             await webhook.ledger.close(webhook.clock())
+
+
+class ClientErrorLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server log, minus its traceback for a malformed request (answered 400):
+    a client's mistake, and the traceback would quote the request's bytes (a prompt, a
+    token) into the log. One warning line names the error's kind instead."""
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info")
+        if isinstance(error, HttpProcessingError):
+            kind = type(error).__name__
+            quiet = min(level, logging.WARNING)
+            super().log(quiet, f"{msg}: malformed request ({kind})", *args)
+            return
+        super().log(level, msg, *args, **kwargs)
 
 
 def _grpc_host(host: str) -> str:

@@ -95,12 +95,12 @@ def read_body(raw: bytes, headers: Mapping[str, str], max_bytes: int) -> ReadBod
         return ReadBody(None, len(raw), _model_hint(raw))
     try:
         document = orjson.loads(raw)
-    except orjson.JSONDecodeError:  # invalid UTF-8, NaN, huge numbers; or not JSON at all
-        document = _lenient_json(raw)
+    except orjson.JSONDecodeError as refused:  # invalid UTF-8, NaN, huge numbers; or not JSON
+        document = _lenient_json(raw, refused)
     return _as_object(document, len(raw))
 
 
-def _lenient_json(raw: bytes) -> Any:
+def _lenient_json(raw: bytes, refused: orjson.JSONDecodeError) -> Any:
     """Python's own parser, which accepts what orjson refuses (undecodable bytes
     replaced, NaN) and words its errors with a line and column."""
     try:
@@ -111,6 +111,10 @@ def _lenient_json(raw: bytes) -> Any:
             "invalid_json",
             f"the request body is not valid JSON: {error.msg} at line {error.lineno} "
             f"column {error.colno} (character {error.pos})",
+        ) from None
+    except (RecursionError, ValueError):  # nested too deeply, an integer of 4,300+ digits
+        raise BadBody(
+            400, "invalid_json", f"the request body cannot be read as JSON: {refused}"
         ) from None
 
 

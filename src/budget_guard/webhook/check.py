@@ -34,6 +34,12 @@ from budget_guard.webhook.responses import (
 )
 from budget_guard.webhook.settings import ListenSettings
 
+# A body that stops arriving for --gateway-timeout-ms is not awaited further (Envoy has
+# given up on the check by then): a client announcing more than it sends must not hold
+# a slot of --max-inflight-decisions. At least a second, so that a loaded host never
+# turns a real check into this error.
+_MIN_BODY_STALL_MS = 1000
+
 
 def strip_prefix(path: str, prefix: str) -> str:
     """The client's path, without the prefix Envoy's ``path_prefix`` put before it."""
@@ -84,14 +90,30 @@ class CheckService:
     async def _read(
         self, request: web.BaseRequest, path: str, started: float
     ) -> CheckRequest | CheckAnswer:
+        limit = self.listen.max_body_bytes
+        stall_ms = max(self.listen.gateway_timeout_ms, _MIN_BODY_STALL_MS)
+        body = bytearray()
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            limit = self.listen.max_body_bytes
+            while True:
+                async with asyncio.timeout(stall_ms / 1000):
+                    chunk = await request.content.readany()
+                if not chunk:
+                    break
+                body += chunk
+                if len(body) > limit:
+                    return error_answer(
+                        413,
+                        "body_too_large",
+                        f"the body exceeds {limit} bytes, the most that is checked",
+                    )
+        except (TimeoutError, ConnectionError):  # a content-length longer than the body
             return error_answer(
-                413, "body_too_large", f"the body exceeds {limit} bytes, the most that is checked"
+                400,
+                "incomplete_body",
+                f"the connection ended, or sent nothing for {stall_ms} ms, before the body "
+                "its content-length announces arrived",
             )
-        return CheckRequest(request.method, path, request.headers, body, started)
+        return CheckRequest(request.method, path, request.headers, bytes(body), started)
 
     def _count(self, answer: CheckAnswer, seconds: float) -> None:
         metrics = self.metrics
