@@ -135,6 +135,6 @@ async def test_strip_headers_become_headers_to_remove(
     ) as wh:
         result = await _grpc(wh, envoy_driver, CASES["allowed"], "s-1")
     assert result.summary is not None
-    assert result.summary.headers_to_remove == ["x-budget-user"]
+    assert result.summary.headers_to_remove == ["x-budget-user", "x-budget-model-override"]
     names = {option.name for option in result.summary.upstream_headers}
     assert "x-envoy-auth-headers-to-remove" not in names

@@ -153,7 +153,9 @@ async def test_5_headers_for_the_upstream_on_allow(
         assert headers["x-budget-request-id"] == "req-123"
         assert float(headers["x-budget-estimated-cost-usd"]) > 0
         assert float(headers["x-budget-remaining-usd"]) < 100
-        assert headers["x-envoy-auth-headers-to-remove"] == "x-budget-tenant,x-budget-user"
+        assert headers["x-envoy-auth-headers-to-remove"] == (
+            "x-budget-tenant,x-budget-user,x-budget-model-override"  # only the guard's override
+        )
         for name in ("x-budget-request-id", "x-budget-estimator"):
             assert len(headers.getall(name)) == 1  # single-valued for Envoy to overwrite
 

@@ -86,6 +86,8 @@ def allow_answer(
         headers[HEADER_SOFT_LIMIT] = str(summary.soft_limit)
     if summary.model_override is not None:
         headers[HEADER_MODEL_OVERRIDE] = summary.model_override
+    else:
+        strip_headers = _without_client_override(strip_headers)
     reason = "within_budget"
     if summary.burst_pools:
         headers[HEADER_BURST_POOL] = ",".join(summary.burst_pools)
@@ -93,8 +95,7 @@ def allow_answer(
     if summary.would_deny:
         headers[HEADER_WOULD_DENY] = ",".join(summary.would_deny)
         reason = OBSERVE_WOULD_DENY
-    if strip_headers:
-        headers[HEADER_REMOVE] = ",".join(strip_headers)
+    headers[HEADER_REMOVE] = ",".join(strip_headers)
     return CheckAnswer(200, headers, b"", "allow", reason)
 
 
@@ -106,9 +107,18 @@ def free_answer(request_id: str, strip_headers: tuple[str, ...]) -> CheckAnswer:
         HEADER_ESTIMATED_COST: "0.00",
         HEADER_ESTIMATOR: "none",
     }
-    if strip_headers:
-        headers[HEADER_REMOVE] = ",".join(strip_headers)
+    strip_headers = _without_client_override(strip_headers)
+    headers[HEADER_REMOVE] = ",".join(strip_headers)
     return CheckAnswer(200, headers, b"", "allow", FREE_REASON)
+
+
+def _without_client_override(strip_headers: tuple[str, ...]) -> tuple[str, ...]:
+    """``strip_headers`` and a client's own ``x-budget-model-override``: only the guard
+    names the cheaper model, which the gateway's ext_proc writes into the request (a
+    client's copy would make a cheap, checked request a dear one at the provider)."""
+    if HEADER_MODEL_OVERRIDE in strip_headers:
+        return strip_headers
+    return (*strip_headers, HEADER_MODEL_OVERRIDE)
 
 
 def deny_answer(decision: Decision, request_id: str, now: dt.datetime) -> CheckAnswer:
