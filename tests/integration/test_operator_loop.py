@@ -13,7 +13,6 @@ from redis.asyncio import Redis
 
 from budget_guard.localservices import KubeAPIServer
 from budget_guard.operator.alerts import AlertSender
-from budget_guard.operator.compile import compile_resources
 from budget_guard.operator.controller import Controller
 from budget_guard.operator.kube import KubeApi
 from budget_guard.operator.settings import OperatorSettings
@@ -54,7 +53,7 @@ async def loop(
 
 
 async def sync(controller: Controller) -> None:
-    controller.compiled = compile_resources(*await controller.resources())
+    await controller.resync()  # no Kopf here: a list tells what changed
     await controller.sync()
 
 

@@ -50,6 +50,11 @@ def _api_client(kubeconfig: Path | None = None) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
+def _items_and_version(answer: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+    version = answer.get("metadata", {}).get("resourceVersion") or 0
+    return list(answer["items"]), int(version)
+
+
 class KubeApi:
     def __init__(self, api_client: client.ApiClient | None = None) -> None:
         self._client = api_client or _api_client()
@@ -63,10 +68,10 @@ class KubeApi:
 
     async def patch_status(
         self, plural: str, namespace: str, name: str, status: dict[str, Any]
-    ) -> bool:
-        """Merge-patch the status subresource; False if the object is gone."""
+    ) -> dict[str, Any] | None:
+        """Merge-patch the status subresource: the object as written, None if it is gone."""
         try:
-            await asyncio.to_thread(
+            written: Any = await asyncio.to_thread(
                 self._custom.patch_namespaced_custom_object_status,
                 API_GROUP,
                 VERSION,
@@ -77,9 +82,9 @@ class KubeApi:
             )
         except ApiException as error:
             if error.status == 404:
-                return False
+                return None
             raise
-        return True
+        return written if isinstance(written, dict) else {}
 
     async def list_resources(self, plural: str, namespaces: Sequence[str]) -> list[dict[str, Any]]:
         """Every resource of a kind, from the API server's watch cache (resourceVersion 0)."""
@@ -101,12 +106,42 @@ class KubeApi:
         )
         return [item for items in lists for item in items]
 
+    async def list_versioned(
+        self, plural: str, namespaces: Sequence[str]
+    ) -> list[tuple[str | None, list[dict[str, Any]], int]]:
+        """Every resource of a kind, as (namespace or None for all, items, the list's
+        resourceVersion), one list per namespace named."""
+        if not namespaces:
+            answer = await self._list_answer(
+                self._custom.list_cluster_custom_object, API_GROUP, VERSION, plural
+            )
+            return [(None, *_items_and_version(answer))]
+        answers = await asyncio.gather(
+            *(
+                self._list_answer(
+                    self._custom.list_namespaced_custom_object,
+                    API_GROUP,
+                    VERSION,
+                    namespace,
+                    plural,
+                )
+                for namespace in namespaces
+            )
+        )
+        return [
+            (namespace, *_items_and_version(answer))
+            for namespace, answer in zip(namespaces, answers, strict=True)
+        ]
+
     async def _list(self, call: Any, *args: str) -> list[dict[str, Any]]:
+        return list((await self._list_answer(call, *args))["items"])
+
+    async def _list_answer(self, call: Any, *args: str) -> dict[str, Any]:
         # Raw JSON: the client's own deserialization costs more than the request.
         response = await asyncio.to_thread(
             call, *args, resource_version="0", _preload_content=False
         )
-        return list(json.loads(response.data)["items"])
+        return dict(json.loads(response.data))
 
     async def secret_value(self, namespace: str, name: str, key: str) -> str:
         try:
