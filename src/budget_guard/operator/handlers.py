@@ -98,6 +98,15 @@ def _register_kind(registry: kopf.OperatorRegistry, plural: str) -> None:
         await controller_of(memo).take_turns(uid, lambda: bool(stopped))
 
 
+class QuietCacheHandler(logging.Filter):
+    """Kopf logs every handler's success at INFO: for the cache, a line per watch event
+    (ten thousand at a start among ten thousand budgets, and their writing cost more
+    than the handler). Its failures still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "Handler 'cache' succeeded."
+
+
 class NoDiffBase(kopf.DiffBaseStorage):
     """Keeps no "last handled" state on resources (the operator has no diff handlers)."""
 
@@ -125,3 +134,6 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, ours: OperatorSettings)
     kopf_settings.queueing.worker_limit = ours.kopf_workers
     kopf_settings.queueing.idle_timeout = 0.5
     kopf_settings.posting.worker_limit = 4
+    objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(known, QuietCacheHandler) for known in objects.filters):
+        objects.addFilter(QuietCacheHandler())
