@@ -385,6 +385,9 @@ per budget, sent straight to the same API server, 8 at a time, from the same cli
 |---|---:|---:|
 | start until every budget is `Ready` (s) | {results.ready_seconds:.1f} | \
 {results.floor_patch_seconds:.1f} (status writes only) |
+| the operator's CPU time until then (s) | {results.ready_cpu_seconds:.1f} | |
+| the API server's and etcd's CPU time meanwhile (s) | \
+{results.apiserver_cpu_seconds:.1f} | |
 | CPU of one status sync, nothing changed (ms, median of {len(quiet.cpu_ms)}; max) | \
 {cpu:.0f}; {max(quiet.cpu_ms, default=0):.0f} | |
 | wall time of that sync (ms, median) | {wall:.0f} | |

@@ -104,14 +104,20 @@ class Controller:
         self.kube.close()
 
     async def take_turns(self, uid: str, stopped: Callable[[], bool]) -> None:
-        """The daemon of resource ``uid``: run the loop when it leads (see leadership)."""
+        """The daemon of peering object ``uid``: run the loop when it leads (see
+        leadership)."""
         await self.leadership.take_turns(uid, stopped, self.lead)
+
+    async def run_alone(self) -> None:
+        """Standalone: the loop until the operator closes."""
+        await self.leadership.take_turns("standalone", lambda: False, self.lead)
 
     # -- the loop ------------------------------------------------------------------
 
     async def lead(self, still_leading: Callable[[], bool]) -> None:
         """Run turns while this daemon leads; survives Redis and API outages."""
         log.info("operator loop started")
+        self._next_resync = 0.0  # whatever happened while another replica led: list now
         while still_leading():
             try:
                 await self.turn()

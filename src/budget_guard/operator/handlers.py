@@ -6,11 +6,14 @@
   written on a resource by Kopf.
 - Deletion (through a finalizer) publishes the config without the resource before
   the resource goes; its spend stays in Redis for chargeback.
-- A daemon per resource takes turns at running the loop (see ``Controller``).
+- The loop runs while this replica is the active one. With peering, that is while Kopf
+  runs a daemon on the peering object the replicas share (Kopf stops every daemon of a
+  paused replica, and starts them again when it resumes); standalone, always.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, cast
 
@@ -18,6 +21,7 @@ import kopf
 
 from budget_guard.domain.manifest import API_GROUP, VERSION
 from budget_guard.operator.controller import Controller
+from budget_guard.operator.kube import PEERING_GROUP, PEERING_VERSION
 from budget_guard.operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -44,7 +48,9 @@ def build_registry(ours: OperatorSettings) -> kopf.OperatorRegistry:
         memo["controller"] = controller
         if ours.metrics_address:
             memo["metrics_server"] = controller.metrics.serve(ours.metrics_address)
-        if not ours.standalone:
+        if ours.standalone:
+            memo["loop"] = asyncio.create_task(controller.run_alone())
+        else:
             await controller.kube.ensure_peering(ours.peering_name, ours.namespaces)
         metrics_server = memo.get("metrics_server")
         log.info(
@@ -68,6 +74,8 @@ def build_registry(ours: OperatorSettings) -> kopf.OperatorRegistry:
 
     for plural in KINDS:
         _register_kind(registry, plural)
+    if not ours.standalone:
+        _register_loop(registry, ours)
     return registry
 
 
@@ -83,14 +91,21 @@ def _register_kind(registry: kopf.OperatorRegistry, plural: str) -> None:
         await controller_of(memo).unpublish(key)
         log.info("%s %s removed from the published config", plural, key)
 
-    # Told to stop (deletion, pause, exit), a daemon ends its turn or is cancelled a
-    # second later: a deletion's finalizer waits for it.
+
+def _register_loop(registry: kopf.OperatorRegistry, ours: OperatorSettings) -> None:
+    """The loop as a daemon of the peering object(s): one per namespace watched, or the
+    cluster's one. Kopf adds its finalizer to them, as to every resource with a daemon."""
+    plural = "kopfpeerings" if ours.namespaces else "clusterkopfpeerings"
+
+    # Told to stop (pause, exit), the daemon ends its turn or is cancelled a second later.
     @kopf.daemon(
-        API_GROUP,
-        VERSION,
+        PEERING_GROUP,
+        PEERING_VERSION,
         plural,
         registry=registry,
         id="loop",
+        field="metadata.name",
+        value=ours.peering_name,
         cancellation_backoff=1.0,
         cancellation_timeout=10.0,
     )
