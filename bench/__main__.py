@@ -386,6 +386,8 @@ per budget, sent straight to the same API server, 8 at a time, from the same cli
 | start until every budget is `Ready` (s) | {results.ready_seconds:.1f} | \
 {results.floor_patch_seconds:.1f} (status writes only) |
 | the operator's CPU time until then (s) | {results.ready_cpu_seconds:.1f} | |
+| start until every budget has its first forecast and review (s) | \
+{results.insights_seconds:.0f} | |
 | the API server's and etcd's CPU time meanwhile (s) | \
 {results.apiserver_cpu_seconds:.1f} | |
 | CPU of one status sync, nothing changed (ms, median of {len(quiet.cpu_ms)}; max) | \
@@ -397,7 +399,8 @@ per budget, sent straight to the same API server, 8 at a time, from the same cli
 | published snapshot in Redis (KB) | {results.snapshot_bytes / 1024:.0f} | |
 | operator peak memory, VmHWM (MiB) | {results.peak_rss_mib:.0f} | |
 
-The CPU of a sync is the operator's own `budget_guard_sync_cpu_seconds` (process CPU
+The quiet syncs are measured once every budget has its first insight. The CPU of a
+sync is the operator's own `budget_guard_sync_cpu_seconds` (process CPU
 time around one sync) less the insight batch it carried, if any
 (`budget_guard_insight_refresh_cpu_seconds`: forecasts and reviews recomputed from the
 history, 200 budgets at a time, paced to a tenth of a core), read off its `/metrics`

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import ssl
 import statistics
@@ -33,6 +34,7 @@ import aiohttp
 from redis.asyncio import Redis
 
 from budget_guard.localservices import KubeAPIServer, KubeBinaries, OperatorProcess, RedisServer
+from budget_guard.operator.insights import INSIGHT_BATCH
 from budget_guard.operator.kube import KubeApi
 from budget_guard.store.keys import KeySchema
 
@@ -67,6 +69,7 @@ class OperatorResults:
     create_seconds: float
     ready_seconds: float
     ready_cpu_seconds: float  # the operator's CPU time until then
+    insights_seconds: float  # start until every budget has had its first insight
     apiserver_cpu_seconds: float  # the API server's (and etcd's) meanwhile
     floor_patch_seconds: float
     snapshot_bytes: int
@@ -125,9 +128,17 @@ async def _create_all(kube: KubeAPIServer, scale: Scale, items: list[dict[str, A
         await asyncio.gather(*(create(item) for item in items))
 
 
+def _get(kube: KubeAPIServer, path: str) -> Any:
+    """A GET as the admin, with room for a loaded machine (a list of 10,000 budgets)."""
+    request = urllib.request.Request(kube.server_url + path)  # noqa: S310 - our own server
+    request.add_header("Authorization", f"Bearer {kube.admin_token}")
+    context = ssl.create_default_context(cafile=str(kube.ca_path))
+    with urllib.request.urlopen(request, timeout=300, context=context) as answer:  # noqa: S310
+        return json.loads(answer.read())
+
+
 def _listed(kube: KubeAPIServer) -> list[dict[str, Any]]:
-    status, answer = kube.request("GET", f"{GROUP}/llmbudgets?resourceVersion=0")
-    return list(answer["items"]) if status == 200 else []
+    return list(_get(kube, f"{GROUP}/llmbudgets?resourceVersion=0")["items"])
 
 
 def _ready_count(items: list[dict[str, Any]]) -> int:
@@ -140,8 +151,7 @@ def _ready_count(items: list[dict[str, Any]]) -> int:
 
 
 def _versions(kube: KubeAPIServer) -> dict[str, str]:
-    status, answer = kube.request("GET", f"{GROUP}/llmbudgets")  # from etcd: the latest
-    assert status == 200, answer
+    answer = _get(kube, f"{GROUP}/llmbudgets")  # from etcd: the latest
     return {
         f"{i['metadata']['namespace']}/{i['metadata']['name']}": i["metadata"]["resourceVersion"]
         for i in answer["items"]
@@ -190,9 +200,9 @@ def _metric(text: str, name: str) -> float:
     return 0.0
 
 
-def _scrape(port: int) -> tuple[float, float, float, float]:
+def _scrape(port: int) -> tuple[float, float, float, float, float]:
     """(syncs run, CPU seconds in syncs, wall seconds in syncs, CPU seconds of insight
-    batches within them) from /metrics."""
+    batches within them, insight batches) from /metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
         text = answer.read().decode()
     return (
@@ -200,7 +210,21 @@ def _scrape(port: int) -> tuple[float, float, float, float]:
         _metric(text, "budget_guard_sync_cpu_seconds_sum"),
         _metric(text, "budget_guard_sync_duration_seconds_sum"),
         _metric(text, "budget_guard_insight_refresh_cpu_seconds_sum"),
+        _metric(text, "budget_guard_insight_refresh_cpu_seconds_count"),
     )
+
+
+def _insights_done(operator: OperatorProcess, scale: Scale) -> float:
+    """Wait until every budget has had its first insight (forecasts and reviews come in
+    batches of 200, paced): the seconds it took."""
+    assert operator.metrics_port
+    started = time.perf_counter()
+    batches = -(-scale.budgets // INSIGHT_BATCH)
+    while _scrape(operator.metrics_port)[4] < batches:
+        if time.perf_counter() - started > 1800:
+            raise RuntimeError("insights not done after 30 minutes")
+        time.sleep(1.0)
+    return time.perf_counter() - started
 
 
 def _quiet_syncs(operator: OperatorProcess, count: int) -> QuietSyncs:
@@ -308,10 +332,11 @@ def run(scale: Scale = SMALL, profile: bool = False) -> OperatorResults:
                 while (ready := _ready_count(_listed(kube))) < scale.budgets:
                     if time.perf_counter() - started > 900:
                         raise RuntimeError(f"only {ready} of {scale.budgets} Ready after 15 min")
-                    time.sleep(2.0)  # a list of every budget is work for this machine too
+                    time.sleep(3.0)  # a list of every budget is work for this machine too
                 ready_seconds = time.perf_counter() - started
                 ready_cpu = _cpu_seconds(operator.pid)
                 apiserver_cpu = sum(_cpu_seconds(pid) for pid in kube.pids()) - apiserver_cpu_before
+            insights_seconds = _insights_done(operator, scale) + ready_seconds
             _quiet_syncs(operator, 2)  # the statuses written at start have settled
             before = _versions(kube)
             with _profiled(operator.pid, profiles, "no-change syncs", profile):
@@ -324,6 +349,7 @@ def run(scale: Scale = SMALL, profile: bool = False) -> OperatorResults:
         create_seconds=create_seconds,
         ready_seconds=ready_seconds,
         ready_cpu_seconds=ready_cpu,
+        insights_seconds=insights_seconds,
         apiserver_cpu_seconds=apiserver_cpu,
         floor_patch_seconds=floor,
         snapshot_bytes=snapshot,

@@ -31,6 +31,15 @@ class _Entry:
     manifest: dict[str, Any]  # trimmed
 
 
+def slim(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """What the cache needs of a listed resource: the trimmed manifest and its version."""
+    trimmed = trim(resource)
+    version = resource.get("metadata", {}).get("resourceVersion")
+    if version is not None:
+        trimmed["metadata"]["resourceVersion"] = version
+    return trimmed
+
+
 def resource_version(resource: Mapping[str, Any]) -> int:
     return int(resource.get("metadata", {}).get("resourceVersion") or 0)
 

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 
 from budget_guard.domain.instants import utc_now
 from budget_guard.operator.alerts import AlertSender
-from budget_guard.operator.cache import ResourceCache
+from budget_guard.operator.cache import ResourceCache, slim
 from budget_guard.operator.compile import CompiledResources, Manifest, compile_resources
 from budget_guard.operator.events import EventSink, NoticeRelay, post_with_kopf
 from budget_guard.operator.insights import Insights
@@ -169,8 +169,8 @@ class Controller:
         changes while the operator was down or not watching) is caught here."""
         namespaces = self.settings.namespaces
         listed = await asyncio.gather(
-            self.kube.list_versioned(LLMBUDGETS, namespaces),
-            self.kube.list_versioned(BURSTBUDGETS, namespaces),
+            self.kube.list_versioned(LLMBUDGETS, namespaces, slim),
+            self.kube.list_versioned(BURSTBUDGETS, namespaces, slim),
         )
         changed = False
         for plural, lists in zip((LLMBUDGETS, BURSTBUDGETS), listed, strict=True):

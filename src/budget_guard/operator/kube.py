@@ -12,7 +12,7 @@ import base64
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from budget_guard.operator.conditions import SECRET_NOT_FOUND
 log = logging.getLogger(__name__)
 
 PEERING_GROUP, PEERING_VERSION = "kopf.dev", "v1"
+LIST_PAGE = 500  # resources per page of a paginated list
 
 
 class SecretMissing(LookupError):
@@ -48,11 +49,6 @@ def _api_client(kubeconfig: Path | None = None) -> client.ApiClient:
             client_configuration=configuration,
         )
     return client.ApiClient(configuration)
-
-
-def _items_and_version(answer: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
-    version = answer.get("metadata", {}).get("resourceVersion") or 0
-    return list(answer["items"]), int(version)
 
 
 class KubeApi:
@@ -107,41 +103,46 @@ class KubeApi:
         return [item for items in lists for item in items]
 
     async def list_versioned(
-        self, plural: str, namespaces: Sequence[str]
+        self,
+        plural: str,
+        namespaces: Sequence[str],
+        shrink: Callable[[dict[str, Any]], dict[str, Any]] = dict,
     ) -> list[tuple[str | None, list[dict[str, Any]], int]]:
         """Every resource of a kind, as (namespace or None for all, items, the list's
-        resourceVersion), one list per namespace named."""
+        resourceVersion), one list per namespace named. Read in pages of ``LIST_PAGE``
+        (one consistent snapshot), each item ``shrink``-ed as its page is decoded: ten
+        thousand whole objects at once would be the process's peak of memory."""
         if not namespaces:
-            answer = await self._list_answer(
-                self._custom.list_cluster_custom_object, API_GROUP, VERSION, plural
-            )
-            return [(None, *_items_and_version(answer))]
-        answers = await asyncio.gather(
-            *(
-                self._list_answer(
-                    self._custom.list_namespaced_custom_object,
-                    API_GROUP,
-                    VERSION,
-                    namespace,
-                    plural,
-                )
-                for namespace in namespaces
-            )
+            everywhere = self._custom.list_cluster_custom_object
+            return [(None, *await self._pages(shrink, everywhere, API_GROUP, VERSION, plural))]
+        one = self._custom.list_namespaced_custom_object
+        lists = await asyncio.gather(
+            *(self._pages(shrink, one, API_GROUP, VERSION, ns, plural) for ns in namespaces)
         )
-        return [
-            (namespace, *_items_and_version(answer))
-            for namespace, answer in zip(namespaces, answers, strict=True)
-        ]
+        return [(ns, *listed) for ns, listed in zip(namespaces, lists, strict=True)]
+
+    async def _pages(
+        self, shrink: Callable[[dict[str, Any]], dict[str, Any]], call: Any, *args: str
+    ) -> tuple[list[dict[str, Any]], int]:
+        items: list[dict[str, Any]] = []
+        token, version = "", 0
+        while True:
+            response = await asyncio.to_thread(
+                call, *args, limit=LIST_PAGE, _continue=token or None, _preload_content=False
+            )
+            page = json.loads(response.data)
+            items.extend(shrink(item) for item in page["items"])
+            version = version or int(page["metadata"].get("resourceVersion") or 0)
+            token = page["metadata"].get("continue") or ""
+            if not token:
+                return items, version
 
     async def _list(self, call: Any, *args: str) -> list[dict[str, Any]]:
-        return list((await self._list_answer(call, *args))["items"])
-
-    async def _list_answer(self, call: Any, *args: str) -> dict[str, Any]:
         # Raw JSON: the client's own deserialization costs more than the request.
         response = await asyncio.to_thread(
             call, *args, resource_version="0", _preload_content=False
         )
-        return dict(json.loads(response.data))
+        return list(json.loads(response.data)["items"])
 
     async def secret_value(self, namespace: str, name: str, key: str) -> str:
         try:

@@ -1,9 +1,11 @@
 """Which of a replica's daemons runs the operator's loop.
 
-Kopf runs a daemon per resource and stops them all in a replica that peering pauses.
-Each daemon is a candidate; the one with the smallest uid leads (runs the loop) and
-the others wait, waking when the leader changes. So the loop runs exactly while the
-replica is active and has at least one resource, with no lock outside the process.
+Kopf runs a daemon on each peering object the replica watches (the cluster's one, or
+one per namespace) and stops them all in a replica that peering pauses. Each daemon is
+a candidate; the one with the smallest uid leads (runs the loop) and the others wait;
+when the leader goes, the next one is woken (only it). So the loop runs exactly while
+the replica is active, with no lock outside the process. Standalone, one candidate
+runs until the operator closes.
 """
 
 from __future__ import annotations
