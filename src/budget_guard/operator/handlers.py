@@ -80,8 +80,10 @@ def build_registry(ours: OperatorSettings) -> kopf.OperatorRegistry:
 
 
 def _register_kind(registry: kopf.OperatorRegistry, plural: str) -> None:
+    # Async on purpose: Kopf runs a plain function in a thread, and the cache belongs to
+    # the event loop (and a thread per event is most of the cost of ten thousand).
     @kopf.on.event(API_GROUP, VERSION, plural, registry=registry, id="cache")
-    def cache(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    async def cache(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         resource = event["object"]
         controller_of(memo).observe(plural, resource, deleted=event["type"] == "DELETED")
 
