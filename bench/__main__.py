@@ -398,6 +398,7 @@ per budget, sent straight to the same API server, 8 at a time, from the same cli
 | status writes sent by those syncs | {results.writes_in_quiet_syncs} | 0 |
 | published snapshot in Redis (KB) | {results.snapshot_bytes / 1024:.0f} | |
 | operator peak memory, VmHWM (MiB) | {results.peak_rss_mib:.0f} | |
+| one whole `/metrics` scrape, every budget's series (s) | {results.scrape_seconds:.2f} | |
 
 The quiet syncs are measured once every budget has its first insight. The CPU of a
 sync is the operator's own `budget_guard_sync_cpu_seconds` (process CPU
