@@ -362,8 +362,9 @@ def operator_section(results: operator.OperatorResults) -> str:
     )
     profiles = "".join(
         f"""
-Top of a py-spy profile of the {phase} (a separate run, 50 samples a second; the share
-of samples with the function on the stack, and as the innermost frame):
+Top of a py-spy profile of the {phase} (`--profile`: py-spy attached to the operator in
+this run, 50 samples a second; the share of samples with the function on the stack, and
+as the innermost frame; the event loop's and threads' own frames left out):
 
 | on stack | own | function |
 |---:|---:|---|

@@ -311,12 +311,24 @@ def top_of_profile(raw: str, lines: int = 12) -> list[str]:
             inclusive[frame] += count
     if not total:
         return []
-    # The outermost frames (the event loop, the thread bootstrap) are on every stack.
-    ranked = [(f, n) for f, n in inclusive.most_common() if n < 0.95 * total]
+    ranked = [(f, n) for f, n in inclusive.most_common() if not _plumbing(f)]
     return [
         f"| {100 * n / total:.0f} % | {100 * own[f] / total:.0f} % | `{f}` |"
         for f, n in ranked[:lines]
     ]
+
+
+_PLUMBING = frozenset(
+    (
+        *("runners", "base_events", "events", "__main__", "<frozen runpy>", "main", "cli"),
+        *("threading", "thread", "selectors", "tasks", "futures"),
+    )
+)
+
+
+def _plumbing(function: str) -> bool:
+    """The event loop, the interpreter's start, the thread bootstrap: on every stack."""
+    return function.split(".", 1)[0] in _PLUMBING
 
 
 def _short(frame: str) -> str:
