@@ -362,30 +362,70 @@ settled from its final usage chunk. One call at a time, the four kinds alternate
 
 
 def operator_section(results: operator.OperatorResults) -> str:
-    sync = operator.median(results.sync_ms)
-    ping = operator.median(results.redis_roundtrip_ms)
-    return f"""## Operator: {results.budgets:,} LLMBudgets
+    scale = results.scale
+    quiet = results.quiet
+    cpu, wall = operator.median(quiet.cpu_ms), operator.median(quiet.wall_ms)
+    insight = (
+        f"{operator.median(quiet.insight_ms):.0f} ms in {len(quiet.insight_ms)} of them"
+        if quiet.insight_ms
+        else "none"
+    )
+    profiles = "".join(
+        f"""
+Top of a py-spy profile of the {phase} (`--profile`: py-spy attached to the operator in
+this run, 50 samples a second; the share of samples with the function on the stack, and
+as the innermost frame; the event loop's and threads' own frames left out):
 
-{results.budgets:,} LLMBudgets in 10 namespaces ({results.templates} of them per-user
-templates) exist before the operator starts (`--standalone`, a fresh Redis). The
-floor is what the operator cannot avoid: one status write per budget, sent straight
-to the same API server, 8 at a time, from the same client library.
+| on stack | own | function |
+|---:|---:|---|
+"""
+        + "\n".join(rows)
+        + "\n"
+        for phase, rows in results.profiles.items()
+        if rows
+    )
+    return f"""{operator_heading(scale)}
+
+{scale.budgets:,} LLMBudgets in {scale.namespaces} namespaces ({scale.templates:,} of them per-user
+templates), created in {results.create_seconds:.0f} s (32 requests in flight), exist before the
+operator starts (`--standalone`, a fresh Redis, `--sync-interval-seconds \
+{operator.SYNC_INTERVAL_SECONDS}`). The floor is what the operator cannot avoid: one status write
+per budget, sent straight to the same API server, 8 at a time, from the same client library.
 
 | measure | operator | floor |
 |---|---:|---:|
 | start until every budget is `Ready` (s) | {results.ready_seconds:.1f} | \
 {results.floor_patch_seconds:.1f} (status writes only) |
-| one status sync, nothing to write (ms, median of {len(results.sync_ms)}) | {sync:.0f} | \
-{ping:.2f} (one Redis round trip) |
+| the operator's CPU time until then (s) | {results.ready_cpu_seconds:.1f} | |
+| start until every budget has its first forecast and review (s) | \
+{results.insights_seconds:.0f} | |
+| the API server's and etcd's CPU time meanwhile (s) | \
+{results.apiserver_cpu_seconds:.1f} | |
+| CPU of one status sync, nothing changed (ms, median of {len(quiet.cpu_ms)}; max) | \
+{cpu:.0f}; {max(quiet.cpu_ms, default=0):.0f} | |
+| wall time of that sync (ms, median) | {wall:.0f} | |
+| insight batches those syncs carried (CPU, median) | {insight} | |
+| the whole process's CPU meanwhile (% of a core) | {quiet.process_cpu_percent:.0f} | |
+| status writes sent by those syncs | {results.writes_in_quiet_syncs} | 0 |
 | published snapshot in Redis (KB) | {results.snapshot_bytes / 1024:.0f} | |
 | operator peak memory, VmHWM (MiB) | {results.peak_rss_mib:.0f} | |
+| one whole `/metrics` scrape, every budget's series (s) | {results.scrape_seconds:.2f} | |
 
-A sync lists both kinds from the API server's watch cache, reads every budget's
-usage in one Redis pipeline, and compares {results.budgets:,} statuses; it runs every
-15 s by default and at once when a threshold is crossed. Time to `Ready` includes
-Kopf adding its finalizer to each budget ({OPERATOR_WORKERS} resources at a time, the
-`--kopf-workers` default: Kopf's client opens one connection per request in flight).
-"""
+The quiet syncs are measured once every budget has its first insight. The CPU of a
+sync is the operator's own `budget_guard_sync_cpu_seconds` (process CPU
+time around one sync) less the insight batch it carried, if any
+(`budget_guard_insight_refresh_cpu_seconds`: forecasts and reviews recomputed from the
+history, 200 budgets at a time, paced to a tenth of a core), read off its `/metrics`
+after each sync; the status writes are counted by comparing every budget's
+`resourceVersion` before and after those syncs.
+Time to `Ready` includes Kopf adding its finalizer to each budget ({OPERATOR_WORKERS} resources
+at a time, the `--kopf-workers` default: Kopf's client opens one connection per request
+in flight).
+{profiles}"""
+
+
+def operator_heading(scale: operator.Scale) -> str:
+    return f"## Operator: {scale.budgets:,} LLMBudgets"
 
 
 OPERATOR_WORKERS = 32
@@ -480,6 +520,12 @@ def splice(document: str, heading: str, section: str) -> str:
     return "".join(lines[:start]) + section + "\n" + "".join(lines[end:])
 
 
+def run_operator_only(document: str, profile: bool) -> str:
+    """Only the operator at 10,000 budgets, spliced into the existing page."""
+    results = operator.run(operator.LARGE, profile=profile)
+    return splice(document, operator_heading(operator.LARGE), operator_section(results))
+
+
 def run_reports_only(document: str) -> str:
     """Only the reports' benchmarks, spliced into the existing page."""
     document = splice(document, REPORTS_HEADING, reports_section(reports.run_reports()))
@@ -517,7 +563,8 @@ async def run_all(rounds: int) -> str:
     with RedisServer() as redis:
         client_results = await client.run(redis.url, rounds=max(200, rounds // 2))
     topology_results = await topologies.run()
-    operator_results = await asyncio.to_thread(operator.run)
+    operator_results = await asyncio.to_thread(operator.run, operator.SMALL)
+    large_operator_results = await asyncio.to_thread(operator.run, operator.LARGE)
     report_results = await asyncio.to_thread(reports.run_reports)
     memory_results = await asyncio.to_thread(reports.run_memory)
     today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
@@ -535,6 +582,7 @@ library's own work.
 {topologies.section(topology_results)}
 {client_section(client_results)}
 {operator_section(operator_results)}
+{operator_section(large_operator_results)}
 {reports_section(report_results)}
 {memory_section(memory_results)}
 {tokens_section(throughput, loop, loaded.tokenizers.loaded_encodings)}
@@ -562,15 +610,24 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=("reports",),
-        help="run only these benchmarks and replace their sections of the existing page",
+        choices=("reports", "operator"),
+        help="run only these benchmarks and replace their sections of the existing page "
+        "(operator: the 10,000 budgets)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="with --only operator: add the top of a py-spy profile (slows what it measures)",
     )
     args = parser.parse_args()
     if args.only_client:
         print(asyncio.run(run_client_section(args.rounds)))
         return 0
+    existing = args.output.read_text() if args.output.exists() else ""
     if args.only == "reports":
-        report = run_reports_only(args.output.read_text() if args.output.exists() else "")
+        report = run_reports_only(existing)
+    elif args.only == "operator":
+        report = run_operator_only(existing, args.profile)
     else:
         report = asyncio.run(run_all(args.rounds))
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,6 @@ from redis.asyncio import Redis
 from budget_guard.domain.resolution import BudgetSnapshot
 from budget_guard.localservices import KubeAPIServer
 from budget_guard.operator.alerts import AlertSender
-from budget_guard.operator.compile import compile_resources
 from budget_guard.operator.controller import Controller
 from budget_guard.operator.events import Announcement
 from budget_guard.operator.kube import KubeApi
@@ -73,7 +72,7 @@ class Loop:
         """A turn (publish, then sync), then syncs: what the loop does as time passes."""
         await self.controller.turn()
         for _ in range(count - 1):
-            self.controller.compiled = compile_resources(*await self.controller.resources())
+            await self.controller.resync()  # no Kopf here: a list tells what changed
             await self.controller.sync()
 
     def condition(self, name: str, kind: str) -> dict[str, Any]:

@@ -12,11 +12,11 @@ from redis.asyncio import Redis
 
 from budget_guard.localservices import KubeAPIServer
 from budget_guard.operator.alerts import AlertSender
-from budget_guard.operator.compile import compile_resources
 from budget_guard.operator.controller import Controller
 from budget_guard.operator.events import Announcement
 from budget_guard.operator.kube import KubeApi
 from budget_guard.operator.settings import OperatorSettings
+from budget_guard.store.published_config import PublishedConfigStore
 from tests.fixtures.operator import Cluster
 from tests.fixtures.webhook import Clock
 
@@ -56,7 +56,7 @@ async def loop(
 
 
 async def sync(controller: Controller) -> None:
-    controller.compiled = compile_resources(*await controller.resources())
+    await controller.resync()  # no Kopf here: a list tells what changed
     await controller.sync()
 
 
@@ -95,3 +95,41 @@ async def test_a_status_is_written_only_when_it_changes(
     again = cluster.get("llmbudgets", "quiet")
     assert again is not None
     assert again["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+
+
+async def test_a_resync_catches_up_on_what_no_watch_event_told(
+    loop: tuple[Controller, Cluster, Clock, Recorder], redis_client: Redis
+) -> None:
+    controller, cluster, _, _ = loop  # no Kopf here: the cache hears of nothing by itself
+    for name in ("stays", "goes", "changes"):
+        cluster.budget(name, "1.00", scope={"tenant": name})
+    await controller.turn()  # the first turn lists (a resync), publishes, syncs
+
+    async def published() -> dict[str, str]:
+        config = await PublishedConfigStore(redis_client).read()
+        assert config is not None
+        return {m["metadata"]["name"]: m["spec"]["limit"] for m in config.budgets}
+
+    assert await published() == {"stays": "1.00", "goes": "1.00", "changes": "1.00"}
+    cluster.delete("llmbudgets", "goes")
+    changed = cluster.get("llmbudgets", "changes")
+    assert changed is not None
+    changed["spec"]["limit"] = "2.00"
+    status, answer = cluster.kube.request(
+        "PUT", f"/apis/budgetguard.io/v1alpha1/namespaces/{cluster.namespace}/llmbudgets/changes",
+        changed,
+    )  # fmt: skip
+    assert status == 200, answer
+    cluster.budget("new", "3.00", scope={"tenant": "new"})
+
+    await controller.turn()  # no event, no resync due: nothing seen, nothing listed
+    assert await published() == {"stays": "1.00", "goes": "1.00", "changes": "1.00"}
+
+    await controller.resync()  # what the loop does at start and every resync interval
+    await controller.turn()
+    assert await published() == {"stays": "1.00", "changes": "2.00", "new": "3.00"}
+    await sync(controller)
+    assert cluster.condition("llmbudgets", "new", "Ready")["status"] == "True"
+    status_of_changed = cluster.status("llmbudgets", "changes")
+    assert status_of_changed["observedGeneration"] == 2
+    assert status_of_changed["effectiveLimit"] == "2.00"

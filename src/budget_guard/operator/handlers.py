@@ -1,13 +1,19 @@
 """Every Kopf registration of the operator, in one place; the logic is in ``controller``.
 
-- Create, update and resume only mark the config dirty; the loop publishes.
+- Every watch event (the initial listing included) goes into the controller's cache;
+  one that changes a spec or the set of resources marks the config dirty, and the loop
+  publishes. No per-resource handler state is kept: nothing but the finalizer is
+  written on a resource by Kopf.
 - Deletion (through a finalizer) publishes the config without the resource before
   the resource goes; its spend stays in Redis for chargeback.
-- A daemon per resource takes turns at running the loop (see ``Controller``).
+- The loop runs while this replica is the active one. With peering, that is while Kopf
+  runs a daemon on the peering object the replicas share (Kopf stops every daemon of a
+  paused replica, and starts them again when it resumes); standalone, always.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, cast
 
@@ -15,6 +21,7 @@ import kopf
 
 from budget_guard.domain.manifest import API_GROUP, VERSION
 from budget_guard.operator.controller import Controller
+from budget_guard.operator.kube import PEERING_GROUP, PEERING_VERSION
 from budget_guard.operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -41,7 +48,9 @@ def build_registry(ours: OperatorSettings) -> kopf.OperatorRegistry:
         memo["controller"] = controller
         if ours.metrics_address:
             memo["metrics_server"] = controller.metrics.serve(ours.metrics_address)
-        if not ours.standalone:
+        if ours.standalone:
+            memo["loop"] = asyncio.create_task(controller.run_alone())
+        else:
             await controller.kube.ensure_peering(ours.peering_name, ours.namespaces)
         metrics_server = memo.get("metrics_server")
         log.info(
@@ -65,15 +74,18 @@ def build_registry(ours: OperatorSettings) -> kopf.OperatorRegistry:
 
     for plural in KINDS:
         _register_kind(registry, plural)
+    if not ours.standalone:
+        _register_loop(registry, ours)
     return registry
 
 
 def _register_kind(registry: kopf.OperatorRegistry, plural: str) -> None:
-    @kopf.on.resume(API_GROUP, VERSION, plural, registry=registry, id="resume")
-    @kopf.on.create(API_GROUP, VERSION, plural, registry=registry, id="create")
-    @kopf.on.update(API_GROUP, VERSION, plural, registry=registry, id="update")
-    def mark_dirty(memo: kopf.Memo, **_: Any) -> None:
-        controller_of(memo).dirty.set()
+    # Async on purpose: Kopf runs a plain function in a thread, and the cache belongs to
+    # the event loop (and a thread per event is most of the cost of ten thousand).
+    @kopf.on.event(API_GROUP, VERSION, plural, registry=registry, id="cache")
+    async def cache(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        resource = event["object"]
+        controller_of(memo).observe(plural, resource, deleted=event["type"] == "DELETED")
 
     @kopf.on.delete(API_GROUP, VERSION, plural, registry=registry, id="unpublish")
     async def unpublish(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
@@ -81,14 +93,21 @@ def _register_kind(registry: kopf.OperatorRegistry, plural: str) -> None:
         await controller_of(memo).unpublish(key)
         log.info("%s %s removed from the published config", plural, key)
 
-    # Told to stop (deletion, pause, exit), a daemon ends its turn or is cancelled a
-    # second later: a deletion's finalizer waits for it.
+
+def _register_loop(registry: kopf.OperatorRegistry, ours: OperatorSettings) -> None:
+    """The loop as a daemon of the peering object(s): one per namespace watched, or the
+    cluster's one. Kopf adds its finalizer to them, as to every resource with a daemon."""
+    plural = "kopfpeerings" if ours.namespaces else "clusterkopfpeerings"
+
+    # Told to stop (pause, exit), the daemon ends its turn or is cancelled a second later.
     @kopf.daemon(
-        API_GROUP,
-        VERSION,
+        PEERING_GROUP,
+        PEERING_VERSION,
         plural,
         registry=registry,
         id="loop",
+        field="metadata.name",
+        value=ours.peering_name,
         cancellation_backoff=1.0,
         cancellation_timeout=10.0,
     )
@@ -96,11 +115,32 @@ def _register_kind(registry: kopf.OperatorRegistry, plural: str) -> None:
         await controller_of(memo).take_turns(uid, lambda: bool(stopped))
 
 
+class QuietCacheHandler(logging.Filter):
+    """Kopf logs every handler's success at INFO: for the cache, a line per watch event
+    (ten thousand at a start among ten thousand budgets, and their writing cost more
+    than the handler). Its failures still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "Handler 'cache' succeeded."
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """Keeps no "last handled" state on resources (the operator has no diff handlers)."""
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        pass
+
+
 def configure_kopf(kopf_settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
     prefix = API_GROUP
     kopf_settings.persistence.finalizer = f"{prefix}/finalizer"
     kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
-    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=prefix)
+    # Without create/update/resume handlers Kopf needs no diff base: not storing one
+    # saves a patch per resource (10,000 at a first start among 10,000 budgets).
+    kopf_settings.persistence.diffbase_storage = NoDiffBase()
     kopf_settings.peering.lifetime = ours.peering_lifetime_seconds
     kopf_settings.watching.server_timeout = 300  # re-list now and then: no silent stale watch
     kopf_settings.watching.client_timeout = 330
@@ -111,3 +151,6 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, ours: OperatorSettings)
     kopf_settings.queueing.worker_limit = ours.kopf_workers
     kopf_settings.queueing.idle_timeout = 0.5
     kopf_settings.posting.worker_limit = 4
+    objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(known, QuietCacheHandler) for known in objects.filters):
+        objects.addFilter(QuietCacheHandler())

@@ -38,6 +38,13 @@ from budget_guard.store.usage import BudgetUsage
 
 log = logging.getLogger(__name__)
 
+# Recomputing one budget's insight reads and walks its history: some 2.5 ms of CPU
+# here, so 25 s for 10,000 budgets. Due budgets are taken a batch at a time, and when
+# more remain after a batch, the next waits long enough to keep this work under a share
+# of a core: with many budgets the interval stretches rather than the CPU.
+INSIGHT_BATCH = 200
+INSIGHT_CPU_SHARE = 0.1
+
 
 class Insights:
     def __init__(
@@ -53,6 +60,7 @@ class Insights:
         self._interval = interval_seconds
         self._daily = DailySpend(redis, keys, keep_settled=True)
         self._current: dict[str, Insight] = {}
+        self._refreshed: dict[str, float] = {}  # budget id: when its insight was computed
         self._next_refresh = 0.0
 
     def get(self, budget_id: str) -> Insight | None:
@@ -60,27 +68,44 @@ class Insights:
 
     async def refresh(
         self, budgets: Sequence[Budget], usages: Mapping[str, BudgetUsage], now: dt.datetime
-    ) -> None:
-        """Recompute every budget's insight, unless the last refresh is recent. A ledger
-        that cannot be read leaves the last insights in place."""
-        if time.monotonic() < self._next_refresh:
-            return
-        budgets = [budget for budget in budgets if budget.id in usages]
+    ) -> bool:
+        """Recompute the insights that are due (none yet, or older than the interval), a
+        batch at a time; True if any was. A ledger that cannot be read leaves the last
+        insights in place."""
+        started = time.monotonic()
+        if started < self._next_refresh:
+            return False
+        stale = started - self._interval
+        due = [
+            budget
+            for budget in budgets
+            if budget.id in usages and self._refreshed.get(budget.id, -1.0) <= stale
+        ]
+        due.sort(key=lambda budget: self._refreshed.get(budget.id, -1.0))  # oldest first
+        batch = due[:INSIGHT_BATCH]
+        if not batch:
+            return False
+        cpu_started = time.process_time()
         try:
-            histories = await read_review_history(
-                self._redis, self._keys, budgets, now, self._daily
-            )
+            histories = await read_review_history(self._redis, self._keys, batch, now, self._daily)
         except LedgerUnavailable as error:
             log.warning("budget insights not refreshed: %s", error)
-            return
-        current = {}
-        for budget, (days, hours) in zip(budgets, histories, strict=True):
-            usage = usages[budget.id]
-            review, anomaly = review_of(budget, usage, days, hours, now)
-            current[budget.id] = Insight(review, anomaly)
-        self._current = current
-        self._daily.forget(current)
-        self._next_refresh = time.monotonic() + self._interval
+            return False
+        for budget, (days, hours) in zip(batch, histories, strict=True):
+            review, anomaly = review_of(budget, usages[budget.id], days, hours, now)
+            self._current[budget.id] = Insight(review, anomaly)
+            self._refreshed[budget.id] = started
+        self._forget_all_but(budgets)
+        if len(due) > len(batch):
+            spent = time.process_time() - cpu_started
+            self._next_refresh = time.monotonic() + spent / INSIGHT_CPU_SHARE
+        return True
+
+    def _forget_all_but(self, budgets: Sequence[Budget]) -> None:
+        live = {budget.id for budget in budgets}
+        self._current = {k: v for k, v in self._current.items() if k in live}
+        self._refreshed = {k: v for k, v in self._refreshed.items() if k in live}
+        self._daily.forget(live)
 
     async def announce(self, manifest: Manifest, status: Mapping[str, Any]) -> None:
         """A Warning Event and an alert for what ``status`` newly says, each once."""

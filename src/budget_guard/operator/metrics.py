@@ -116,6 +116,19 @@ class OperatorMetrics:
             buckets=SYNC_BUCKETS,
             registry=self.registry,
         )
+        self.sync_cpu_seconds = Histogram(
+            "budget_guard_sync_cpu_seconds",
+            "process CPU time of one sync, reading the resources included",
+            buckets=SYNC_BUCKETS,
+            registry=self.registry,
+        )
+        self.insight_cpu_seconds = Histogram(
+            "budget_guard_insight_refresh_cpu_seconds",
+            "process CPU time of one batch of insights (forecasts, reviews, anomalies) "
+            "recomputed from the history, within a sync",
+            buckets=SYNC_BUCKETS,
+            registry=self.registry,
+        )
         self._budgets: tuple[BudgetSample, ...] = ()
         self.registry.register(_BudgetCollector(lambda: self._budgets))
 

@@ -17,6 +17,7 @@ class OperatorSettings:
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     sync_interval_seconds: float = 15.0  # status from spend
     insight_interval_seconds: float = 60.0  # forecasts and anomalies from the history
+    resync_interval_seconds: float = 300.0  # a full list corrects what the watch missed
     publish_delay_seconds: float = 0.5  # gather changes into one published config
     standalone: bool = False  # no peering: the only replica
     priority: int = 0  # peering: the highest live priority is the active replica
@@ -37,6 +38,7 @@ class OperatorSettings:
             namespaces=tuple(ns.namespace),
             sync_interval_seconds=ns.sync_interval_seconds,
             insight_interval_seconds=ns.insight_interval_seconds,
+            resync_interval_seconds=ns.resync_interval_seconds,
             standalone=ns.standalone,
             priority=ns.priority if ns.priority is not None else random.randint(1, 32_000),  # noqa: S311
             peering_name=ns.peering_name,
@@ -77,6 +79,13 @@ _OPTIONS = (
         "(they are written with the next status sync)",
         float,
         _DEFAULTS.insight_interval_seconds,
+    ),
+    Option(
+        "--resync-interval-seconds",
+        "how often every resource is listed again, correcting what the watch missed (the "
+        "resources are also listed at start)",
+        float,
+        _DEFAULTS.resync_interval_seconds,
     ),
     Option("--standalone", "run without peering (a single replica)", kind="switch"),
     Option("--priority", "peering priority (default: random, so replicas never tie)", int),

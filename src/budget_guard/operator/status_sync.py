@@ -1,7 +1,14 @@
 """Status from spend: every resource's status refreshed from its counters in Redis (one
-pipeline for all of them), written only when it changed, at most ``STATUS_WRITERS``
-writes in flight. On the way: a counter below the spend its status recorded is put
-back (Redis lost data), and a new period is announced once."""
+write of script calls for all of them), written only when it changed, at most
+``STATUS_WRITERS`` writes in flight. On the way: a counter below the spend its status
+recorded is put back (Redis lost data), and a new period is announced once.
+
+Most syncs change nothing, and at ten thousand budgets even comparing every status
+costs more than the goal of a sync (see docs/operator.md). So each LLMBudget's status
+is recomputed only when something it is made of changed since the last sync: its
+manifest (the cache keeps an unchanged one as the same object), its counters' raw
+answer from Redis, the generation the webhooks enforce, its alert state or its
+insight. Otherwise the last sync's figures stand."""
 
 from __future__ import annotations
 
@@ -10,7 +17,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from redis.asyncio import Redis
@@ -28,6 +35,8 @@ from budget_guard.operator.insights import Insights
 from budget_guard.operator.kube import KubeApi
 from budget_guard.operator.metrics import BudgetSample, OperatorMetrics, budget_sample, pool_sample
 from budget_guard.operator.status import (
+    AlertState,
+    Insight,
     budget_status,
     burst_status,
     changed,
@@ -35,12 +44,22 @@ from budget_guard.operator.status import (
 )
 from budget_guard.store.keys import KeySchema
 from budget_guard.store.notices import Notices
-from budget_guard.store.usage import BudgetUsage, PoolUsage, read_usage
+from budget_guard.store.usage import BudgetUsage, PoolUsage, UsageQuery
 
 log = logging.getLogger(__name__)
 
 LLMBUDGETS, BURSTBUDGETS = "llmbudgets", "burstbudgets"
 STATUS_WRITERS = 8  # status patches in flight at once
+Written = Callable[[str, Mapping[str, Any]], None]  # (plural, the object as written)
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What an LLMBudget's status was last made of, and the metrics sample it gave."""
+
+    manifest: Manifest
+    inputs: tuple[int | None, BudgetUsage | None, AlertState | None, Insight | None]
+    sample: BudgetSample
 
 
 class StatusSync:
@@ -68,28 +87,73 @@ class StatusSync:
         self._checkpoints = SpendCheckpoints(redis, keys, kube, announcer)
         self._writers = asyncio.Semaphore(STATUS_WRITERS)
         self._insights = insights or Insights(redis, keys, announcer)
+        self.written: Written | None = None  # told each status written
+        self._query: UsageQuery | None = None
+        self._answers: list[Any] = []  # the query's last raw answers, one per budget
+        self._usages: list[BudgetUsage] = []  # and the usage read from each
+        self._seen: dict[str, _Seen] = {}
 
     async def sync(self, compiled: CompiledResources, published: Mapping[str, int]) -> None:
         """Refresh every status of ``compiled`` from spend; ``published``: the generations
         the webhooks enforce."""
         started = time.perf_counter()
         now = self._clock()
-        usages = {
-            usage.budget.id: usage
-            for usage in await read_usage(self._redis, compiled.snapshot, now, self._keys)
-        }
+        usages = await self._read_usage(compiled, now)
         pool_usages = {p.pool.id: p for u in usages.values() for p in u.pools}
-        await self._insights.refresh(list(compiled.budgets.values()), usages, now)
-        samples = await asyncio.gather(
-            *(
-                self._sync_budget(key, manifest, compiled, published, usages.get(key), now)
-                if manifest.get("kind") == "LLMBudget"
-                else self._sync_burst(key, manifest, compiled, pool_usages.get(key), now)
-                for key, manifest in compiled.manifests.items()
-            )
-        )
+        cpu_started = time.process_time()
+        if await self._insights.refresh(list(compiled.budgets.values()), usages, now):
+            self._metrics.insight_cpu_seconds.observe(time.process_time() - cpu_started)
+        samples: list[BudgetSample] = []
+        work = []
+        for key, manifest in compiled.manifests.items():
+            if manifest.get("kind") != "LLMBudget":
+                work.append(self._sync_burst(key, manifest, compiled, pool_usages.get(key), now))
+                continue
+            usage = usages.get(key)
+            seen = self._unchanged(key, manifest, published, usage)
+            if seen is not None:
+                samples.append(seen.sample)
+            else:
+                work.append(self._sync_budget(key, manifest, compiled, published, usage, now))
+        samples.extend(await asyncio.gather(*work))
         self._metrics.show_budgets(samples)
         self._metrics.sync_seconds.observe(time.perf_counter() - started)
+
+    async def _read_usage(
+        self, compiled: CompiledResources, now: dt.datetime
+    ) -> dict[str, BudgetUsage]:
+        """Every budget's usage; a budget whose counters answer as before keeps its usage
+        object. The query is encoded again only for a new config or a new period."""
+        if self._query is None or not self._query.holds(compiled.snapshot, now):
+            self._query = UsageQuery.of(compiled.snapshot, now, self._keys)
+            self._answers, self._usages = [], []
+            self._seen = {k: v for k, v in self._seen.items() if k in compiled.manifests}
+        query = self._query
+        answers = await query.read(self._redis)
+        before, usages = self._answers, self._usages
+        fresh = len(before) == len(answers)
+        self._usages = [
+            usages[n] if fresh and before[n] == answer else query.usage(n, answer)
+            for n, answer in enumerate(answers)
+        ]
+        self._answers = answers
+        return {usage.budget.id: usage for usage in self._usages}
+
+    def _inputs(
+        self, key: str, manifest: Manifest, published: Mapping[str, int], usage: BudgetUsage | None
+    ) -> tuple[int | None, BudgetUsage | None, AlertState | None, Insight | None]:
+        alerts = self._alerts.state(key, manifest.get("spec", {}))
+        return published.get(key), usage, alerts, self._insights.get(key)
+
+    def _unchanged(
+        self, key: str, manifest: Manifest, published: Mapping[str, int], usage: BudgetUsage | None
+    ) -> _Seen | None:
+        """The last sync's outcome, if nothing its status is made of changed since (a
+        budget with alerts checks its Secret first, in ``_sync_budget``)."""
+        seen = self._seen.get(key)
+        if seen is None or seen.manifest is not manifest or manifest.get("spec", {}).get("alerts"):
+            return None
+        return seen if seen.inputs == self._inputs(key, manifest, published, usage) else None
 
     async def _sync_budget(
         self,
@@ -100,21 +164,27 @@ class StatusSync:
         usage: BudgetUsage | None,
         now: dt.datetime,
     ) -> BudgetSample:
+        spec = manifest.get("spec", {})
+        await self._alerts.verify(key, manifest.get("metadata", {}).get("namespace", ""), spec)
+        inputs = self._inputs(key, manifest, published, usage)
+        seen = self._seen.get(key)
+        if seen is not None and seen.manifest is manifest and seen.inputs == inputs:
+            return seen.sample
         budget = compiled.budgets.get(key)
         if budget is not None and usage is not None:
             usage = await self._restore_if_lost(budget, manifest, usage)
             if budget.scope.is_user_template:
                 await self._checkpoints.keep_users(budget, manifest, usage)
             await self._announce_period_reset(budget, manifest, usage)
-        spec = manifest.get("spec", {})
-        await self._alerts.verify(key, manifest.get("metadata", {}).get("namespace", ""), spec)
         alerts = self._alerts.state(key, spec)
         insight = self._insights.get(key) if budget is not None else None
         status = budget_status(key, compiled, published, usage, alerts, now, insight)
         await self._write(LLMBUDGETS, key, manifest, status)
         if insight is not None:
             await self._insights.announce(manifest, status)
-        return budget_sample(key, status, usage if budget is not None else None)
+        sample = budget_sample(key, status, usage if budget is not None else None)
+        self._seen[key] = _Seen(manifest, inputs, sample)
+        return sample
 
     async def _sync_burst(
         self,
@@ -140,7 +210,9 @@ class StatusSync:
             return
         namespace, name = key.split("/", 1)
         async with self._writers:
-            await self._kube.patch_status(plural, namespace, name, dict(status))
+            written = await self._kube.patch_status(plural, namespace, name, dict(status))
+        if written is not None and self.written is not None:
+            self.written(plural, written)
 
     async def _restore_if_lost(
         self, budget: Budget, manifest: Manifest, usage: BudgetUsage

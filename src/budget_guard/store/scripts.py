@@ -9,6 +9,7 @@ the caller, which keeps client-side work per decision to a few microseconds.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -77,6 +78,15 @@ class LuaScript:
             await target.script_load(self.source)
             return await _roundtrip(target, command)
 
+    async def call_all(self, client: Redis, commands: Sequence[bytes]) -> list[Any]:
+        """Send ``commands`` in one write and read their replies in order; load the
+        script and retry once if the server lacks it."""
+        try:
+            return await _roundtrips(client, commands)
+        except NoScriptError:
+            await client.script_load(self.source)
+            return await _roundtrips(client, commands)
+
     async def run(self, client: Redis | RedisCluster, keys: list[str], args: list[Any]) -> Any:
         """Encode and call (for paths where encoding once does not pay). On Redis
         Cluster, redis-py sends it to the node of the keys' slot (one slot per call)."""
@@ -93,6 +103,30 @@ class LuaScript:
                 raise RedisConnectionError(f"connection closed under the call: {error}") from error
         encoded = [bulk(part) for part in (*keys, *args)]
         return await self.call(client, self.command(len(keys), len(args), *encoded))
+
+
+async def _roundtrips(client: Redis, commands: Sequence[bytes]) -> list[Any]:
+    pool = client.connection_pool
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        await connection.send_packed_command(b"".join(commands), check_health=False)
+        replies: list[Any] = []
+        failed: ResponseError | None = None
+        for _ in commands:
+            try:
+                replies.append(await connection.read_response())
+            except ResponseError as error:  # read whole: the next reply follows
+                failed = failed or error
+        if failed is not None:
+            raise failed
+        return replies
+    except ResponseError:
+        raise
+    except BaseException:
+        await connection.disconnect()  # mid-reply: never reuse it
+        raise
+    finally:
+        await pool.release(connection)
 
 
 async def _roundtrip(client: Redis, command: bytes) -> Any:
@@ -120,3 +154,4 @@ READ_FIELD = LuaScript.load("read_field.lua")
 RESTORE_USERS = LuaScript.load("restore_users.lua")
 RESTORE_POOL = LuaScript.load("restore_pool.lua")
 CANCEL = LuaScript.load("cancel.lua")
+READ_USAGE = LuaScript.load("read_usage.lua")
