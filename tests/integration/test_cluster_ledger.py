@@ -257,7 +257,11 @@ async def under_load(cluster: RedisClusterSet, disturb: str) -> tuple[Run, float
 
     watcher = asyncio.create_task(watch())
     try:
-        await asyncio.sleep(1.0)
+        # Disturb once the load runs, with most of the limit left to reach under it (a
+        # fixed wait let a fast or a slow machine spend it all before).
+        give_up = time.monotonic() + 10
+        while run.settled < LIMIT // 10 and time.monotonic() < give_up:
+            await asyncio.sleep(0.01)
         started = time.monotonic()
         if disturb == "migration":
             slot = cluster.key_slot("{t:acme}")
