@@ -47,6 +47,7 @@ from tests.integration import concurrency_worker
 from tests.integration.concurrency_worker import NOW, USERS, snapshot
 from tests.integration.test_client_guard import CHARGED, MANIFESTS, REQUEST, USAGE
 from tests.integration.test_ledger_outages import CHAT
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.redis
 
@@ -259,9 +260,9 @@ async def under_load(cluster: RedisClusterSet, disturb: str) -> tuple[Run, float
     try:
         # Disturb once the load runs, with most of the limit left to reach under it (a
         # fixed wait let a fast or a slow machine spend it all before).
-        give_up = time.monotonic() + 10
-        while run.settled < LIMIT // 10 and time.monotonic() < give_up:
-            await asyncio.sleep(0.01)
+        await eventually(
+            lambda: run.settled, lambda settled: settled >= LIMIT // 10, every=0.01, what="load"
+        )
         started = time.monotonic()
         if disturb == "migration":
             slot = cluster.key_slot("{t:acme}")
