@@ -258,7 +258,7 @@ turns): the goal is a flat line, or one that grows only with the new bytes.
 | body (KB) | added (ms) |
 |---:|---:|
 {size_rows}
-"""
+{profile_tables(results.profiles, "webhook")}"""
 
 
 def ledger_path_section(results: ledger_path.PathResults, seconds: int) -> str:
@@ -370,20 +370,7 @@ def operator_section(results: operator.OperatorResults) -> str:
         if quiet.insight_ms
         else "none"
     )
-    profiles = "".join(
-        f"""
-Top of a py-spy profile of the {phase} (`--profile`: py-spy attached to the operator in
-this run, 50 samples a second; the share of samples with the function on the stack, and
-as the innermost frame; the event loop's and threads' own frames left out):
-
-| on stack | own | function |
-|---:|---:|---|
-"""
-        + "\n".join(rows)
-        + "\n"
-        for phase, rows in results.profiles.items()
-        if rows
-    )
+    profiles = profile_tables(results.profiles, "operator")
     return f"""{operator_heading(scale)}
 
 {scale.budgets:,} LLMBudgets in {scale.namespaces} namespaces ({scale.templates:,} of them per-user
@@ -429,6 +416,8 @@ def operator_heading(scale: operator.Scale) -> str:
 
 
 OPERATOR_WORKERS = 32
+WEBHOOK_HEADING = "## Webhook: the ext_authz check"
+LEDGER_PATH_HEADING = "## Ledger path under load"
 REPORTS_HEADING = "## Reports and export"
 MEMORY_HEADING = "## Redis memory per daily active user"
 
@@ -518,6 +507,40 @@ def splice(document: str, heading: str, section: str) -> str:
         return "".join(lines[:marker]) + section + "\n" + "".join(lines[marker:])
     end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
     return "".join(lines[:start]) + section + "\n" + "".join(lines[end:])
+
+
+def profile_tables(profiles: dict[str, list[str]], what: str) -> str:
+    """The top of each phase's py-spy profile, as tables."""
+    return "".join(
+        f"""
+Top of a py-spy profile of the {phase} (`--profile`: py-spy attached to the {what} in
+this run, 50 samples a second; the share of samples with the function on the stack, and
+as the innermost frame; the event loop's and threads' own frames left out):
+
+| on stack | own | function |
+|---:|---:|---|
+"""
+        + "\n".join(rows)
+        + "\n"
+        for phase, rows in profiles.items()
+        if rows
+    )
+
+
+def run_webhook_only(document: str, profile: bool) -> str:
+    """Only the webhook's and the ledger path's sections, spliced into the existing page
+    (with ``profile``: the top of the webhook's profile under its section)."""
+    with tempfile.TemporaryDirectory() as cache_dir:
+        seed_offline_tiktoken_cache(Path(cache_dir))
+        os.environ["TIKTOKEN_CACHE_DIR"] = cache_dir
+        with RedisServer() as redis:
+            results = webhook.run(redis.url, WRK_SECONDS, profile=profile)
+        with RedisServer() as redis:
+            path_results = ledger_path.run(
+                redis.url, redis.port, WRK_SECONDS, ledger_path.baseline_from_environment()
+            )
+    document = splice(document, WEBHOOK_HEADING, webhook_section(results, WRK_SECONDS))
+    return splice(document, LEDGER_PATH_HEADING, ledger_path_section(path_results, WRK_SECONDS))
 
 
 def run_operator_only(document: str, profile: bool) -> str:
@@ -610,14 +633,15 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=("reports", "operator"),
+        choices=("reports", "operator", "webhook"),
         help="run only these benchmarks and replace their sections of the existing page "
-        "(operator: the 10,000 budgets)",
+        "(operator: the 10,000 budgets; webhook: the check and the ledger path)",
     )
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="with --only operator: add the top of a py-spy profile (slows what it measures)",
+        help="with --only operator or webhook: add the top of a py-spy profile (the operator's "
+        "slows what it measures; the webhook's is a pass of its own)",
     )
     args = parser.parse_args()
     if args.only_client:
@@ -628,6 +652,8 @@ def main() -> int:
         report = run_reports_only(existing)
     elif args.only == "operator":
         report = run_operator_only(existing, args.profile)
+    elif args.only == "webhook":
+        report = run_webhook_only(existing, args.profile)
     else:
         report = asyncio.run(run_all(args.rounds))
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -18,14 +18,8 @@ import json
 import os
 import ssl
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 import urllib.request
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +27,7 @@ from typing import Any
 import aiohttp
 from redis.asyncio import Redis
 
+from bench.profiling import profiled
 from budget_guard.localservices import KubeAPIServer, KubeBinaries, OperatorProcess, RedisServer
 from budget_guard.operator.insights import INSIGHT_BATCH
 from budget_guard.operator.kube import KubeApi
@@ -271,73 +266,6 @@ def _quiet_syncs(operator: OperatorProcess, count: int) -> QuietSyncs:
     return out
 
 
-@contextmanager
-def _profiled(pid: int, profiles: dict[str, list[str]], phase: str, on: bool) -> Iterator[None]:
-    """py-spy samples process ``pid`` for the block; its top lines go to ``profiles``."""
-    if not on:
-        yield
-        return
-    out = Path(tempfile.mkdtemp(prefix="bench-pyspy-")) / f"{phase}.txt"
-    spy = Path(sys.executable).with_name("py-spy")
-    argv = [str(spy), "record", "--pid", str(pid), "--rate", "50", "--format", "raw"]
-    process = subprocess.Popen(
-        [*argv, "--nonblocking", "--output", str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield
-    finally:
-        process.send_signal(2)  # SIGINT: py-spy writes what it has and exits
-        process.wait(timeout=60)
-    profiles[phase] = top_of_profile(out.read_text() if out.exists() else "")
-
-
-def top_of_profile(raw: str, lines: int = 12) -> list[str]:
-    """The functions with the most samples on the stack (inclusive), from py-spy's raw
-    (collapsed) output, as table rows: inclusive %, self %, function."""
-    inclusive: Counter[str] = Counter()
-    own: Counter[str] = Counter()
-    total = 0
-    for line in raw.splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        total += count
-        frames = [_short(frame) for frame in stack.split(";")]
-        own[frames[-1]] += count
-        for frame in set(frames):
-            inclusive[frame] += count
-    if not total:
-        return []
-    ranked = [(f, n) for f, n in inclusive.most_common() if not _plumbing(f)]
-    return [
-        f"| {100 * n / total:.0f} % | {100 * own[f] / total:.0f} % | `{f}` |"
-        for f, n in ranked[:lines]
-    ]
-
-
-_PLUMBING = frozenset(
-    (
-        *("runners", "base_events", "events", "__main__", "<frozen runpy>", "main", "cli"),
-        *("threading", "thread", "selectors", "tasks", "futures"),
-    )
-)
-
-
-def _plumbing(function: str) -> bool:
-    """The event loop, the interpreter's start, the thread bootstrap: on every stack."""
-    return function.split(".", 1)[0] in _PLUMBING
-
-
-def _short(frame: str) -> str:
-    """``function (path/to/module.py:line)`` into ``module.function``."""
-    name, _, where = frame.partition(" (")
-    module = where.split(":", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
-    return f"{module}.{name}"
-
-
 def run(scale: Scale = SMALL, profile: bool = False) -> OperatorResults:
     kube = KubeAPIServer(KubeBinaries.locate())
     profiles: dict[str, list[str]] = {}
@@ -360,7 +288,7 @@ def run(scale: Scale = SMALL, profile: bool = False) -> OperatorResults:
         apiserver_cpu_before = sum(_cpu_seconds(pid) for pid in kube.pids())
         started = time.perf_counter()
         with OperatorProcess(args, start_timeout_seconds=120) as operator:
-            with _profiled(operator.pid, profiles, "start-up", profile):
+            with profiled(operator.pid, profiles, "start-up", profile):
                 while (ready := _ready_count(_listed(kube))) < scale.budgets:
                     if time.perf_counter() - started > 900:
                         raise RuntimeError(f"only {ready} of {scale.budgets} Ready after 15 min")
@@ -371,7 +299,7 @@ def run(scale: Scale = SMALL, profile: bool = False) -> OperatorResults:
             insights_seconds = _insights_done(operator, scale) + ready_seconds
             _quiet_syncs(operator, 2)  # the statuses written at start have settled
             before = _versions(kube)
-            with _profiled(operator.pid, profiles, "no-change syncs", profile):
+            with profiled(operator.pid, profiles, "no-change syncs", profile):
                 quiet = _quiet_syncs(operator, QUIET_SYNCS)
             after = _versions(kube)
             assert operator.metrics_port

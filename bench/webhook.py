@@ -15,12 +15,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 import yaml
 
+from bench.profiling import profiled
 from bench.tokens import agent_conversation, text_of
 from budget_guard.localservices import WebhookProcess, seed_offline_tiktoken_cache
 from budget_guard.localservices.processes import ManagedProcess
@@ -235,9 +236,10 @@ async def agent_turns(
 class WebhookResults:
     wrk: list[WrkResult]
     agent: list[AgentTurns]
+    profiles: dict[str, list[str]] = field(default_factory=dict)  # phase: top rows
 
 
-def run(redis_url: str, seconds: int = 8) -> WebhookResults:
+def run(redis_url: str, seconds: int = 8, profile: bool = False) -> WebhookResults:
     with tempfile.TemporaryDirectory(prefix="budget-guard-bench-") as scratch:
         workdir = Path(scratch)
         (workdir / "budgets").mkdir()
@@ -268,6 +270,7 @@ def run(redis_url: str, seconds: int = 8) -> WebhookResults:
                     results += [median_run(bare_runs), median_run(hook_runs)]
                 bare_root = f"http://127.0.0.1:{bare_port}"
                 with_cache = asyncio.run(agent_turns(webhook.check_url, bare_root, "with cache"))
+                profiles = _profile(webhook, bare_root, script, seconds) if profile else {}
             uncached = [*base, "--message-cache-entries", "0"]
             with WebhookProcess(uncached, env=env, workdir=workdir / "uncached") as webhook:
                 without_cache = asyncio.run(
@@ -275,4 +278,18 @@ def run(redis_url: str, seconds: int = 8) -> WebhookResults:
                 )
         finally:
             bare.stop()
-    return WebhookResults(results, [without_cache, with_cache])
+    return WebhookResults(results, [without_cache, with_cache], profiles)
+
+
+def _profile(
+    webhook: WebhookProcess, bare_root: str, script: Path, seconds: int
+) -> dict[str, list[str]]:
+    """py-spy on the webhook, in passes of their own after the measured ones (sampling
+    slows what it samples): one connection of wrk, then the agent turns."""
+    profiles: dict[str, list[str]] = {}
+    url = webhook.check_url + "/v1/chat/completions"
+    with profiled(webhook.pid, profiles, "unloaded check (1 connection, 1 KB body)", True):
+        run_wrk(HOOK, url, script, 1, seconds)
+    with profiled(webhook.pid, profiles, "agent turns (bodies up to 270 KB)", True):
+        asyncio.run(agent_turns(webhook.check_url, bare_root, "profiled"))
+    return profiles
