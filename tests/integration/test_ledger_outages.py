@@ -143,11 +143,15 @@ async def test_redis_killed_mid_burst_then_back(tmp_path: Path, leases: str) -> 
             await load
         # The webhook has stopped: local decisions committed, leases returned, and the
         # journal of what failed open replayed: every allowed dollar is counted, once.
+        # Beside it only lease room can remain: a lease Redis granted in a reply the kill
+        # took away is known to no process and stays counted until the period ends
+        # (docs/reliability.md, "Faults on the decision path"): more spend, never less.
         for tenant in ("open", "closed"):
             allowed = sum(
                 a["cost"] for a in answers if a["tenant"] == tenant and a["status"] == 200
             )
-            assert counter_used(redis.url, tenant) == (allowed, 0), tenant
+            used, leased = counter_used(redis.url, tenant)
+            assert used - leased == allowed, (tenant, used, leased)
 
     outcomes = Counter((a["tenant"], a["status"], a["code"], a["degraded"]) for a in answers)
     assert set(outcomes) <= {
