@@ -17,7 +17,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import client, ext_proc, ledger, ledger_path, operator, reports, tokens, webhook
+from bench import (
+    client,
+    ext_proc,
+    ledger,
+    ledger_path,
+    operator,
+    reports,
+    tokens,
+    topologies,
+    webhook,
+)
 from bench.stats import LATENCY_HEADER
 from budget_guard.loaders.tokenizers import load_tokenizers
 from budget_guard.localservices import RedisServer, seed_offline_tiktoken_cache
@@ -506,6 +516,7 @@ async def run_all(rounds: int) -> str:
         ext_proc_results = await asyncio.to_thread(ext_proc.run, redis.url, _free_port())
     with RedisServer() as redis:
         client_results = await client.run(redis.url, rounds=max(200, rounds // 2))
+    topology_results = await topologies.run()
     operator_results = await asyncio.to_thread(operator.run)
     report_results = await asyncio.to_thread(reports.run_reports)
     memory_results = await asyncio.to_thread(reports.run_memory)
@@ -521,6 +532,7 @@ library's own work.
 {ledger_path_section(path_results, WRK_SECONDS)}
 {ext_proc_section(ext_proc_results)}
 {ledger_section(ledger_results)}
+{topologies.section(topology_results)}
 {client_section(client_results)}
 {operator_section(operator_results)}
 {reports_section(report_results)}
@@ -528,7 +540,8 @@ library's own work.
 {tokens_section(throughput, loop, loaded.tokenizers.loaded_encodings)}
 {READING_THE_WEBHOOK}
 {READING_THE_LEDGER_PATH}
-{READING_THE_LEDGER}"""
+{READING_THE_LEDGER}
+{topologies.READING}"""
 
 
 async def run_client_section(rounds: int) -> str:

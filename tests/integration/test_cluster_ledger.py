@@ -19,24 +19,33 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import aiohttp
 import pytest
 import redis
 import yaml
+from redis.asyncio import Redis, RedisCluster
 
+from budget_guard.client import BudgetGuard, DirectBackend
 from budget_guard.domain.decision import ChargePlanner, plan_charges
 from budget_guard.domain.money import parse_usd
 from budget_guard.domain.resolution import Attribution, RequestIdentity
-from budget_guard.localservices import RedisClusterSet, WebhookProcess
+from budget_guard.localservices import RedisClusterSet, RedisSentinelSet, WebhookProcess
 from budget_guard.store.connect import redis_client, sync_redis_client
 from budget_guard.store.errors import LedgerUnavailable
+from budget_guard.store.history import read_attribution, read_review_history
 from budget_guard.store.keys import KeySchema
-from budget_guard.store.ledger import SettlementStatus
+from budget_guard.store.ledger import RequestIdTaken, SettlementStatus
+from budget_guard.store.notices import Notices
+from budget_guard.store.published_config import PublishedConfigStore
 from budget_guard.store.sharded import ShardedLedger
+from budget_guard.store.usage import read_usage
+from tests.fixtures.client import IDENTITY, OPENAI_MODEL, counter
 from tests.fixtures.webhook import budget as budget_manifest
 from tests.integration import concurrency_worker
 from tests.integration.concurrency_worker import NOW, USERS, snapshot
+from tests.integration.test_client_guard import CHARGED, MANIFESTS, REQUEST, USAGE
 from tests.integration.test_ledger_outages import CHAT
 
 pytestmark = pytest.mark.redis
@@ -190,7 +199,7 @@ async def settle_loop(ledger: ShardedLedger, run: Run, stop: asyncio.Event, work
         request_id = str(uuid.uuid4())
         try:
             decision = await ledger.reserve(request_id, charges, cost, now, attribution)
-        except LedgerUnavailable:
+        except (LedgerUnavailable, RequestIdTaken):  # (taken: redis-py sent it twice)
             run.failures.append(time.monotonic())
             run.in_doubt += cost  # it may have been reserved (and is then swept later)
             await asyncio.sleep(0.02)
@@ -373,3 +382,94 @@ async def test_the_webhook_on_a_cluster_url_never_overspends(
             # The webhook stopped: local decisions committed, leases returned.
             assert (used, leased) == (allowed, 0), pattern
     assert allowed <= 300_000
+
+
+# -- what the operator and the reports read, on a cluster -------------------------------
+
+
+async def test_status_reads_events_restore_and_config_work_on_a_cluster(
+    redis_cluster: RedisClusterSet,
+) -> None:
+    flush(redis_cluster)
+    client = redis_client(redis_cluster.cluster_url, socket_timeout=2)
+    assert isinstance(client, RedisCluster)
+    ledger = ShardedLedger(client)
+    compiled = snapshot("0.005", "0.010", "0.040")
+    planner = ChargePlanner(compiled)
+    now = dt.datetime.now(dt.UTC)
+    try:
+        for number in range(10):  # the tenant's 0.010 is reached: an event in {t:acme}
+            user = f"user-{number % 3}"
+            charges = planner.plan(RequestIdentity(tenant="acme", user=user), now)
+            attribution = Attribution(tenant="acme", user=user, feature="chat", model="m")
+            decision = await ledger.reserve(f"r{number}", charges, 1_000, now, attribution)
+            assert decision.allowed
+            await ledger.settle(f"r{number}", 1_000, now)
+        reader = cast(Redis, client)  # as store.connect.ledger_reader hands it out
+        usages = {u.budget.ref.name: u for u in await read_usage(reader, compiled, now, KEYS)}
+        assert usages["tenant"].spent == usages["global"].spent == 10_000
+        history = await read_review_history(reader, KEYS, list(compiled.budgets), now)
+        assert (
+            sum(history[[b.ref.name for b in compiled.budgets].index("tenant")][0].values())
+            == 10_000
+        )
+        attributed = await read_attribution(reader, KEYS, [now.date()])
+        assert attributed  # the index in {global}, the tenant's hashes in {t:acme}
+
+        notices = Notices(client, KEYS)
+        seen = await notices.read(block_ms=10)
+        assert any(n.kind == "exhausted" and n.budget.endswith("/tenant") for n in seen), seen
+        for notice in seen:
+            await notices.done(notice)
+        assert await notices.read(block_ms=10) == []  # each stream's cursor moved
+
+        tenant = next(
+            c
+            for c in planner.plan(RequestIdentity(tenant="acme", user="x"), now)
+            if c.budget.ref.name == "tenant"
+        )
+        key = KEYS.counter(tenant.budget, tenant.window, None)
+        await client.delete(key)  # Redis lost it
+        added = await notices.restore(tenant.budget, tenant.window.key, 10_000, 2**42)
+        assert added == 10_000
+
+        store = PublishedConfigStore(client, KEYS)
+        version, changed = await store.publish([{"a": 1}], [], "now")
+        assert changed and await store.version() == version
+        published = await store.read()
+        assert published is not None and published.budgets == [{"a": 1}]
+        changes = store.changes(check_seconds=0.1)
+        await anext(changes)
+        await asyncio.wait_for(anext(changes), 2)  # polled on Cluster
+        await changes.aclose()
+    finally:
+        await client.aclose()
+
+
+# -- the client library on every topology ----------------------------------------------
+
+
+@pytest.mark.parametrize("topology", ["sentinel", "cluster"])
+async def test_the_client_library_reserves_and_settles_on_sentinel_and_cluster_urls(
+    request: pytest.FixtureRequest, topology: str
+) -> None:
+    if topology == "sentinel":
+        sentinel: RedisSentinelSet = request.getfixturevalue("redis_sentinel")
+        url = sentinel.url
+    else:
+        nodes: RedisClusterSet = request.getfixturevalue("redis_cluster")
+        flush(nodes)
+        url = nodes.cluster_url
+    client = redis_client(url, socket_timeout=2)
+    if topology == "sentinel":
+        await client.flushdb()
+    guard = BudgetGuard(DirectBackend(url), **IDENTITY)
+    try:
+        await PublishedConfigStore(client, KEYS).publish(MANIFESTS, [], "2030-05-10T00:00:00Z")
+        async with guard.call(REQUEST) as call:
+            call.record(USAGE)
+        spent = await counter(cast(Redis, client), MANIFESTS, "acme", OPENAI_MODEL)
+        assert spent.spent == CHARGED
+    finally:
+        await guard.aclose()
+        await client.aclose()

@@ -230,7 +230,8 @@ async def test_the_webhook_on_a_sentinel_url_decides_through_a_failover(
         await asyncio.to_thread(redis_sentinel.restore)
 
     outcomes = Counter((a["status"], a["code"]) for _, a in answers)
-    assert set(outcomes) <= {(200, ""), (503, "budget_unavailable")}, outcomes
+    # (429 overloaded: a check shed by this process when the machine is busy.)
+    assert set(outcomes) <= {(200, ""), (503, "budget_unavailable"), (429, "overloaded")}
     outage = [at for at, a in answers if at > killed_at and a["status"] == 503]
     assert outage, "the failover was not noticed"
     back = [at for at, a in answers if at > max(outage) and a["status"] == 200]

@@ -17,8 +17,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from redis.asyncio import Redis
-
 from budget_guard.client.backend import Actual, Admission
 from budget_guard.client.budgets import CompiledBudgets, FileBudgets, PublishedBudgets
 from budget_guard.client.errors import BudgetExceeded, BudgetUnavailable, RequestRefused
@@ -40,9 +38,11 @@ from budget_guard.domain.pricing import PricedModel, UnknownModelError, Usage
 from budget_guard.domain.resolution import Attribution, RequestIdentity
 from budget_guard.domain.tokens import TokenizerSet
 from budget_guard.loaders.files import load_price_table
+from budget_guard.store.connect import redis_client
 from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.keys import KeySchema
 from budget_guard.store.ledger import Ledger, LedgerDataLost, LedgerSettings
+from budget_guard.store.sharded import ledger_for
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,8 @@ class DirectBackend:
         self._tokens = TokenCounter(self.prices, tokenizers)
         settings = ledger_settings or LedgerSettings()
         self._ledgers = PerLoop(
-            lambda: Ledger(
-                Redis.from_url(
+            lambda: ledger_for(  # any topology: redis://, redis+sentinel://, redis+cluster://
+                redis_client(
                     redis_url,
                     socket_timeout=SOCKET_TIMEOUT_SECONDS,
                     socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,

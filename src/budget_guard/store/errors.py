@@ -15,6 +15,7 @@ from typing import ParamSpec, TypeVar
 
 from redis.exceptions import (
     ClusterDownError,
+    ClusterError,
     OutOfMemoryError,
     ReadOnlyError,
     TryAgainError,
@@ -31,6 +32,7 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     ReadOnlyError,
     OutOfMemoryError,
     ClusterDownError,
+    ClusterError,  # redirections that did not settle (a slot migration, a failover)
     TryAgainError,
     OSError,
     TimeoutError,

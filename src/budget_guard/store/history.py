@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError
 
 from budget_guard.domain.anomaly import HOURLY_RETENTION
@@ -58,6 +58,11 @@ async def _read_field(
 ) -> list[list[Any]]:
     """``field`` of every hash of each list: one ``read_field.lua`` call per list,
     pipelined; the script is loaded first (and again if Redis lost it meanwhile)."""
+    # A Cluster client (handed out as a Redis one: store.connect.ledger_reader) runs no
+    # scripts in pipelines: one call per list, each in its slot.
+    runs_on: object = client
+    if isinstance(runs_on, RedisCluster):
+        return [await READ_FIELD.run(runs_on, list(keys), [field]) for keys in key_lists]
     answers: list[list[Any]] = []
     await client.script_load(READ_FIELD.source)
     for start in range(0, len(key_lists), per_round_trip):

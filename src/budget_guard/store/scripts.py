@@ -14,6 +14,7 @@ from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 from budget_guard.store.channel import LedgerChannel
@@ -81,9 +82,15 @@ class LuaScript:
         Cluster, redis-py sends it to the node of the keys' slot (one slot per call)."""
         if isinstance(client, RedisCluster):
             try:
-                return await client.evalsha(self.sha, len(keys), *keys, *args)
-            except NoScriptError:  # a node that never ran it (new, or just promoted)
-                return await client.eval(self.source, len(keys), *keys, *args)
+                try:
+                    return await client.evalsha(self.sha, len(keys), *keys, *args)
+                except NoScriptError:  # a node that never ran it (new, or just promoted)
+                    return await client.eval(self.source, len(keys), *keys, *args)
+            except AttributeError as error:
+                # redis-py 8.1's asyncio RedisCluster, re-learning the cluster after a
+                # node failed, closes connections other calls are using; they fail with
+                # this. The call may have been sent: an outage, not a bug of ours.
+                raise RedisConnectionError(f"connection closed under the call: {error}") from error
         encoded = [bulk(part) for part in (*keys, *args)]
         return await self.call(client, self.command(len(keys), len(args), *encoded))
 

@@ -96,7 +96,7 @@ class LedgerAccess:
             settings.redis.url,
             socket_connect_timeout=max(0.05, ledger_timeout),
             socket_timeout=ledger_timeout,
-            max_connections=64,
+            max_connections=settings.listen.max_inflight_decisions,  # per node
         )
         assert isinstance(client, RedisCluster)
         decisions = ShardedLedger(client, ledger_settings)
