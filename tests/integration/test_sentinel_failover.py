@@ -133,6 +133,7 @@ async def test_a_failover_under_load_loses_little_and_restore_fills_it(
         stop.set()
         await asyncio.gather(*tasks)
         await asyncio.to_thread(redis_sentinel.wait_for_failover, old)
+        failed_over = time.monotonic() - killed_at
 
         now = dt.datetime.now(dt.UTC)
         (charge,) = planner.plan(RequestIdentity(tenant="acme", user="user-0"), now)
@@ -153,21 +154,26 @@ async def test_a_failover_under_load_loses_little_and_restore_fills_it(
         assert added == recorded - usage.spent > 0  # the sync during the lag saw it
         (restored,) = await ledger.usage([charge])
         remaining = acknowledged - restored.spent
-        # What is left is at most what was settled after the last sync before the kill.
+        # What is left is what was settled after the last sync before the kill (an
+        # acknowledgement is time-stamped when its task runs again, so allow for a busy
+        # event loop: 1 s).
         last_sync = max(at for at, _ in load.synced if at < killed_at)
-        assert 0 <= remaining <= load.acknowledged(killed_at) - load.acknowledged(last_sync)
+        assert 0 <= remaining < lost
+        assert remaining <= acknowledged - load.acknowledged(last_sync - 1.0)
 
         stop.clear()
+        restarted_at = time.monotonic()
         tasks = start_load()
         await asyncio.sleep(1.0)  # decisions continue on the new primary
         stop.set()
         await asyncio.gather(*tasks)
-        resumed = load.first_success_after(killed_at)
-        assert resumed is not None and resumed - killed_at < FAILOVER_BOUND_SECONDS
+        resumed = load.first_success_after(restarted_at)
+        assert failed_over < FAILOVER_BOUND_SECONDS
+        assert resumed is not None and resumed - restarted_at < 1.0  # on the new primary
         print(
             f"\nsentinel failover ({REPLICA_LAG_SECONDS} s replica lag): acknowledged "
             f"{acknowledged} micro-USD, lost {lost}; restore from the last sync added {added}, "
-            f"{remaining} remain lost; decisions back {resumed - killed_at:.2f} s after the kill"
+            f"{remaining} remain lost; failed over {failed_over:.2f} s after the kill"
         )
     finally:
         stop.set()

@@ -54,8 +54,9 @@ _DEFAULTS = OperatorSettings()
 _OPTIONS = (
     Option(
         "--redis-url",
-        "the ledger's Redis: redis://, rediss://, unix://, or "
-        "redis+sentinel://[[user]:password@]host:port[,host:port...]/service_name[/db]",
+        "the ledger's Redis: redis://, rediss://, unix://, "
+        "redis+sentinel://[[user]:password@]host:port[,host:port...]/service_name[/db], or "
+        "redis+cluster://[[user]:password@]host:port[,host:port...] (docs/redis-topologies.md)",
         checked_redis_url,
         _DEFAULTS.redis_url,
     ),

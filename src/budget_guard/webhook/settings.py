@@ -258,8 +258,9 @@ _OPTIONS = (
     Option("--pricing", "price table YAML or JSON merged over the shipped defaults", Path),
     Option(
         "--redis-url",
-        "the ledger's Redis: redis://, rediss://, unix://, or "
-        "redis+sentinel://[[user]:password@]host:port[,host:port...]/service_name[/db]",
+        "the ledger's Redis: redis://, rediss://, unix://, "
+        "redis+sentinel://[[user]:password@]host:port[,host:port...]/service_name[/db], or "
+        "redis+cluster://[[user]:password@]host:port[,host:port...] (docs/redis-topologies.md)",
         checked_redis_url,
         RedisSettings.url,
     ),
