@@ -448,23 +448,48 @@ grow with the range.
 """
 
 
+# What a daily active user cost before plans were shared across users (issue 17): per
+# kind, (bytes, keys), measured with this benchmark on the commit before (1c9cebf).
+BEFORE_SHARED_PLANS = {
+    "per-user detail, kept 35 days": (465, 0.0),
+    "per-user counters and index, kept two periods": (259, 1.0),
+    "reservation records, kept a day": (552, 3.0),
+    "decision plans, kept a day": (2992, 2.0),
+    "settled-requests stream, bounded": (553, 0.0),
+}
+
+
 def memory_section(results: reports.MemoryResults) -> str:
     users = results.users
+
+    def before(kind: str) -> str:
+        size, keys = BEFORE_SHARED_PLANS.get(kind, (0, 0.0))
+        return f"{size:,} ({keys:g})"
+
+    def now(kind: str) -> str:
+        return (
+            f"{max(0.0, results.per_user(kind)):,.0f} ({max(0.0, results.keys_per_user(kind)):.3g})"
+        )
+
     rows = "\n".join(
         f"| {kind} | {results.added(kind)[0]:,} | {results.added(kind)[1]:,} "
-        f"| {max(0.0, results.per_user(kind)):,.0f} |"
+        f"| {now(kind)} | {before(kind)} |"
         for kind, _ in reports.KINDS
     )
+    per_user = sum(max(0.0, results.per_user(kind)) for kind, _ in reports.KINDS)
+    keys = sum(max(0.0, results.keys_per_user(kind)) for kind, _ in reports.KINDS)
+    before_bytes = sum(size for size, _ in BEFORE_SHARED_PLANS.values())
+    before_keys = sum(count for _, count in BEFORE_SHARED_PLANS.values())
     detail = results.per_user(reports.KINDS[0][0])
     counters = results.per_user(reports.KINDS[1][0])
     records = results.per_user(reports.KINDS[2][0])
-    plans = results.per_user(reports.KINDS[3][0])
+    plans = max(0.0, results.per_user(reports.KINDS[3][0]))
     stream = results.per_user(reports.KINDS[4][0]) / results.requests_per_user
     day = detail * reports.USER_DAYS + plans + records
     gib = 1_000_000 / 1024**3
     header = (
         f"| kept for | day 1: {users:,} users (bytes) | day 2: {2 * users:,} users (bytes) "
-        "| per daily active user (bytes) |"
+        "| per daily active user: bytes (keys) | before shared plans: bytes (keys) |"
     )
     return f"""{MEMORY_HEADING}
 
@@ -473,14 +498,25 @@ then a second day by {2 * users:,} others. Each user makes {results.requests_per
 requests, in two features, at three hours of the day; four budgets apply (global,
 tenant, feature, and a per-user template). Every key is measured with `MEMORY USAGE`
 and counted by what it is kept for. What a daily active user costs is the second day's
-bytes less the first day's, over the {users:,} users more.
+bytes (and keys) less the first day's, over the {users:,} users more.
 
 {header}
-|---|---:|---:|---:|
+|---|---:|---:|---:|---:|
 {rows}
+| **all** | | | **{per_user:,.0f} ({keys:.3g})** | **{before_bytes:,} ({before_keys:g})** |
 
-The daily aggregates and the hourly history cost the same for {2 * users:,} users as
-for {users:,}: they do not grow with users.
+A daily active user now costs {per_user:,.0f} bytes in {keys:.3g} keys, against
+{before_bytes:,} bytes in {before_keys:g} keys before plans were shared across users (issue 17;
+measured with this benchmark on the commit before). A decision plan (what settling needs
+of a set of budgets: counter keys, limits, history keys) used to name the user in its
+template counter key, its per-user history fields and its attribution by user, so each
+user wrote plans of their own (here two: a request with and one without the feature
+budget), about 1.5 KB each. The stored plan now holds a placeholder where the user goes,
+and the reservation record names the user once: every user of the same budgets shares
+the plan, and the plans row no longer grows with users.
+
+The daily aggregates, the hourly history and the plans cost the same for
+{2 * users:,} users as for {users:,}: they do not grow with users.
 
 Sizing rule, with W the per-user window (`--user-detail-days`, 35 by default):
 
@@ -633,7 +669,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=("reports", "operator", "webhook"),
+        choices=("reports", "memory", "operator", "webhook"),
         help="run only these benchmarks and replace their sections of the existing page "
         "(operator: the 10,000 budgets; webhook: the check and the ledger path)",
     )
@@ -650,6 +686,8 @@ def main() -> int:
     existing = args.output.read_text() if args.output.exists() else ""
     if args.only == "reports":
         report = run_reports_only(existing)
+    elif args.only == "memory":
+        report = splice(existing, MEMORY_HEADING, memory_section(reports.run_memory()))
     elif args.only == "operator":
         report = run_operator_only(existing, args.profile)
     elif args.only == "webhook":

@@ -165,7 +165,7 @@ def _reserve_call_args(redis_url: str) -> list[str]:
     # The exact bytes the webhook sends (a private method: the bench reads what the
     # ledger would write, without a round trip).
     command = ledger._reserve_command(
-        request_id, 1234, int(now.timestamp() * 1000), plan, False, no_leases
+        request_id, 1234, int(now.timestamp() * 1000), plan, False, no_leases, request_id
     )
     client.eval(  # store the plan under its key, as the first real reservation would
         "return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])",

@@ -221,6 +221,7 @@ class MemoryResults:
     users: int
     requests_per_user: int
     by_kind: dict[str, tuple[int, int]]  # kind -> bytes after day 1, after day 2
+    keys_by_kind: dict[str, tuple[int, int]]  # kind -> keys after day 1, after day 2
 
     def added(self, kind: str) -> tuple[int, int]:
         first, both = self.by_kind.get(kind, (0, 0))
@@ -229,6 +230,10 @@ class MemoryResults:
     def per_user(self, kind: str) -> float:
         day_one, day_two = self.added(kind)
         return (day_two - day_one) / self.users
+
+    def keys_per_user(self, kind: str) -> float:
+        first, both = self.keys_by_kind.get(kind, (0, 0))
+        return (both - 2 * first) / self.users
 
     def fixed(self, kind: str) -> float:
         day_one, _ = self.added(kind)
@@ -254,12 +259,15 @@ def _kind(key: str) -> str:
     return KINDS[-1][0]
 
 
-async def _usage_by_kind(client: Redis) -> dict[str, int]:
+async def _usage_by_kind(client: Redis) -> tuple[dict[str, int], dict[str, int]]:
+    """Bytes and keys, by kind."""
     totals: dict[str, int] = defaultdict(int)
+    keys: dict[str, int] = defaultdict(int)
     async for raw in client.scan_iter(count=1000):
         key = raw.decode()
         totals[_kind(key)] += int(await client.memory_usage(key) or 0)
-    return dict(totals)
+        keys[_kind(key)] += 1
+    return dict(totals), dict(keys)
 
 
 async def memory_per_user(url: str, users: int = 2000, requests: int = 3) -> MemoryResults:
@@ -275,7 +283,7 @@ async def memory_per_user(url: str, users: int = 2000, requests: int = 3) -> Mem
     client = Redis.from_url(url)
     await client.flushall()
     ledger = Ledger(client)
-    measured: list[dict[str, int]] = []
+    measured: list[tuple[dict[str, int], dict[str, int]]] = []
     start = dt.datetime.now(dt.UTC).replace(hour=10, minute=0, second=0, microsecond=0)
     for day, count in enumerate((users, 2 * users)):
         when = start + dt.timedelta(days=day)
@@ -294,7 +302,8 @@ async def memory_per_user(url: str, users: int = 2000, requests: int = 3) -> Mem
     return MemoryResults(
         users=users,
         requests_per_user=requests,
-        by_kind={k: (measured[0].get(k, 0), measured[1].get(k, 0)) for k in kinds},
+        by_kind={k: (measured[0][0].get(k, 0), measured[1][0].get(k, 0)) for k in kinds},
+        keys_by_kind={k: (measured[0][1].get(k, 0), measured[1][1].get(k, 0)) for k in kinds},
     )
 
 

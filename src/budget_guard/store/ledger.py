@@ -313,7 +313,7 @@ class Ledger:
         budgets = len(plan.records)
         return RESERVE.command(
             4 + plan.key_count,
-            11 + budgets,
+            12 + budgets,
             bulk(self.keys.reservation(request_id)),
             self._fixed_keys,
             bulk(self.keys.lease_return(returns_marker)),
@@ -326,7 +326,7 @@ class Ledger:
             bulk("" if plan.stored else plan.content),
             _FORCED if force else _NOT_FORCED,
             lease_args,
-            plan.records_blob,
+            plan.records_blob,  # the user, then the records
         )
 
     # -- leases ----------------------------------------------------------------
@@ -347,9 +347,10 @@ class Ledger:
     ) -> list[str]:
         """``commit`` of a batch whose plans and records all carry hash tag ``tag``."""
         # Per plan first (a batch names few plans), then per counter: this runs on the
-        # event loop that decides requests, so it stays at one dict update per request.
+        # event loop that decides requests, so it stays at two dict updates per request.
+        # A stored plan is shared by users (its key); counters are per encoded plan.
         plans: dict[str, tuple[int, EncodedPlan]] = {}
-        per_plan: dict[str, int] = {}
+        per_plan: dict[int, tuple[EncodedPlan, int]] = {}
         request_args: list[str] = []
         keys_ = self.keys
         for item in batch:
@@ -357,14 +358,16 @@ class Ledger:
             known = plans.get(plan.key)
             if known is None:
                 known = plans[plan.key] = (len(plans) + 1, plan)
-                per_plan[plan.key] = 0
-            per_plan[plan.key] += item.cost_micros
-            request_args.append(f"{item.cost_micros},{known[0]},{len(plan.counter_keys)}")
+            _, amount = per_plan.get(id(plan), (plan, 0))
+            per_plan[id(plan)] = (plan, amount + item.cost_micros)
+            request_args.append(
+                f"{item.cost_micros},{known[0]},{len(plan.counter_keys)},{plan.user}"
+            )
         assigned: dict[str, int] = {}
         records: dict[str, str] = {}
-        for plan_key, (_, plan) in plans.items():
+        for plan, amount in per_plan.values():
             for key, record in zip(plan.counter_keys, plan.records, strict=True):
-                assigned[key] = assigned.get(key, 0) + per_plan[plan_key]
+                assigned[key] = assigned.get(key, 0) + amount
                 records[key] = record
         plan_contents = [plan.content for _, plan in plans.values()]
         now_ms = unix_ms(now)

@@ -33,6 +33,14 @@ history line per hash to write at settlement (``key\\tspent-field\\tcount-field`
 ``\\tseconds`` when the hash has a retention of its own; see ``history_lines``), then
 ``SECTION`` and one hourly line per budget (``key-prefix\\tseconds``: settle.lua adds
 the UTC day and hour of the settlement, so that a plan stays the same all day).
+
+**The plan's user.** A plan is shared by every user of the same budgets: wherever the
+request's user would be written (a template's counter key and description, the
+per-user history fields, the attribution by user), the stored content holds ``USER``
+(``\\x1a``) instead, and the reservation record names the user once (its sixth
+field). ``read_plan`` in ``lua/_shared.lua`` fills it in when a script reads a stored
+plan; the records sent with a call (``EncodedPlan.records``) are already filled in.
+So a new user adds a reservation record's worth of bytes, not a plan.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ SECTION = "\x1e"
 LABEL = "\x1f"
 POOL_ENTRY = "\x1d"
 POOL_FIELD = "\x1c"
+USER = "\x1a"  # in a stored plan: the user its reservation record names
 
 POOL_RETENTION = dt.timedelta(days=35)  # a burst pool's counter outlives its window, for review
 
@@ -79,12 +88,13 @@ class EncodedPlan:
 
     charges: Sequence[BudgetCharge]  # held so the cache key (its id) stays unique
     key: str
-    content: str
+    content: str  # shared by every user: USER stands for ``user``
     counter_keys: tuple[str, ...]  # one per budget, in order
-    records: tuple[str, ...]  # one budget record per budget, in order
+    records: tuple[str, ...]  # one budget record per budget, in order, USER filled in
     pool_keys: tuple[str, ...]
+    user: str = ""  # what USER stands for in ``content`` ("": the plan has no USER)
     keys_blob: bytes = b""  # plan key, counters, pools: bulk-encoded
-    records_blob: bytes = b""  # the records, bulk-encoded
+    records_blob: bytes = b""  # the user, then the records, bulk-encoded
     stored: bool = field(default=False)
     # Redis Cluster: the plan split per hash tag (see store.sharded); empty elsewhere.
     parts: tuple[PlanPart, ...] = ()
@@ -92,7 +102,7 @@ class EncodedPlan:
     def __post_init__(self) -> None:
         all_keys = (self.key, *self.counter_keys, *self.pool_keys)
         self.keys_blob = b"".join(bulk(key) for key in all_keys)
-        self.records_blob = b"".join(bulk(record) for record in self.records)
+        self.records_blob = bulk(self.user) + b"".join(bulk(record) for record in self.records)
 
     @property
     def key_count(self) -> int:
@@ -113,9 +123,26 @@ def _thresholds(charge: BudgetCharge) -> str:
     return ",".join(f"{percent}:{amount}" for percent, amount in pairs)
 
 
-def budget_record(charge: BudgetCharge, keys: KeySchema) -> tuple[str, tuple[str, ...]]:
-    """The budget record of ``charge`` (see the table above), and its pool keys."""
-    budget, window, subject = charge.budget, charge.window, charge.subject
+def plan_user(charges: Sequence[BudgetCharge], attribution: Attribution | None) -> str:
+    """The user a plan's ``USER`` stands for: the one per-user templates charge, else the
+    attribution's ("" when there is none)."""
+    for charge in charges:
+        if charge.subject:
+            return charge.subject
+    return (attribution.user if attribution is not None else None) or ""
+
+
+def _as_user(value: str | None, user: str) -> str | None:
+    """``value``, written as ``USER`` when it is the plan's user."""
+    return USER if user and value == user else value
+
+
+def budget_record(
+    charge: BudgetCharge, keys: KeySchema, user: str = ""
+) -> tuple[str, tuple[str, ...]]:
+    """The budget record of ``charge`` (see the table above), ``user`` written as
+    ``USER``, and its pool keys."""
+    budget, window, subject = charge.budget, charge.window, _as_user(charge.subject, user)
     pools: list[str] = []
     pool_keys: list[str] = []
     for pool in charge.pools:
@@ -158,17 +185,18 @@ def history_lines(
     now: dt.datetime,
     attribution: Attribution | None,
     retention: DetailRetention,
+    user: str = "",
 ) -> list[str]:
     """The hashes a settlement adds to, besides the counters. Kept long (the ledger's
     history retention), and independent of how many users there are: per budget the
     local day's spend, per tenant/feature/model the UTC day's, and which tenants spent
     that day. Kept for the per-user window: per-user spend (templates' users, and the
-    attribution by user)."""
+    attribution by user). ``user`` is written as ``USER``."""
     users = retention.seconds(retention.users)
     utc = now.astimezone(dt.UTC)
     lines = []
     for charge in charges:
-        budget, subject = charge.budget, charge.subject
+        budget, subject = charge.budget, _as_user(charge.subject, user)
         local_day = now.astimezone(budget.zone).date()
         lines.append(FIELD.join((keys.history(budget, local_day), "spent", "requests")))
         if subject is not None:
@@ -185,7 +213,7 @@ def history_lines(
             )
         )
         # Last: settle.lua answers the label of the last "s<LABEL>" line it wrote.
-        label = attribution_label(attribution)
+        label = attribution_label(attribution._replace(user=_as_user(attribution.user, user)))
         user_key = keys.user_attribution(tenant, day)
         lines.append(FIELD.join((user_key, f"s{LABEL}{label}", f"n{LABEL}{label}", users)))
     return lines
@@ -214,14 +242,15 @@ def encode_plan(
     only the history lines of that tag; ``linked``: the other parts' tags and budget
     ids (comma-joined), written in a fourth and fifth section, for the part settlement
     starts from (``store.sharded``)."""
+    user = plan_user(charges, attribution)
     records: list[str] = []
     pool_keys: list[str] = []
     for charge in charges:
-        record, pools = budget_record(charge, keys)
+        record, pools = budget_record(charge, keys, user)
         records.append(record)
         pool_keys.extend(pools)
     retention = retention or DetailRetention()
-    history = history_lines(charges, keys, now, attribution, retention)
+    history = history_lines(charges, keys, now, attribution, retention, user)
     if tag is not None:
         history = [line for line in history if hash_tag(line) == tag]
     hourly = hourly_lines(charges, keys, retention)
@@ -235,8 +264,9 @@ def encode_plan(
         key=keys.plan(digest) if tag is None else keys.plan_in(tag, digest),
         content=content,
         counter_keys=tuple(keys.counter(c.budget, c.window, c.subject) for c in charges),
-        records=tuple(records),
+        records=tuple(record.replace(USER, user) for record in records),
         pool_keys=tuple(pool_keys),
+        user=user,
     )
 
 
@@ -268,6 +298,7 @@ class PlanCache:
         self._retention = retention or DetailRetention()
         self._max_entries = max_entries
         self._plans: dict[tuple[int, int, Attribution | None], EncodedPlan] = {}
+        self._by_key: dict[str, EncodedPlan] = {}  # the latest plan of each stored key
 
     def get(
         self,
@@ -283,5 +314,10 @@ class PlanCache:
         plan = encode_plan(charges, self._keys, now, attribution, self._retention)
         if len(self._plans) >= self._max_entries:
             self._plans.clear()
-        self._plans[cache_key] = plan
+            self._by_key.clear()
+        # Another user's plan may have stored the same content already: no need to send it
+        # (if Redis lost it since, reserve.lua asks for it).
+        shared = self._by_key.get(plan.key)
+        plan.stored = shared is not None and shared.stored
+        self._plans[cache_key] = self._by_key[plan.key] = plan
         return plan

@@ -364,6 +364,7 @@ class ShardedLedger(Ledger):
                 ",".join(str(wants[i]) for i in part.positions) if wants else "",
                 cost,
                 ",".join(str(returns[i]) for i in part.positions) if returns else "",
+                plan.user,
                 *plan.records,
             ]
 

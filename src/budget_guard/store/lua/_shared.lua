@@ -32,6 +32,20 @@ local function parse_budget(record)
     first = tonumber(first), users = users, described = described, pools_text = pools}
 end
 
+-- A stored plan (see store/plans.py), split in its sections, with the user its
+-- reservation record names (the record's sixth field) filled in for "\26": a plan is
+-- shared by every user of the same budgets. Returns nil when the plan is gone.
+local function read_plan(key, user)
+  local text = redis.call('GET', key)
+  if not text then
+    return nil
+  end
+  if user and user ~= '' then
+    text = string.gsub(text, '\26', function() return user end)
+  end
+  return split(text, '\30')
+end
+
 -- A record's burst pools: {key, amount, cap (-1: none), expiry, id, index} each, in order.
 local function pools_of(budget)
   local pools = {}

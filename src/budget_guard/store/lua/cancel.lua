@@ -27,15 +27,15 @@ if fields[2] ~= '' then
   return 0
 end
 local cost = tonumber(fields[1])
-local stored_plan = redis.call('GET', fields[4])
+local plan = read_plan(fields[4], fields[6])
 redis.call('DEL', record)
 redis.call('ZREM', pending, record)
-if not stored_plan then
+if not plan then
   return 1
 end
 local choices = split(fields[5], ',')
 local grants = split(ARGV[1], ',')
-for i, line in ipairs(split(split(stored_plan, '\30')[1], '\n')) do
+for i, line in ipairs(split(plan[1], '\n')) do
   local budget = parse_budget(line)
   local choice = tonumber(choices[i]) or 0
   if choice > 0 then

@@ -15,7 +15,8 @@
 --
 -- ARGV[1] now (unix ms)   ARGV[2] settle deadline (unix ms)   ARGV[3] record and plan TTL (ms)
 -- ARGV[4] stream max length   ARGV[5] requests r   ARGV[6] plans p   ARGV[7] counters c
--- ARGV[8 .. 7+r]        per request "cost,plan index (1-based),budgets in its plan"
+-- ARGV[8 .. 7+r]        per request "cost,plan index (1-based),budgets in its plan,user"
+--                       (the user its plan's "\26" stands for; see reserve.lua's record)
 -- ARGV[8+r .. 7+r+p]    per plan its content (see settle.lua)
 -- ARGV[8+r+p .. ]       per counter "amount to assign\t" and its budget record (see
 --                       store/plans.py; parse_budget)
@@ -41,13 +42,14 @@ end
 
 local taken = {}
 for r = 1, requests do
-  local cost, plan_index, budgets = string.match(ARGV[7 + r], '^(%d+),(%d+),(%d+)$')
+  local cost, plan_index, budgets, user = string.match(ARGV[7 + r],
+    '^(%d+),(%d+),(%d+),(.*)$')
   local choices = {}
   for b = 1, tonumber(budgets) do
     choices[b] = '0'
   end
   local plan = KEYS[3 + requests + tonumber(plan_index)]
-  local value = table.concat({cost, '', '', plan, table.concat(choices, ',')}, '\30')
+  local value = table.concat({cost, '', '', plan, table.concat(choices, ','), user}, '\30')
   local record = KEYS[3 + r]
   if not redis.call('SET', record, value, 'PX', ttl, 'NX') then
     taken[#taken + 1] = string.format('%d', r)

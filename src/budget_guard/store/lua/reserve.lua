@@ -12,7 +12,8 @@
 --
 -- KEYS[1]    reservation record of this request id (string: cost, settled, settled
 --            by, plan key, pool choices ("0,2,0": per budget, 0 = its own counter,
---            else the index of the burst pool that took the cost); joined by "\30")
+--            else the index of the burst pool that took the cost), the plan's user (what
+--            its "\26" stands for; see read_plan in _shared); joined by "\30")
 -- KEYS[2]    pending reservations (sorted set: record key -> settle deadline, ms)
 -- KEYS[3]    event stream (threshold crossings, exhaustion, burst pools)
 -- KEYS[4]    the marker of this request's lease returns (see return_leases in _shared)
@@ -36,7 +37,9 @@
 -- ARGV[10] smallest useful lease (micro-USD)
 -- ARGV[11] lease room the caller gives back first, per budget ("r1,r2,...", "" for none),
 --         once per request id (KEYS[4]), so the request is judged on all that is left
--- ARGV[12 .. 11+n] one budget record per budget (see store/plans.py; parse_budget)
+-- ARGV[12] the plan's user ("" when the plan names none): written in the record
+-- ARGV[13 .. 12+n] one budget record per budget, the user filled in (see
+--         store/plans.py; parse_budget)
 --
 -- Returns {2} when the request id already has a reservation, {3} when ARGV[7] is ""
 --   but the plan is not stored (call again with it); nothing changed in either case
@@ -62,7 +65,7 @@ local forced = ARGV[8] == '1'
 
 local budgets = {}
 for i = 1, count do
-  budgets[i] = parse_budget(ARGV[11 + i])
+  budgets[i] = parse_budget(ARGV[12 + i])
   budgets[i].crossed, budgets[i].verdict = '', 0
 end
 
@@ -157,7 +160,8 @@ if not denied then
   for i, budget in ipairs(budgets) do
     choices[i] = budget.pool_target and budget.pool_target.index or 0
   end
-  local value = table.concat({ARGV[1], '', '', plan, table.concat(choices, ',')}, '\30')
+  local value = table.concat({ARGV[1], '', '', plan, table.concat(choices, ','), ARGV[12]},
+    '\30')
   if not redis.call('SET', record, value, 'PX', ARGV[4], 'NX') then
     take_back()
     return {2}

@@ -14,7 +14,8 @@
 -- indexes and history hashes the plan names, are touched too (same hash tags as
 -- when they were reserved).
 --
--- plan: budget records (see store/plans.py; parse_budget), "\30", history lines, "\30",
+-- plan: read with read_plan (the record's user filled in; see _shared.lua).
+-- Budget records (see store/plans.py; parse_budget), "\30", history lines, "\30",
 --   hourly lines. A history line is "key\tspent-field\tcount-field", and "\tseconds" when
 --   the hash has a retention of its own (per-user detail; else ARGV[4]). An hourly line
 --   is "key-prefix\tseconds": the hash is the prefix and ARGV[11], fields "s:"/"n:" and
@@ -81,11 +82,10 @@ else
   actual = mode == 'expire-keep' and cost or 0
 end
 
-local stored_plan = redis.call('GET', fields[4])
-if not stored_plan then
+local plan = read_plan(fields[4], fields[6])
+if not plan then
   return {'lost', cost, 0}
 end
-local plan = split(stored_plan, '\30')
 local choices = split(fields[5], ',')
 
 local delta = actual - (prior or 0)
@@ -151,7 +151,7 @@ end
 
 local settled_by = mode == 'usage' and 'usage' or 'expiry'
 local value = table.concat({fields[1], string.format('%d', actual), settled_by, fields[4],
-  fields[5]}, '\30')
+  fields[5], fields[6] or ''}, '\30')
 redis.call('SET', record, value, 'KEEPTTL')
 redis.call('ZREM', pending, record)
 if KEYS[4] then
@@ -179,6 +179,6 @@ if KEYS[4] then
   redis.call('XTRIM', KEYS[4], 'MINID', '~', string.format('%d', oldest))
 end
 if asks_parts then
-  return {'settled', cost, actual, prior or -1, attribution, parts_of(stored_plan)}
+  return {'settled', cost, actual, prior or -1, attribution, plan[4] or ''}
 end
 return {'settled', cost, actual, prior or -1, attribution}
