@@ -27,7 +27,8 @@ a test of those compares counters with what it knows instead.
 
 Formats are those of ``store/keys.py`` (key names) and ``store/plans.py`` (the
 budget record, the plan) and of ``reserve.lua`` / ``settle.lua`` (the reservation
-record: ``cost, charged, settled by, plan key, pool choices`` joined by ``\\x1e``).
+record: ``cost, charged, settled by, plan key, pool choices, user`` joined by ``\\x1e``;
+a plan shared by the users of a template holds ``USER`` where the record's user goes).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from typing import NamedTuple
 import redis as redis_sync
 
 from budget_guard.store.keys import KeySchema
-from budget_guard.store.plans import FIELD, LABEL, LINE, POOL_ENTRY, POOL_FIELD, SECTION
+from budget_guard.store.plans import FIELD, LABEL, LINE, POOL_ENTRY, POOL_FIELD, SECTION, USER
 
 KEYS = KeySchema()
 
@@ -135,7 +136,8 @@ def read_books(client: redis_sync.Redis) -> Books:
         value = _text(client.get(record_key))
         if not value:
             continue  # expired between the scan and the read
-        cost, charged, settled_by, plan_key, choices = value.split(SECTION)
+        cost, charged, settled_by, plan_key, choices, *rest = value.split(SECTION)
+        user = rest[0] if rest else ""  # what the shared plan's USER stands for
         books.records[KEYS.request_id_of(record_key)] = Record(
             int(cost), int(charged) if charged else None, settled_by
         )
@@ -143,7 +145,8 @@ def read_books(client: redis_sync.Redis) -> Books:
             plans[plan_key] = _text(client.get(plan_key))
         assert plans[plan_key], f"{record_key} names the plan {plan_key}, which Redis lost"
         picks = choices.split(",")
-        for index, ((counter, budget_id), pools) in enumerate(_plan_accounts(plans[plan_key])):
+        plan = plans[plan_key].replace(USER, user)
+        for index, ((counter, budget_id), pools) in enumerate(_plan_accounts(plan)):
             pick = int(picks[index]) if index < len(picks) and picks[index] else 0
             key, owner = (counter, budget_id) if pick == 0 else pools[pick - 1]
             account = books.accounts.setdefault(key, Account(key, owner))
