@@ -10,6 +10,8 @@ so it still shows up, on at least one report in as many as there are replicas.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from budget_guard.domain.under_reporting import CountedPrompt
 
 MAX_ENTRIES = 50_000
@@ -18,7 +20,9 @@ MAX_ENTRIES = 50_000
 class CountedPrompts:
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
         self._max_entries = max_entries
-        self._counted: dict[str, CountedPrompt] = {}  # in insertion order: oldest first
+        # OrderedDict, not dict: dropping a plain dict's oldest key through next(iter())
+        # scans the holes earlier deletions left at its front, on every check once full.
+        self._counted: OrderedDict[str, CountedPrompt] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._counted)
@@ -26,7 +30,7 @@ class CountedPrompts:
     def keep(self, request_id: str, counted: CountedPrompt) -> None:
         counted_prompts = self._counted
         if len(counted_prompts) >= self._max_entries:
-            del counted_prompts[next(iter(counted_prompts))]
+            counted_prompts.popitem(last=False)
         counted_prompts[request_id] = counted
 
     def take(self, request_id: str) -> CountedPrompt | None:
