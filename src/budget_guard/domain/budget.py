@@ -59,10 +59,11 @@ class BudgetRef:
 
     namespace: str
     name: str
+    # "namespace/name", made once: every allowed check names its tightest budget.
+    id: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def id(self) -> str:
-        return f"{self.namespace}/{self.name}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", f"{self.namespace}/{self.name}")
 
     def __str__(self) -> str:
         return self.id

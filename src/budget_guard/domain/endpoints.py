@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from functools import lru_cache
 from typing import NamedTuple
 
 
@@ -72,24 +73,37 @@ def _bare(path: str) -> str:
 
 
 def endpoint(method: str, path: str) -> Endpoint:
-    bare = _bare(path)
-    if method.upper() == "POST":
+    return _endpoint(method.upper(), _bare(path))
+
+
+def api_of(path: str) -> Api:
+    """The API a path belongs to, for the shape of an answer (OpenAI by default)."""
+    return _api_of(_bare(path))
+
+
+# Every check classifies its path twice (pricing, then the shape of its answer); a
+# gateway sends few distinct paths, and the caches are bounded against many.
+@lru_cache(maxsize=1024)
+def _endpoint(method: str, bare: str) -> Endpoint:
+    if method == "POST":
         for pattern, api in _PRICED:
             if pattern.search(bare):
                 return Endpoint(Pricing.PRICED, api)
     for pattern, api in _FREE:
         if pattern.search(bare):
             return Endpoint(Pricing.FREE, api)
-    if method.upper() in ("GET", "HEAD", "OPTIONS", "DELETE"):
-        return Endpoint(Pricing.FREE, api_of(path))
-    return Endpoint(Pricing.BY_BODY, api_of(path))
+    if method in ("GET", "HEAD", "OPTIONS", "DELETE"):
+        return Endpoint(Pricing.FREE, _api_of(bare))
+    return Endpoint(Pricing.BY_BODY, _api_of(bare))
 
 
-def api_of(path: str) -> Api:
-    """The API a path belongs to, for the shape of an answer (OpenAI by default)."""
-    bare = _bare(path)
+_GEMINI_PATH = re.compile(r"/models/[^/]+:|/v1beta/")
+
+
+@lru_cache(maxsize=1024)
+def _api_of(bare: str) -> Api:
     if "/v1/messages" in bare:
         return Api.ANTHROPIC
-    if re.search(r"/models/[^/]+:|/v1beta/", bare):
+    if _GEMINI_PATH.search(bare):
         return Api.GEMINI
     return Api.OPENAI

@@ -41,6 +41,7 @@ for p = 1, plans do
 end
 
 local taken = {}
+local indexed = {}  -- the pending index's score and member pairs, added in one ZADD
 for r = 1, requests do
   local cost, plan_index, budgets, user = string.match(ARGV[7 + r],
     '^(%d+),(%d+),(%d+),(.*)$')
@@ -56,7 +57,11 @@ for r = 1, requests do
     record = record .. ':dup:' .. now .. ':' .. r
     redis.call('SET', record, value, 'PX', ttl)
   end
-  redis.call('ZADD', pending, deadline, record)
+  indexed[#indexed + 1] = deadline
+  indexed[#indexed + 1] = record
+end
+if requests > 0 then
+  redis.call('ZADD', pending, unpack(indexed))
 end
 
 for c = 1, counters do
