@@ -8,6 +8,8 @@ tenant afterwards, so reading them before the settlement is safe.
 The record is ``cost \\x1e settled \\x1e settled-by \\x1e plan key \\x1e choices`` (see
 ``reserve.lua``); the plan's second section holds the history lines, the last
 ``s\\x1f...`` field of which is the attribution label (see ``plans.history_lines``).
+On Redis Cluster the record read first is the ``{global}`` anchor's; a tenant's
+request has its attribution in the tenant's part, which the anchor's plan names.
 """
 
 from __future__ import annotations
@@ -49,26 +51,53 @@ def attribution_in_plan(plan: str) -> Attribution | None:
 
 @ledger_call
 async def owners_of(client: Redis, keys: KeySchema, request_ids: Sequence[str]) -> list[Owner]:
-    """Whose each reservation is, in two pipelined round trips (records, then plans)."""
+    """Whose each reservation is, in two pipelined round trips (records, then plans);
+    on Redis Cluster two more for a tenant's request, whose attribution is written in
+    its tenant's part, not in the anchor's plan that names the parts (``store.sharded``)."""
+    records = await _get_all(client, [keys.reservation(request_id) for request_id in request_ids])
+    plans = await _plans_of(client, records)
+    owners = [
+        Owner(found=record is not None, attribution=attribution_in_plan(plan) if plan else None)
+        for record, plan in zip(records, plans, strict=True)
+    ]
+    parts = [
+        (index, tag)
+        for index, (owner, plan) in enumerate(zip(owners, plans, strict=True))
+        if owner.attribution is None and plan
+        for tag in _linked_tags(plan)
+    ]
+    if parts:
+        part_keys = [keys.reservation_in(tag, request_ids[index]) for index, tag in parts]
+        part_plans = await _plans_of(client, await _get_all(client, part_keys))
+        for (index, _), plan in zip(parts, part_plans, strict=True):
+            attribution = attribution_in_plan(plan) if plan else None
+            if attribution is not None and owners[index].attribution is None:
+                owners[index] = owners[index]._replace(attribution=attribution)
+    return owners
+
+
+async def _get_all(client: Redis, keys: Sequence[str]) -> list[Any]:
     async with client.pipeline(transaction=False) as pipeline:
-        for request_id in request_ids:
-            pipeline.get(keys.reservation(request_id))
-        records = await pipeline.execute()
+        for key in keys:
+            pipeline.get(key)
+        return list(await pipeline.execute())
+
+
+async def _plans_of(client: Redis, records: Sequence[Any]) -> list[str | None]:
+    """The plan each record names (None when it names none, or the plan is gone)."""
     plan_keys = [_plan_key(record) for record in records]
     wanted = sorted({key for key in plan_keys if key is not None})
     plans: dict[str, str] = {}
     if wanted:
-        async with client.pipeline(transaction=False) as pipeline:
-            for key in wanted:
-                pipeline.get(key)
-            found = await pipeline.execute()
+        found = await _get_all(client, wanted)
         plans = {key: _text(plan) for key, plan in zip(wanted, found, strict=True) if plan}
-    owners = []
-    for record, plan_key in zip(records, plan_keys, strict=True):
-        plan = plans.get(plan_key) if plan_key is not None else None
-        attribution = attribution_in_plan(plan) if plan is not None else None
-        owners.append(Owner(found=record is not None, attribution=attribution))
-    return owners
+    return [plans.get(key) if key is not None else None for key in plan_keys]
+
+
+def _linked_tags(plan: str) -> list[str]:
+    """The other parts' hash tags an anchor's plan names (its fourth section)."""
+    sections = plan.split(SECTION)
+    return [tag for tag in sections[3].split(",") if tag] if len(sections) > 3 else []
 
 
 def _plan_key(record: Any) -> str | None:
