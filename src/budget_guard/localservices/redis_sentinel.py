@@ -15,11 +15,11 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 import redis
 
 from budget_guard.localservices.processes import (
+    LocalService,
     ManagedProcess,
     ServiceStartError,
     free_port,
@@ -46,7 +46,7 @@ def find_redis_sentinel() -> str:
     return found
 
 
-class RedisSentinelSet:
+class RedisSentinelSet(LocalService):
     """Start with ``with RedisSentinelSet() as sentinel:``; ``sentinel.url`` is ready."""
 
     def __init__(
@@ -126,21 +126,6 @@ class RedisSentinelSet:
             node.stop()
         if self._owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> RedisSentinelSet:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- what the sentinels say ------------------------------------------------
 
