@@ -25,14 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis as redis_sync
-import yaml
 
 from bench.ledger import IDENTITY, four_budgets
 from bench.webhook import IDENTITY as HEADERS
-from bench.webhook import budgets, chat_body, start_bare
+from bench.webhook import chat_body, start_bare, webhook_inputs
 from budget_guard.domain.decision import ChargePlanner
 from budget_guard.domain.resolution import Attribution
-from budget_guard.localservices import WebhookProcess, seed_offline_tiktoken_cache
+from budget_guard.localservices import WebhookProcess
 from budget_guard.store.ledger import Ledger
 from budget_guard.store.scripts import RESERVE, bulk
 
@@ -245,10 +244,7 @@ def _ping_p50_us(redis_url: str, count: int = 3000) -> float:
 def run(redis_url: str, port: int, seconds: int = 5, baseline: Path | None = None) -> PathResults:
     with tempfile.TemporaryDirectory(prefix="budget-guard-bench-path-") as scratch:
         workdir = Path(scratch)
-        (workdir / "budgets").mkdir()
-        (workdir / "budgets" / "bench.yaml").write_text(yaml.safe_dump_all(budgets()))
-        seed_offline_tiktoken_cache(workdir / "tiktoken")
-        env = {"TIKTOKEN_CACHE_DIR": str(workdir / "tiktoken")}
+        env = webhook_inputs(workdir)
         script = workdir / "count.lua"
         headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in HEADERS.items())
         script.write_text(
