@@ -28,7 +28,7 @@ import redis as redis_sync
 
 from bench.ledger import IDENTITY, four_budgets
 from bench.webhook import IDENTITY as HEADERS
-from bench.webhook import chat_body, start_bare, webhook_inputs
+from bench.webhook import chat_body, start_bare, webhook_inputs, wrk
 from budget_guard.domain.decision import ChargePlanner
 from budget_guard.domain.resolution import Attribution
 from budget_guard.localservices import WebhookProcess
@@ -103,22 +103,8 @@ class PathResults:
     baseline: str | None
 
 
-def _duration_us(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
-    if match is None:
-        raise ValueError(f"unexpected wrk duration {text!r}")
-    return float(match.group(1)) * {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0}[match.group(2)]
-
-
 def _wrk(name: str, url: str, script: Path, connections: int, seconds: int) -> PathRun:
-    output = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=seconds + 60,
-    ).stdout
-    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
+    output, p50_us, p99_us = wrk(url, script, connections, seconds)
     counts = re.search(r"^COUNTS (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)$", output, re.MULTILINE)
     assert counts is not None, output
     clean, degraded, denied, overloaded, unavailable, other = map(int, counts.groups())
@@ -126,8 +112,8 @@ def _wrk(name: str, url: str, script: Path, connections: int, seconds: int) -> P
         name,
         connections,
         clean / seconds,
-        _duration_us(percentiles["50"]),
-        _duration_us(percentiles["99"]),
+        p50_us,
+        p99_us,
         degraded,
         overloaded,
         denied + unavailable + other,

@@ -105,7 +105,8 @@ def _duration_us(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def run_wrk(name: str, url: str, script: Path, connections: int, seconds: int) -> WrkResult:
+def wrk(url: str, script: Path, connections: int, seconds: int) -> tuple[str, float, float]:
+    """Run wrk (one thread, ``script``) against ``url``: its output, p50 and p99 (µs)."""
     output = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
         capture_output=True,
@@ -114,15 +115,15 @@ def run_wrk(name: str, url: str, script: Path, connections: int, seconds: int) -
         timeout=seconds + 60,
     ).stdout
     percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
+    return output, _duration_us(percentiles["50"]), _duration_us(percentiles["99"])
+
+
+def run_wrk(name: str, url: str, script: Path, connections: int, seconds: int) -> WrkResult:
+    output, p50_us, p99_us = wrk(url, script, connections, seconds)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     return WrkResult(
-        name,
-        connections,
-        rps,
-        _duration_us(percentiles["50"]),
-        _duration_us(percentiles["99"]),
-        int(non_2xx.group(1)) if non_2xx else 0,
+        name, connections, rps, p50_us, p99_us, int(non_2xx.group(1)) if non_2xx else 0
     )
 
 
