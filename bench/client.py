@@ -21,6 +21,7 @@ import yaml
 from redis.asyncio import Redis
 
 from bench.stats import Latency, summarize
+from bench.webhook import budgets
 from budget_guard.client import BudgetGuard, DirectBackend
 from budget_guard.localservices.fake_provider import FakeProvider
 
@@ -33,23 +34,6 @@ REQUEST = {
         {"role": "user", "content": "Summarize the week's news about cats in one paragraph."},
     ],
 }
-
-
-def four_budgets() -> list[dict[str, Any]]:
-    def make(name: str, scope: dict[str, str]) -> dict[str, Any]:
-        return {
-            "apiVersion": "budgetguard.io/v1alpha1",
-            "kind": "LLMBudget",
-            "metadata": {"name": name, "namespace": "bench"},
-            "spec": {"scope": scope, "limit": "100000000", "period": "Monthly"},
-        }
-
-    return [
-        make("global", {}),
-        make("tenant", {"tenant": "acme"}),
-        make("feature", {"feature": "chat"}),
-        make("pro-users", {"user": "*", "tier": "pro"}),
-    ]
 
 
 @dataclass(frozen=True)
@@ -81,10 +65,10 @@ async def _alternated(
 async def run(redis_url: str, rounds: int = 2000) -> ClientResults:
     await Redis.from_url(redis_url).flushdb()
     with tempfile.TemporaryDirectory() as directory, FakeProvider() as provider:
-        budgets = Path(directory) / "budgets.yaml"
-        budgets.write_text(yaml.safe_dump_all(four_budgets()))
+        budgets_file = Path(directory) / "budgets.yaml"
+        budgets_file.write_text(yaml.safe_dump_all(budgets()))
         guard = BudgetGuard(
-            DirectBackend(redis_url, budgets=budgets),
+            DirectBackend(redis_url, budgets=budgets_file),
             tenant="acme",
             user="alice",
             tier="pro",

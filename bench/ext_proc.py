@@ -13,7 +13,6 @@ import asyncio
 import json
 import re
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -22,14 +21,12 @@ from pathlib import Path
 
 import aiohttp
 import grpc
-import yaml
 from envoy.config.core.v3.base_pb2 import HeaderMap, HeaderValue
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext_proc
 from envoy.service.ext_proc.v3.external_processor_pb2_grpc import ExternalProcessorStub
 
-from bench.webhook import IDENTITY, budgets
-from budget_guard.localservices import WebhookProcess, seed_offline_tiktoken_cache
-from budget_guard.localservices.processes import ManagedProcess
+from bench.webhook import IDENTITY, start_floor, webhook_inputs
+from budget_guard.localservices import WebhookProcess
 
 STREAM_CHUNKS = 200  # one SSE event per chunk, as providers flush them
 STREAMS = 5
@@ -223,19 +220,6 @@ async def _webhook_rate(webhook: WebhookProcess, target: str) -> CallRate:
     return CallRate(HOOK, CALLS, rate.calls_per_second, settled_per_second)
 
 
-def _start_echo(workdir: Path) -> tuple[ManagedProcess, int]:
-    log = workdir / "echo.log"
-    process = ManagedProcess("bare grpc", [sys.executable, "-m", "bench.bare_grpc"], log)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        text = log.read_text() if log.exists() else ""
-        if text.strip().isdigit():
-            return process, int(text.strip())
-        time.sleep(0.05)
-    process.stop()
-    raise RuntimeError(f"bare grpc processor did not start: {log.read_text()}")
-
-
 async def _measure(webhook: WebhookProcess, echo_port: int) -> ExtProcResults:
     hook_target = f"127.0.0.1:{webhook.ext_proc_port}"
     echo_target = f"127.0.0.1:{echo_port}"
@@ -251,10 +235,7 @@ async def _measure(webhook: WebhookProcess, echo_port: int) -> ExtProcResults:
 def run(redis_url: str, ext_proc_port: int) -> ExtProcResults:
     with tempfile.TemporaryDirectory(prefix="budget-guard-bench-") as scratch:
         workdir = Path(scratch)
-        (workdir / "budgets").mkdir()
-        (workdir / "budgets" / "bench.yaml").write_text(yaml.safe_dump_all(budgets()))
-        seed_offline_tiktoken_cache(workdir / "tiktoken")
-        env = {"TIKTOKEN_CACHE_DIR": str(workdir / "tiktoken")}
+        env = webhook_inputs(workdir)
         args = [
             "--budgets",
             str(workdir / "budgets"),
@@ -263,7 +244,7 @@ def run(redis_url: str, ext_proc_port: int) -> ExtProcResults:
             "--ext-proc-port",
             str(ext_proc_port),
         ]
-        echo, echo_port = _start_echo(workdir)
+        echo, echo_port = start_floor("bare grpc", "bench.bare_grpc", workdir / "echo.log")
         try:
             with WebhookProcess(args, env=env, workdir=workdir / "webhook") as webhook:
                 return asyncio.run(_measure(webhook, echo_port))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from bench.stats import Latency, summarize
+from budget_guard.domain.budget import Budget
 from budget_guard.domain.decision import ChargePlanner
 from budget_guard.domain.manifest import parse_budget
 from budget_guard.domain.resolution import Attribution, BudgetSnapshot, RequestIdentity
@@ -28,20 +29,24 @@ IDENTITY = RequestIdentity(tenant="acme", user="alice", tier="pro", feature="cha
 PING = b"*1\r\n$4\r\nPING\r\n"
 
 
-def four_budgets() -> BudgetSnapshot:
-    def make(name: str, scope: dict[str, str]) -> dict[str, object]:
-        return {
+def monthly_budget(name: str, scope: dict[str, str]) -> Budget:
+    """A monthly LLMBudget over ``scope``, its limit beyond what a benchmark spends."""
+    return parse_budget(
+        {
             "kind": "LLMBudget",
             "metadata": {"name": name},
             "spec": {"scope": scope, "limit": "100000000", "period": "Monthly"},
         }
+    )
 
+
+def four_budgets() -> BudgetSnapshot:
     return BudgetSnapshot(
         [
-            parse_budget(make("global", {})),
-            parse_budget(make("tenant", {"tenant": "acme"})),
-            parse_budget(make("feature", {"feature": "chat"})),
-            parse_budget(make("pro-users", {"user": "*", "tier": "pro"})),
+            monthly_budget("global", {}),
+            monthly_budget("tenant", {"tenant": "acme"}),
+            monthly_budget("feature", {"feature": "chat"}),
+            monthly_budget("pro-users", {"user": "*", "tier": "pro"}),
         ]
     )
 

@@ -25,14 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis as redis_sync
-import yaml
 
 from bench.ledger import IDENTITY, four_budgets
 from bench.webhook import IDENTITY as HEADERS
-from bench.webhook import budgets, chat_body, start_bare
+from bench.webhook import chat_body, start_bare, webhook_inputs, wrk
 from budget_guard.domain.decision import ChargePlanner
 from budget_guard.domain.resolution import Attribution
-from budget_guard.localservices import WebhookProcess, seed_offline_tiktoken_cache
+from budget_guard.localservices import WebhookProcess
 from budget_guard.store.ledger import Ledger
 from budget_guard.store.scripts import RESERVE, bulk
 
@@ -104,22 +103,8 @@ class PathResults:
     baseline: str | None
 
 
-def _duration_us(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
-    if match is None:
-        raise ValueError(f"unexpected wrk duration {text!r}")
-    return float(match.group(1)) * {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0}[match.group(2)]
-
-
 def _wrk(name: str, url: str, script: Path, connections: int, seconds: int) -> PathRun:
-    output = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=seconds + 60,
-    ).stdout
-    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
+    output, p50_us, p99_us = wrk(url, script, connections, seconds)
     counts = re.search(r"^COUNTS (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)$", output, re.MULTILINE)
     assert counts is not None, output
     clean, degraded, denied, overloaded, unavailable, other = map(int, counts.groups())
@@ -127,8 +112,8 @@ def _wrk(name: str, url: str, script: Path, connections: int, seconds: int) -> P
         name,
         connections,
         clean / seconds,
-        _duration_us(percentiles["50"]),
-        _duration_us(percentiles["99"]),
+        p50_us,
+        p99_us,
         degraded,
         overloaded,
         denied + unavailable + other,
@@ -245,10 +230,7 @@ def _ping_p50_us(redis_url: str, count: int = 3000) -> float:
 def run(redis_url: str, port: int, seconds: int = 5, baseline: Path | None = None) -> PathResults:
     with tempfile.TemporaryDirectory(prefix="budget-guard-bench-path-") as scratch:
         workdir = Path(scratch)
-        (workdir / "budgets").mkdir()
-        (workdir / "budgets" / "bench.yaml").write_text(yaml.safe_dump_all(budgets()))
-        seed_offline_tiktoken_cache(workdir / "tiktoken")
-        env = {"TIKTOKEN_CACHE_DIR": str(workdir / "tiktoken")}
+        env = webhook_inputs(workdir)
         script = workdir / "count.lua"
         headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in HEADERS.items())
         script.write_text(

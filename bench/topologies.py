@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import redis
 
+from bench.ledger import monthly_budget
 from bench.stats import summarize
 from budget_guard.domain.decision import ChargePlanner
-from budget_guard.domain.manifest import parse_budget
 from budget_guard.domain.resolution import BudgetSnapshot, RequestIdentity
 from budget_guard.localservices import RedisClusterSet, RedisServer
 from budget_guard.store.channel import ChannelSettings, LedgerChannel
@@ -71,18 +71,11 @@ requests/s of tenant-slot work) while the rate in `{global}` is the number to wa
 
 
 def three_budgets() -> BudgetSnapshot:
-    def make(name: str, scope: dict[str, str]) -> dict[str, object]:
-        return {
-            "kind": "LLMBudget",
-            "metadata": {"name": name},
-            "spec": {"scope": scope, "limit": "100000000", "period": "Monthly"},
-        }
-
     return BudgetSnapshot(
         [
-            *(parse_budget(make(f"tenant-{n}", {"tenant": f"t{n}"})) for n in range(TENANTS)),
-            parse_budget(make("global", {})),
-            parse_budget(make("per-user", {"user": "*"})),
+            *(monthly_budget(f"tenant-{n}", {"tenant": f"t{n}"}) for n in range(TENANTS)),
+            monthly_budget("global", {}),
+            monthly_budget("per-user", {"user": "*"}),
         ]
     )
 

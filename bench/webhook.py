@@ -105,7 +105,8 @@ def _duration_us(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def run_wrk(name: str, url: str, script: Path, connections: int, seconds: int) -> WrkResult:
+def wrk(url: str, script: Path, connections: int, seconds: int) -> tuple[str, float, float]:
+    """Run wrk (one thread, ``script``) against ``url``: its output, p50 and p99 (µs)."""
     output = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
         capture_output=True,
@@ -114,15 +115,15 @@ def run_wrk(name: str, url: str, script: Path, connections: int, seconds: int) -
         timeout=seconds + 60,
     ).stdout
     percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
+    return output, _duration_us(percentiles["50"]), _duration_us(percentiles["99"])
+
+
+def run_wrk(name: str, url: str, script: Path, connections: int, seconds: int) -> WrkResult:
+    output, p50_us, p99_us = wrk(url, script, connections, seconds)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     return WrkResult(
-        name,
-        connections,
-        rps,
-        _duration_us(percentiles["50"]),
-        _duration_us(percentiles["99"]),
-        int(non_2xx.group(1)) if non_2xx else 0,
+        name, connections, rps, p50_us, p99_us, int(non_2xx.group(1)) if non_2xx else 0
     )
 
 
@@ -138,9 +139,10 @@ def median_run(runs: list[WrkResult]) -> WrkResult:
     )
 
 
-def start_bare(workdir: Path) -> tuple[ManagedProcess, int]:
-    log = workdir / "bare.log"
-    process = ManagedProcess("bare aiohttp", [sys.executable, "-m", "bench.bare_server"], log)
+def start_floor(name: str, module: str, log: Path) -> tuple[ManagedProcess, int]:
+    """Start a floor server, ``python -m module``, which writes its port to ``log``;
+    returns it and its port."""
+    process = ManagedProcess(name, [sys.executable, "-m", module], log)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         text = log.read_text() if log.exists() else ""
@@ -148,7 +150,20 @@ def start_bare(workdir: Path) -> tuple[ManagedProcess, int]:
             return process, int(text.strip())
         time.sleep(0.05)
     process.stop()
-    raise RuntimeError(f"bare server did not start: {log.read_text()}")
+    raise RuntimeError(f"{name} did not start: {log.read_text()}")
+
+
+def start_bare(workdir: Path) -> tuple[ManagedProcess, int]:
+    return start_floor("bare aiohttp", "bench.bare_server", workdir / "bare.log")
+
+
+def webhook_inputs(workdir: Path) -> dict[str, str]:
+    """The four budgets in ``workdir/budgets`` and an offline tiktoken cache; returns the
+    webhook's environment."""
+    (workdir / "budgets").mkdir()
+    (workdir / "budgets" / "bench.yaml").write_text(yaml.safe_dump_all(budgets()))
+    seed_offline_tiktoken_cache(workdir / "tiktoken")
+    return {"TIKTOKEN_CACHE_DIR": str(workdir / "tiktoken")}
 
 
 @dataclass(frozen=True)
@@ -242,10 +257,7 @@ class WebhookResults:
 def run(redis_url: str, seconds: int = 8, profile: bool = False) -> WebhookResults:
     with tempfile.TemporaryDirectory(prefix="budget-guard-bench-") as scratch:
         workdir = Path(scratch)
-        (workdir / "budgets").mkdir()
-        (workdir / "budgets" / "bench.yaml").write_text(yaml.safe_dump_all(budgets()))
-        seed_offline_tiktoken_cache(workdir / "tiktoken")
-        env = {"TIKTOKEN_CACHE_DIR": str(workdir / "tiktoken")}
+        env = webhook_inputs(workdir)
         script = wrk_script(workdir / "chat.lua", chat_body())
         # INFO logs start-up and config only: allowed requests are not logged by default.
         base = [

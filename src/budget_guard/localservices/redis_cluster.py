@@ -17,12 +17,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import redis
 
-from budget_guard.localservices.processes import ServiceStartError, free_port, wait_until_all
+from budget_guard.localservices.processes import (
+    LocalService,
+    ServiceStartError,
+    free_port,
+    wait_until_all,
+)
 from budget_guard.localservices.redis_server import RedisServer
 
 NODE_TIMEOUT_MS = 1000  # a primary unreachable this long is suspected; then its replica fails over
@@ -61,7 +65,7 @@ class ClusterNodeView:
         return any(start <= slot <= end for start, end in self.slots)
 
 
-class RedisClusterSet:
+class RedisClusterSet(LocalService):
     """Start with ``with RedisClusterSet() as cluster:``; ``cluster.url`` is one node's
     ``redis://`` URL, ``cluster.cluster_url`` the ``redis+cluster://`` one."""
 
@@ -139,21 +143,6 @@ class RedisClusterSet:
             node.stop()
         if self._owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> RedisClusterSet:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- what the nodes say ----------------------------------------------------
 

@@ -9,44 +9,29 @@ user stays open for the sentinels and for replication, as nothing but loopback s
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 import redis
 
 from budget_guard.localservices.processes import (
+    LocalService,
     ManagedProcess,
-    ServiceStartError,
     free_port,
     wait_until,
     wait_until_all,
 )
-from budget_guard.localservices.redis_server import RedisServer, answers_ping
+from budget_guard.localservices.redis_server import RedisServer, answers_ping, find_redis_binary
 
 DOWN_AFTER_MS = 1000  # a primary silent this long is subjectively down
 FAILOVER_TIMEOUT_MS = 3000  # also how long the sentinels wait to retry a failed election
 QUORUM = 2
 
-_INSTALL_HINT = (
-    "redis-sentinel is not on PATH. On Debian or Ubuntu: 'apt-get install -y redis-sentinel' "
-    "(make test does this when run as root); or set BUDGET_GUARD_REDIS_SENTINEL to its path."
-)
 
-
-def find_redis_sentinel() -> str:
-    explicit = os.environ.get("BUDGET_GUARD_REDIS_SENTINEL")
-    found = explicit or shutil.which("redis-sentinel") or shutil.which("/usr/bin/redis-sentinel")
-    if not found:
-        raise ServiceStartError(_INSTALL_HINT)
-    return found
-
-
-class RedisSentinelSet:
+class RedisSentinelSet(LocalService):
     """Start with ``with RedisSentinelSet() as sentinel:``; ``sentinel.url`` is ready."""
 
     def __init__(
@@ -113,7 +98,8 @@ class RedisSentinelSet:
                 ]
             )
         )
-        process = ManagedProcess(name, [find_redis_sentinel(), str(config)], directory / "log")
+        binary = find_redis_binary("redis-sentinel", "BUDGET_GUARD_REDIS_SENTINEL")
+        process = ManagedProcess(name, [binary, str(config)], directory / "log")
         self._sentinels.append(process)
         self.sentinel_ports.append(port)
         wait_until(lambda: answers_ping(port), process, self._timeout, "ready")
@@ -126,21 +112,6 @@ class RedisSentinelSet:
             node.stop()
         if self._owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> RedisSentinelSet:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- what the sentinels say ------------------------------------------------
 

@@ -20,17 +20,16 @@ from budget_guard.localservices.processes import (
     wait_until,
 )
 
-_INSTALL_HINT = (
-    "redis-server is not on PATH. On Debian or Ubuntu: 'apt-get install -y redis-server' "
-    "(make test does this when run as root); or set BUDGET_GUARD_REDIS_SERVER to its path."
-)
 
-
-def find_redis_server() -> str:
-    explicit = os.environ.get("BUDGET_GUARD_REDIS_SERVER")
-    found = explicit or shutil.which("redis-server") or shutil.which("/usr/bin/redis-server")
+def find_redis_binary(name: str, variable: str) -> str:
+    """The path of ``name`` (of the Debian package of the same name): ``$variable`` when
+    set, else found on PATH."""
+    found = os.environ.get(variable) or shutil.which(name) or shutil.which(f"/usr/bin/{name}")
     if not found:
-        raise ServiceStartError(_INSTALL_HINT)
+        raise ServiceStartError(
+            f"{name} is not on PATH. On Debian or Ubuntu: 'apt-get install -y {name}' "
+            f"(make test does this when run as root); or set {variable} to its path."
+        )
     return found
 
 
@@ -79,7 +78,7 @@ class RedisServer(LocalService):
 
     def start(self, port: int | None = None) -> RedisServer:
         """Start (again, on ``port`` to keep the same URL after ``stop_process``)."""
-        binary = find_redis_server()
+        binary = find_redis_binary("redis-server", "BUDGET_GUARD_REDIS_SERVER")
         self.port = port or free_port()
         argv = [
             binary,

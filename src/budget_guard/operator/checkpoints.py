@@ -29,8 +29,7 @@ from budget_guard.domain.budget import Budget, BurstPool
 from budget_guard.domain.instants import rfc3339, unix_ms
 from budget_guard.domain.money import format_usd, parse_usd
 from budget_guard.operator.compile import Manifest
-from budget_guard.operator.conditions import EVENT_LEDGER_RESTORED
-from budget_guard.operator.events import Announcement, Announcer
+from budget_guard.operator.events import Announcer
 from budget_guard.operator.kube import KubeApi
 from budget_guard.store.keys import KeySchema
 from budget_guard.store.usage import BudgetUsage, PoolUsage
@@ -132,18 +131,13 @@ class SpendCheckpoints:
         log.warning(
             "restored %s micro-USD of lost spend for %d users of %s", added, raised, budget.id
         )
-        uid = manifest.get("metadata", {}).get("uid", budget.id)
-        await self._announcer.say(
-            Announcement(
-                manifest,
-                "Warning",
-                EVENT_LEDGER_RESTORED,
-                f"the ledger had lost the spend of {raised} of {len(checkpoint.users)} users "
-                f"this period: restored ${format_usd(added)} from the checkpoint "
-                f"ConfigMap {checkpoint_name(str(manifest['metadata']['name']))}",
-                f"{uid}:restored-users:{usage.window.key}:{usage.users_tracked}:{added}",
-            ),
-            remember=False,
+        await self._announcer.say_restored(
+            manifest,
+            budget.id,
+            f"the ledger had lost the spend of {raised} of {len(checkpoint.users)} users "
+            f"this period: restored ${format_usd(added)} from the checkpoint "
+            f"ConfigMap {checkpoint_name(str(manifest['metadata']['name']))}",
+            f"restored-users:{usage.window.key}:{usage.users_tracked}:{added}",
         )
 
     async def _load(self, budget: Budget, manifest: Manifest) -> Checkpoint:
@@ -228,17 +222,12 @@ class SpendCheckpoints:
         if added <= 0:
             return usage
         log.warning("restored %s micro-USD of lost usage on burst pool %s", added, pool.id)
-        uid = manifest.get("metadata", {}).get("uid", pool.id)
-        await self._announcer.say(
-            Announcement(
-                manifest,
-                "Warning",
-                EVENT_LEDGER_RESTORED,
-                f"the ledger held ${format_usd(usage.used)} drawn from this pool, below the "
-                f"${format_usd(recorded)} last recorded: restored ${format_usd(added)}",
-                f"{uid}:restored:{usage.used}:{recorded}",
-            ),
-            remember=False,
+        await self._announcer.say_restored(
+            manifest,
+            pool.id,
+            f"the ledger held ${format_usd(usage.used)} drawn from this pool, below the "
+            f"${format_usd(recorded)} last recorded: restored ${format_usd(added)}",
+            f"restored:{usage.used}:{recorded}",
         )
         return replace(
             usage,

@@ -42,6 +42,7 @@ from budget_guard.operator.conditions import (
     EVENT_BURST_ACTIVATED,
     EVENT_BURST_EXHAUSTED,
     EVENT_EXHAUSTED,
+    EVENT_LEDGER_RESTORED,
     EVENT_SOFT_LIMIT,
 )
 from budget_guard.operator.kube import KubeApi, KubeUnavailable
@@ -200,6 +201,16 @@ class Announcer:
         await self._notices.acknowledge(marker, NOTICE_MEMORY, cursor=cursor, outbox=outbox)
         if entry is not None:
             self._deliver(announcement.name, entry, announcement.manifest)
+
+    async def say_restored(self, manifest: Manifest, owner_id: str, message: str, key: str) -> None:
+        """Warn that spend the ledger had lost was put back (every time: not remembered).
+        ``key`` tells this restoration from the object's others; the object's uid (else
+        ``owner_id``) goes before it."""
+        uid = manifest.get("metadata", {}).get("uid", owner_id)
+        announcement = Announcement(
+            manifest, "Warning", EVENT_LEDGER_RESTORED, message, f"{uid}:{key}"
+        )
+        await self.say(announcement, remember=False)
 
     def _outbox_entry(
         self, announcement: Announcement, details: Mapping[str, Any] | None

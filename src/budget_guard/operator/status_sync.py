@@ -29,7 +29,7 @@ from budget_guard.operator.alerts import AlertSender
 from budget_guard.operator.burst_review import BurstReviews
 from budget_guard.operator.checkpoints import SpendCheckpoints
 from budget_guard.operator.compile import CompiledResources, Manifest
-from budget_guard.operator.conditions import EVENT_LEDGER_RESTORED, EVENT_PERIOD_RESET
+from budget_guard.operator.conditions import EVENT_PERIOD_RESET
 from budget_guard.operator.events import Announcement, Announcer
 from budget_guard.operator.insights import Insights
 from budget_guard.operator.kube import KubeApi
@@ -234,17 +234,12 @@ class StatusSync:
         )
         if restored <= 0:
             return usage
-        uid = manifest.get("metadata", {}).get("uid", budget.id)
-        await self._announcer.say(
-            Announcement(
-                manifest,
-                "Warning",
-                EVENT_LEDGER_RESTORED,
-                f"the ledger held ${format_usd(usage.spent)} spent this period, below the "
-                f"${format_usd(recorded)} last recorded: restored ${format_usd(restored)}",
-                f"{uid}:restored:{window.key}:{usage.spent}:{recorded}",
-            ),
-            remember=False,
+        await self._announcer.say_restored(
+            manifest,
+            budget.id,
+            f"the ledger held ${format_usd(usage.spent)} spent this period, below the "
+            f"${format_usd(recorded)} last recorded: restored ${format_usd(restored)}",
+            f"restored:{window.key}:{usage.spent}:{recorded}",
         )
         log.warning("restored %s micro-USD of lost spend on %s", restored, budget.id)
         return replace(usage, spent=usage.spent + restored, used=usage.used + restored)

@@ -9,7 +9,7 @@ survives restarts and any number of processes may sweep at once.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -17,19 +17,27 @@ from typing import Any, NamedTuple
 from redis.asyncio import Redis
 
 from budget_guard.domain.anomaly import HOURLY_RETENTION
-from budget_guard.domain.decision import BudgetCharge, BudgetState, BudgetVerdict, Decision
+from budget_guard.domain.decision import BudgetCharge, Decision
 from budget_guard.domain.instants import unix_ms
 from budget_guard.domain.pricing import Usage
 from budget_guard.domain.resolution import Attribution
 from budget_guard.store.channel import LedgerChannel
 from budget_guard.store.errors import ledger_call
 from budget_guard.store.keys import GLOBAL_TAG, KeySchema
-from budget_guard.store.plans import (
-    DetailRetention,
-    EncodedPlan,
-    PlanCache,
-    parse_attribution_label,
+from budget_guard.store.ledger_replies import (
+    ID_TAKEN,
+    RESERVED,
+    LedgerDataLost,
+    Settlement,
+    SettlementStatus,
+    as_text,
+    budget_states,
+    checked_settlement,
+    decode_settlement,
+    lease_grants,
+    reserve_sending_plan,
 )
+from budget_guard.store.plans import DetailRetention, EncodedPlan, PlanCache
 from budget_guard.store.scripts import COMMIT, RELEASE, RESERVE, SETTLE, bulk
 
 __all__ = [
@@ -41,11 +49,11 @@ __all__ = [
     "LedgerSettings",
     "LocalReservation",
     "RequestIdTaken",
+    "ReserveRequest",
     "Settlement",
     "SettlementStatus",
 ]
 
-_DENIED, _RESERVED, _ID_TAKEN, _PLAN_MISSING = 0, 1, 2, 3
 _FORCED, _NOT_FORCED = bulk("1"), bulk("0")
 
 
@@ -86,53 +94,26 @@ class RequestIdTaken(Exception):
     """The request id already has a reservation; the caller picks a fresh id."""
 
 
-class LedgerDataLost(Exception):
-    """A reservation's plan is gone from Redis (a flush or a failover lost data)."""
-
-
-class SettlementStatus(StrEnum):
-    SETTLED = "settled"
-    ALREADY = "already"  # settled before; nothing changed
-    UNKNOWN = "unknown"  # no such reservation (or its record expired)
-    NOT_DUE = "not-due"
-    LOST = "lost"
-
-
-@dataclass(frozen=True, slots=True)
-class Settlement:
-    request_id: str
-    status: SettlementStatus
-    reserved_micros: int
-    charged_micros: int
-    previously_charged_micros: int | None = None  # set when an expiry had charged it before
-    attribution: Attribution | None = None
-
-    @property
-    def newly_charged_micros(self) -> int:
-        """What this settlement added to spend (0 unless ``SETTLED``)."""
-        if self.status is not SettlementStatus.SETTLED:
-            return 0
-        return self.charged_micros - (self.previously_charged_micros or 0)
-
-
-def _settlement(request_id: str, answer: Sequence[Any]) -> Settlement:
-    status = SettlementStatus(_text(answer[0]))
-    previous: int | None = None
-    attribution: Attribution | None = None
-    if len(answer) >= 5:
-        previous = None if int(answer[3]) < 0 else int(answer[3])
-        label = _text(answer[4])
-        if label:
-            attribution = parse_attribution_label(label)
-    return Settlement(request_id, status, int(answer[1]), int(answer[2]), previous, attribution)
-
-
 class LocalReservation(NamedTuple):
     """A request decided in process from leases, waiting to be committed."""
 
     request_id: str
     plan: EncodedPlan
     cost_micros: int
+
+
+class ReserveRequest(NamedTuple):
+    """``Ledger.reserve_and_lease``'s arguments, checked, for the topology's ``_reserve``."""
+
+    request_id: str
+    charges: Sequence[BudgetCharge]
+    cost_micros: int
+    now: dt.datetime
+    attribution: Attribution | None
+    force: bool
+    wants: Sequence[int]
+    returns: Sequence[int]
+    returns_marker: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,39 +140,8 @@ class ChargeRoom(NamedTuple):
     room: int  # the most one new request could take: on the counter, or from a pool
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _int(value: Any) -> int:
     return int(value) if value is not None else 0
-
-
-def _states(charges: Sequence[BudgetCharge], answer: Sequence[Any]) -> tuple[BudgetState, ...]:
-    """Decode reserve.lua's answer: usage per budget, then details where there are any."""
-    details: dict[int, list[str]] = {}
-    for raw in answer[2 + len(charges) :]:
-        position, pool, pool_used, crossed, verdict = _text(raw).split(":")
-        details[int(position) - 1] = [pool, pool_used, crossed, verdict]
-    states = []
-    for index, charge in enumerate(charges):
-        used = int(answer[1 + index])
-        detail = details.get(index)
-        if detail is None:
-            states.append(BudgetState(charge=charge, used=used))
-            continue
-        pool, pool_used, crossed, verdict = detail
-        states.append(
-            BudgetState(
-                charge=charge,
-                used=used,
-                verdict=BudgetVerdict(int(verdict)),
-                pool=charge.pools[int(pool) - 1] if int(pool) else None,
-                pool_used=int(pool_used),
-                crossed=tuple(int(p) for p in crossed.split(",")) if crossed else (),
-            )
-        )
-    return tuple(states)
 
 
 class Ledger:
@@ -264,6 +214,16 @@ class Ledger:
         leases granted."""
         if cost_micros < 0:
             raise ValueError(f"cost must not be negative, got {cost_micros}")
+        marker = returns_marker or request_id
+        return await self._reserve(
+            ReserveRequest(
+                request_id, charges, cost_micros, now, attribution, force, wants, returns, marker
+            )
+        )
+
+    async def _reserve(self, request: ReserveRequest) -> tuple[Decision, tuple[int, ...]]:
+        """The whole request in one reserve.lua call."""
+        request_id, charges, cost_micros, now, attribution, force, wants, returns, marker = request
         now_ms = unix_ms(now)
         plan = self._plans.get(charges, now, now_ms, attribution)
         lease_args = (
@@ -271,25 +231,19 @@ class Ledger:
             + bulk(cost_micros)
             + bulk(",".join(str(room) for room in returns))
         )
-        marker = returns_marker or request_id
-        command = self._reserve_command(
-            request_id, cost_micros, now_ms, plan, force, lease_args, marker
-        )
-        answer = await RESERVE.call(self._reservations, command)
-        if answer[0] == _PLAN_MISSING:  # first use, or Redis lost it: send it along
-            plan.stored = False
+
+        def send() -> Awaitable[Any]:
             command = self._reserve_command(
                 request_id, cost_micros, now_ms, plan, force, lease_args, marker
             )
-            answer = await RESERVE.call(self._reservations, command)
-        plan.stored = True
-        if answer[0] == _ID_TAKEN:
+            return RESERVE.call(self._reservations, command)
+
+        answer = await reserve_sending_plan(plan, send)
+        if answer[0] == ID_TAKEN:
             raise RequestIdTaken(request_id)
-        decision = Decision(
-            request_id, answer[0] == _RESERVED, cost_micros, _states(charges, answer)
-        )
-        granted = _text(answer[1 + len(charges)])
-        return decision, tuple(int(grant) for grant in granted.split(",")) if granted else ()
+        states = budget_states(charges, answer)
+        decision = Decision(request_id, answer[0] == RESERVED, cost_micros, states)
+        return decision, lease_grants(charges, answer)
 
     def plan_for(
         self,
@@ -386,7 +340,7 @@ class Ledger:
             *plan_contents,
             *(f"{amount}\t{records[key]}" for key, amount in assigned.items()),
         ]
-        answer = _text(await COMMIT.run(self.client, keys, args))
+        answer = as_text(await COMMIT.run(self.client, keys, args))
         if answer == "applied":
             return []
         return [batch[int(index) - 1].request_id for index in answer.split(",") if index]
@@ -425,15 +379,13 @@ class Ledger:
         """
         if actual_micros < 0:
             raise ValueError(f"actual cost must not be negative, got {actual_micros}")
-        answer = await SETTLE.run(
-            self.client,
-            self._settle_keys(self.keys.reservation(request_id)),
-            self._settle_args("usage", actual_micros, now, request_id, usage, source),
-        )
-        settlement = _settlement(request_id, answer)
-        if settlement.status is SettlementStatus.LOST:
-            raise LedgerDataLost(f"the reservation of {request_id} refers to data Redis lost")
-        return settlement
+        args = self._settle_args("usage", actual_micros, now, request_id, usage, source)
+        return await self._settle(request_id, args)
+
+    async def _settle(self, request_id: str, args: list[Any]) -> Settlement:
+        """The request's one record, settled with settle.lua's ``args``."""
+        keys = self._settle_keys(self.keys.reservation(request_id))
+        return checked_settlement(request_id, await SETTLE.run(self.client, keys, args))
 
     def _settle_keys(self, record: str, tag: str = GLOBAL_TAG) -> list[str]:
         """settle.lua's keys; the settled stream is written from ``{global}`` only."""
@@ -483,14 +435,14 @@ class Ledger:
         )
         swept = []
         for raw in due:
-            record = _text(raw)
+            record = as_text(raw)
             request_id = self.keys.request_id_of(record)
             answer = await SETTLE.run(
                 self.client,
                 self._settle_keys(record, tag),
                 self._settle_args(mode, 0, now, request_id),
             )
-            settlement = _settlement(request_id, answer)
+            settlement = decode_settlement(request_id, answer)
             if settlement.status is SettlementStatus.SETTLED:
                 swept.append(settlement)
             elif settlement.status in (SettlementStatus.UNKNOWN, SettlementStatus.LOST):

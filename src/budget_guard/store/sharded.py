@@ -47,29 +47,35 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from budget_guard.domain.decision import BudgetCharge, BudgetState, BudgetVerdict, Decision
 from budget_guard.domain.instants import unix_ms
-from budget_guard.domain.pricing import Usage
 from budget_guard.domain.resolution import Attribution
 from budget_guard.store.channel import LedgerChannel
 from budget_guard.store.errors import UNAVAILABLE, ledger_call
 from budget_guard.store.keys import GLOBAL_TAG, KeySchema, hash_tag, tenant_tag
 from budget_guard.store.ledger import (
     Ledger,
-    LedgerDataLost,
     LedgerSettings,
     LocalReservation,
     RequestIdTaken,
+    ReserveRequest,
+)
+from budget_guard.store.ledger_replies import (
+    DENIED,
+    ID_TAKEN,
+    RESERVED,
     Settlement,
     SettlementStatus,
-    _settlement,
-    _states,
-    _text,
+    as_text,
+    budget_states,
+    checked_settlement,
+    decode_settlement,
+    lease_grants,
+    reserve_sending_plan,
 )
 from budget_guard.store.plans import EncodedPlan, PlanPart, encode_plan, history_tags
 from budget_guard.store.scripts import CANCEL, RESERVE, SETTLE
 
 log = logging.getLogger(__name__)
 
-_DENIED, _RESERVED, _ID_TAKEN, _PLAN_MISSING = 0, 1, 2, 3
 _DENIAL_RECHECKS = 3
 _SHARD_REFRESH_SECONDS = 300.0  # re-register a tag now and then: a failover may lose it
 
@@ -82,10 +88,9 @@ class _PartAnswer:
         self.status = int(answer[0])
         self.states: tuple[BudgetState, ...] = ()
         self.grants: tuple[int, ...] = ()
-        if self.status in (_DENIED, _RESERVED):
-            self.states = _states(charges, answer)
-            granted = _text(answer[1 + len(charges)])
-            self.grants = tuple(int(g) for g in granted.split(",")) if granted else ()
+        if self.status in (DENIED, RESERVED):
+            self.states = budget_states(charges, answer)
+            self.grants = lease_grants(charges, answer)
 
 
 class ClusterLink:
@@ -231,73 +236,41 @@ class ShardedLedger(Ledger):
         """Every hash tag with records, pending indexes or event streams: ``{global}``
         first."""
         members = await self.cluster.smembers(self.keys.shards)
-        return [GLOBAL_TAG, *sorted(_text(member) for member in members)]
+        return [GLOBAL_TAG, *sorted(as_text(member) for member in members)]
 
     # -- reserve -----------------------------------------------------------------
 
-    @ledger_call
-    async def reserve_and_lease(
-        self,
-        request_id: str,
-        charges: Sequence[BudgetCharge],
-        cost_micros: int,
-        now: dt.datetime,
-        attribution: Attribution | None = None,
-        *,
-        wants: Sequence[int] = (),
-        returns: Sequence[int] = (),
-        returns_marker: str = "",
-        force: bool = False,
-    ) -> tuple[Decision, tuple[int, ...]]:
-        """``Ledger.reserve_and_lease``, in parts. A denial is checked before it is
-        answered: if every denying counter has room again once the parts of concurrent
-        requests that were taken back are gone (one read), the request is tried again, up
-        to ``_DENIAL_RECHECKS`` times. This keeps false denials rare under bursts; a
-        denial that stands saw the counter full."""
-        if cost_micros < 0:
-            raise ValueError(f"cost must not be negative, got {cost_micros}")
+    async def _reserve(self, request: ReserveRequest) -> tuple[Decision, tuple[int, ...]]:
+        """In parts. A denial is checked before it is answered: if every denying counter
+        has room again once the parts of concurrent requests that were taken back are
+        gone (one read), the request is tried again, up to ``_DENIAL_RECHECKS`` times.
+        This keeps false denials rare under bursts; a denial that stands saw the counter
+        full."""
         await self._ready()
-        plan = self.plan_for(charges, now, attribution)
+        plan = self.plan_for(request.charges, request.now, request.attribution)
         await self._register([part.tag for part in plan.parts])
-        marker = returns_marker or request_id
-        attempt = (plan, request_id, charges, cost_micros, now, force, wants, returns, marker)
-        decision, grants = await self._attempt(*attempt)
+        decision, grants = await self._attempt(plan, request)
         for _ in range(_DENIAL_RECHECKS):
-            if decision.allowed or not await self._room_again(charges, decision, cost_micros):
+            if decision.allowed or not await self._room_again(request, decision):
                 break
-            decision, grants = await self._attempt(*attempt)
+            decision, grants = await self._attempt(plan, request)
         return decision, grants
 
-    async def _room_again(
-        self, charges: Sequence[BudgetCharge], decision: Decision, cost: int
-    ) -> bool:
+    async def _room_again(self, request: ReserveRequest, decision: Decision) -> bool:
         denying = [
             charge
-            for charge, state in zip(charges, decision.states, strict=True)
+            for charge, state in zip(request.charges, decision.states, strict=True)
             if state.verdict is BudgetVerdict.DENIES
         ]
         if not denying:
             return False
-        return all(room.room >= cost for room in await self.room(denying))
+        return all(room.room >= request.cost_micros for room in await self.room(denying))
 
     async def _attempt(
-        self,
-        plan: EncodedPlan,
-        request_id: str,
-        charges: Sequence[BudgetCharge],
-        cost_micros: int,
-        now: dt.datetime,
-        force: bool,
-        wants: Sequence[int],
-        returns: Sequence[int],
-        marker: str,
+        self, plan: EncodedPlan, request: ReserveRequest
     ) -> tuple[Decision, tuple[int, ...]]:
-        calls = [
-            self._reserve_part(
-                part, request_id, charges, cost_micros, now, force, wants, returns, marker
-            )
-            for part in plan.parts
-        ]
+        request_id, charges = request.request_id, request.charges
+        calls = [self._reserve_part(part, request) for part in plan.parts]
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
         for outcome in outcomes:
             if isinstance(outcome, UNAVAILABLE):
@@ -306,13 +279,13 @@ class ShardedLedger(Ledger):
         else:
             self.link.answered(len(outcomes))
         answers = [o for o in outcomes if isinstance(o, _PartAnswer)]
-        reserved = [a for a in answers if a.status == _RESERVED]
+        reserved = [a for a in answers if a.status == RESERVED]
         failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
         if failure is not None or len(reserved) < len(plan.parts):
             await self._cancel(request_id, reserved)
         if failure is not None:
             raise failure
-        if any(a.status == _ID_TAKEN for a in answers):
+        if any(a.status == ID_TAKEN for a in answers):
             raise RequestIdTaken(request_id)
         states: list[BudgetState | None] = [None] * len(charges)
         grants = [0] * len(charges)
@@ -323,21 +296,11 @@ class ShardedLedger(Ledger):
                 if allowed and index < len(answer.grants):
                     grants[position] = answer.grants[index]
         decided = tuple(state for state in states if state is not None)
-        decision = Decision(request_id, allowed, cost_micros, decided)
-        return decision, tuple(grants) if wants else ()
+        decision = Decision(request_id, allowed, request.cost_micros, decided)
+        return decision, tuple(grants) if request.wants else ()
 
-    async def _reserve_part(
-        self,
-        part: PlanPart,
-        request_id: str,
-        charges: Sequence[BudgetCharge],
-        cost: int,
-        now: dt.datetime,
-        force: bool,
-        wants: Sequence[int],
-        returns: Sequence[int],
-        marker: str,
-    ) -> _PartAnswer:
+    async def _reserve_part(self, part: PlanPart, request: ReserveRequest) -> _PartAnswer:
+        request_id, charges, cost, now, _, force, wants, returns, marker = request
         mine = [charges[i] for i in part.positions]
         plan, tag = part.plan, part.tag
         now_ms = unix_ms(now)
@@ -368,11 +331,7 @@ class ShardedLedger(Ledger):
                 *plan.records,
             ]
 
-        answer = await RESERVE.run(self.cluster, keys, args())
-        if answer[0] == _PLAN_MISSING:
-            plan.stored = False
-            answer = await RESERVE.run(self.cluster, keys, args())
-        plan.stored = True
+        answer = await reserve_sending_plan(plan, lambda: RESERVE.run(self.cluster, keys, args()))
         return _PartAnswer(part, mine, answer)
 
     async def _cancel(self, request_id: str, reserved: Sequence[_PartAnswer]) -> None:
@@ -419,30 +378,17 @@ class ShardedLedger(Ledger):
 
     # -- settle --------------------------------------------------------------------
 
-    @ledger_call
-    async def settle(
-        self,
-        request_id: str,
-        actual_micros: int,
-        now: dt.datetime,
-        usage: Usage | None = None,
-        source: str = "api",
-    ) -> Settlement:
-        """``Ledger.settle``: the ``{global}`` part (the anchor) first, which names the
-        others, then each of them; every part exactly once."""
-        if actual_micros < 0:
-            raise ValueError(f"actual cost must not be negative, got {actual_micros}")
+    async def _settle(self, request_id: str, args: list[Any]) -> Settlement:
+        """The ``{global}`` part (the anchor) first, which names the others, then each of
+        them; every part exactly once."""
         await self._ready()
-        args = self._settle_args("usage", actual_micros, now, request_id, usage, source)
         record = self.keys.reservation_in(GLOBAL_TAG, request_id)
         answer = await SETTLE.run(self.cluster, self._settle_keys(record), [*args, "1"])
-        settlement = _settlement(request_id, answer)
-        if settlement.status is SettlementStatus.LOST:
-            raise LedgerDataLost(f"the reservation of {request_id} refers to data Redis lost")
-        others = _text(answer[5]) if len(answer) > 5 else ""
+        settlement = checked_settlement(request_id, answer)
+        others = as_text(answer[5]) if len(answer) > 5 else ""
         for tag in filter(None, others.split(",")):
             record = self.keys.reservation_in(tag, request_id)
-            part = _settlement(
+            part = decode_settlement(
                 request_id, await SETTLE.run(self.cluster, self._settle_keys(record, tag), args)
             )
             if part.status is SettlementStatus.SETTLED and settlement.status is not part.status:
