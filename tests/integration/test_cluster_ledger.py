@@ -35,7 +35,7 @@ from budget_guard.localservices import RedisClusterSet, RedisSentinelSet, Webhoo
 from budget_guard.store.connect import redis_client, sync_redis_client
 from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.history import read_attribution, read_review_history
-from budget_guard.store.keys import KeySchema
+from budget_guard.store.keys import KeySchema, hash_tag
 from budget_guard.store.ledger import RequestIdTaken, SettlementStatus
 from budget_guard.store.notices import Notices
 from budget_guard.store.published_config import PublishedConfigStore
@@ -447,6 +447,36 @@ async def test_status_reads_events_restore_and_config_work_on_a_cluster(
         await anext(changes)
         await asyncio.wait_for(anext(changes), 2)  # polled on Cluster
         await changes.aclose()
+    finally:
+        await client.aclose()
+
+
+async def test_leases_granted_in_an_answer_never_read_go_back_in_every_slot(
+    redis_cluster: RedisClusterSet,
+) -> None:
+    """The Cluster side of tests/integration/test_leases.py's lost answer: the parts'
+    records hold their grants, each given back in its own slot, once."""
+    flush(redis_cluster)
+    client = redis_client(redis_cluster.cluster_url, socket_timeout=2)
+    assert isinstance(client, RedisCluster)
+    ledger = ShardedLedger(client)
+    planner = ChargePlanner(snapshot("1", "1", "1"))
+    now = dt.datetime.now(dt.UTC)
+    charges = planner.plan(RequestIdentity(tenant="acme", user="u"), now)
+    counters = [KEYS.counter(c.budget, c.window, c.subject) for c in charges]
+    try:
+        decision, grants = await ledger.reserve_and_lease(
+            "lost", charges, 1_000, now, wants=[100_000] * len(charges)
+        )
+        assert decision.allowed and all(grant > 0 for grant in grants)
+        assert {hash_tag(key) for key in counters} == {"{global}", "{t:acme}"}
+        # The answer above is taken for lost: the grants go back from the records.
+        assert await ledger.forget_grants("lost", counters)
+        after = [await client.hmget(key, "used", "leased") for key in counters]
+        assert all(int(used) == 1_000 and int(leased) == 0 for used, leased in after), after
+        assert await ledger.forget_grants("lost", counters)  # once: nothing more
+        assert [await client.hmget(key, "used", "leased") for key in counters] == after
+        assert not await ledger.forget_grants("never", counters)
     finally:
         await client.aclose()
 

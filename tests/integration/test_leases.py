@@ -15,7 +15,9 @@ from budget_guard.localservices import RedisServer
 from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.leases import LeaseSettings, LocalLeases
 from budget_guard.store.ledger import Ledger, SettlementStatus
+from budget_guard.store.scripts import RESERVE
 from tests.factories import budget
+from tests.fixtures.proxy import DelayingProxy
 from tests.integration import concurrency_worker
 
 pytestmark = pytest.mark.redis
@@ -183,3 +185,40 @@ async def test_a_counter_lost_by_redis_still_gets_the_spend(redis_client: Redis)
     await leases.close()
     state = await counter(ledger, plan)
     assert state == {"used": COST, "leased": 0, "spent": 0, "assigned": COST}
+
+
+async def test_leases_granted_in_an_answer_never_read_are_given_back_once(
+    redis_server: RedisServer, redis_client: Redis
+) -> None:
+    """A reservation asks for a lease, Redis grants it, and the answer is lost (the
+    process gave up on it): no one holds that room. It goes back at the next release
+    round, once; the request's own cost stays reserved for its settlement."""
+    plan = planner()
+    charges = plan.plan(WHO, NOW)
+    reader = Ledger(redis_client)
+    await redis_client.script_load(RESERVE.source)  # no NOSCRIPT answer to lose first
+    with DelayingProxy(redis_server.port) as proxy:
+        client = Redis.from_url(proxy.url, socket_timeout=0.3)
+        leases = LocalLeases(Ledger(client))
+        await client.ping()  # connected: what is lost next is the reservation's answer
+        proxy.drop_replies = True
+        with pytest.raises(LedgerUnavailable) as lost:
+            await leases.reserve("lost-answer", charges, COST, NOW, ATTRIBUTION)
+        assert lost.value.sent
+        proxy.drop_replies = False
+        granted = await counter(reader, plan)
+        assert granted["assigned"] == COST  # the reservation ran in Redis...
+        assert granted["leased"] > 0  # ...and granted a lease this process never saw
+        assert leases.open_leases == 0
+
+        await leases.release_idle()
+        returned = await counter(reader, plan)
+        assert returned == {**granted, "used": COST, "leased": 0}
+        await client.aclose()
+    counters = leases.counters_of(charges)
+    assert await reader.forget_grants("lost-answer", counters)  # found, nothing left
+    assert await counter(reader, plan) == returned
+    settled = await reader.settle("lost-answer", COST // 2, NOW)
+    assert settled.status is SettlementStatus.SETTLED
+    assert (await counter(reader, plan))["spent"] == COST // 2
+    assert not await reader.forget_grants("never-reserved", counters)

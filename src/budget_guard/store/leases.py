@@ -42,6 +42,7 @@ from budget_guard.store.ledger import Ledger, LocalReservation, RequestIdTaken
 log = logging.getLogger(__name__)
 
 _RECENT_IDS = 100_000
+_GRANT_LOOKUPS = 3  # release rounds a reservation whose answer was lost is looked for
 
 
 def _stop_if_cancelled() -> None:
@@ -101,6 +102,9 @@ class LocalLeases:
         # Room given back whose answer was lost: (marker, room by counter), returned
         # again under the same marker, so that it goes back exactly once.
         self._unsettled_returns: list[tuple[str, dict[str, int]]] = []
+        # Reservations that asked for leases and whose answer was lost (it may have
+        # granted some): request id -> (its counters, lookups left), given back by id.
+        self._lost_grants: OrderedDict[str, tuple[list[str], int]] = OrderedDict()
         # What Redis last said is assigned on a counter (for the fail-open allowance).
         self._last_seen: dict[str, int] = {}
         self.local_decisions = 0
@@ -203,6 +207,8 @@ class LocalLeases:
                 self._reattach(returns)
             elif returning:  # it may have run: give the room back later, under its marker
                 self._unsettled_returns.append((marker, dict(returning)))
+            if error.sent and asking:  # it may have granted leases no one will use
+                self._grants_lost(request_id, counters)
             raise
         finally:
             _take_away(self._returning, returning)
@@ -384,7 +390,24 @@ class LocalLeases:
             marker, rooms = self._unsettled_returns[0]
             await self.background.release(marker, rooms)
             self._unsettled_returns.pop(0)
+        await self._forget_lost_grants()
         return len(idle)
+
+    def _grants_lost(self, request_id: str, counters: list[str]) -> None:
+        self._lost_grants[request_id] = (counters, _GRANT_LOOKUPS)
+        if len(self._lost_grants) > _RECENT_IDS:  # a long outage: the oldest stay counted
+            self._lost_grants.popitem(last=False)
+
+    async def _forget_lost_grants(self) -> None:
+        """Give back what reservations whose answers were lost may have granted. A
+        reservation not found is looked for again at the next rounds (its call may
+        still be on its way to Redis), then taken for one that never ran."""
+        for request_id, (counters, lookups) in list(self._lost_grants.items()):
+            found = await self.background.forget_grants(request_id, counters)
+            if found or lookups <= 1:
+                del self._lost_grants[request_id]
+            else:
+                self._lost_grants[request_id] = (counters, lookups - 1)
 
     async def keep_flushing(self) -> None:
         """Commit local decisions in small batches, soon after they are made."""

@@ -38,7 +38,7 @@ from budget_guard.store.ledger_replies import (
     reserve_sending_plan,
 )
 from budget_guard.store.plans import DetailRetention, EncodedPlan, PlanCache
-from budget_guard.store.scripts import COMMIT, RELEASE, RESERVE, SETTLE, bulk
+from budget_guard.store.scripts import COMMIT, FORGET_GRANTS, RELEASE, RESERVE, SETTLE, bulk
 
 __all__ = [
     "ChargeRoom",
@@ -359,6 +359,17 @@ class Ledger:
         keys = [self.keys.lease_return_in(tag, marker), *returned]
         args = [self.settings.record_ttl_ms, *returned.values()]
         return bool(await RELEASE.run(self.client, keys, args))
+
+    @ledger_call
+    async def forget_grants(self, request_id: str, counters: Sequence[str]) -> bool:
+        """Give back the leases ``request_id``'s reservation granted on ``counters`` to
+        a caller that never read its answer, exactly once. False when there is no such
+        reservation (yet: the call that reserves it may still be on its way)."""
+        return await self._forget_grants_in(GLOBAL_TAG, request_id)
+
+    async def _forget_grants_in(self, tag: str, request_id: str) -> bool:
+        record = self.keys.reservation_in(tag, request_id)
+        return int(await FORGET_GRANTS.run(self.client, [record], [])) >= 0
 
     # -- settle ----------------------------------------------------------------
 

@@ -376,6 +376,14 @@ class ShardedLedger(Ledger):
         applied = [await self._release_in(tag, marker, rooms) for tag, rooms in per_tag.items()]
         return all(applied)
 
+    @ledger_call
+    async def forget_grants(self, request_id: str, counters: Sequence[str]) -> bool:
+        """``Ledger.forget_grants`` in each slot whose counters may hold its grants."""
+        await self._ready()
+        tags = sorted({hash_tag(counter) for counter in counters})
+        found = [await self._forget_grants_in(tag, request_id) for tag in tags]
+        return all(found)
+
     # -- settle --------------------------------------------------------------------
 
     async def _settle(self, request_id: str, args: list[Any]) -> Settlement:

@@ -13,7 +13,9 @@
 -- KEYS[1]    reservation record of this request id (string: cost, settled, settled
 --            by, plan key, pool choices ("0,2,0": per budget, 0 = its own counter,
 --            else the index of the burst pool that took the cost), the plan's user (what
---            its "\26" stands for; see read_plan in _shared); joined by "\30")
+--            its "\26" stands for; see read_plan in _shared), and when this
+--            reservation granted leases, what it granted ("g1,g2,...", for
+--            forget_grants.lua); joined by "\30")
 -- KEYS[2]    pending reservations (sorted set: record key -> settle deadline, ms)
 -- KEYS[3]    event stream (threshold crossings, exhaustion, burst pools)
 -- KEYS[4]    the marker of this request's lease returns (see return_leases in _shared)
@@ -232,6 +234,7 @@ for i, budget in ipairs(budgets) do
 end
 -- Leases, last: they only take what no reservation of this request needs.
 local grants = {}
+local granted_any = false
 local wants = split(ARGV[9], ',')
 local smallest = tonumber(ARGV[10]) or 0
 for i, budget in ipairs(budgets) do
@@ -243,6 +246,7 @@ for i, budget in ipairs(budgets) do
     if grant >= smallest and grant > 0 then
       redis.call('HINCRBY', budget.key, 'used', grant)
       redis.call('HINCRBY', budget.key, 'leased', grant)
+      granted_any = true
     else
       grant = 0
     end
@@ -250,6 +254,9 @@ for i, budget in ipairs(budgets) do
   grants[i] = string.format('%d', grant)
 end
 answer[#answer + 1] = table.concat(grants, ',')
+if granted_any then  -- with the record, for a caller that never reads this answer
+  redis.call('APPEND', record, '\30' .. answer[#answer])
+end
 for _, detail in ipairs(details) do
   answer[#answer + 1] = detail
 end

@@ -151,7 +151,7 @@ end
 
 local settled_by = mode == 'usage' and 'usage' or 'expiry'
 local value = table.concat({fields[1], string.format('%d', actual), settled_by, fields[4],
-  fields[5], fields[6] or ''}, '\30')
+  fields[5], fields[6] or '', fields[7]}, '\30')  -- the grants stay (forget_grants.lua)
 redis.call('SET', record, value, 'KEEPTTL')
 redis.call('ZREM', pending, record)
 if KEYS[4] then
