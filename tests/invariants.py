@@ -27,7 +27,8 @@ a test of those compares counters with what it knows instead.
 
 Formats are those of ``store/keys.py`` (key names) and ``store/plans.py`` (the
 budget record, the plan) and of ``reserve.lua`` / ``settle.lua`` (the reservation
-record: ``cost, charged, settled by, plan key, pool choices, user`` joined by ``\\x1e``;
+record: ``cost, charged, settled by, plan key, pool choices, user`` and, when it
+granted leases, what it granted, joined by ``\\x1e``;
 a plan shared by the users of a template holds ``USER`` where the record's user goes).
 """
 
