@@ -58,9 +58,22 @@ local function pools_of(budget)
   return pools
 end
 
+-- Takes lease room off a counter: never more than its open leases (a counter Redis
+-- lost or restored keeps what is no longer there counted as spent).
+--   counter: counter hash (fields written: used, leased)     room: micro-USD, or nil
+local function give_back_room(counter, room)
+  room = tonumber(room) or 0
+  if room > 0 then
+    room = math.min(room, math.max(tonumber(redis.call('HGET', counter, 'leased')) or 0, 0))
+  end
+  if room > 0 then
+    redis.call('HINCRBY', counter, 'used', -room)
+    redis.call('HINCRBY', counter, 'leased', -room)
+  end
+end
+
 -- Gives back lease room once per marker: a return retried after its answer was lost
--- finds the marker and changes nothing. Never more than the counter's open leases (a
--- counter Redis lost or restored keeps what is no longer there counted as spent).
+-- finds the marker and changes nothing.
 --   marker:  the marker key (string, set for ttl ms)     counters, rooms: parallel lists
 -- Returns false when the marker was there already (nothing changed), else true.
 local function return_leases(marker, ttl, counters, rooms)
@@ -68,14 +81,7 @@ local function return_leases(marker, ttl, counters, rooms)
     return false
   end
   for i, counter in ipairs(counters) do
-    local room = tonumber(rooms[i]) or 0
-    if room > 0 then
-      room = math.min(room, math.max(tonumber(redis.call('HGET', counter, 'leased')) or 0, 0))
-    end
-    if room > 0 then
-      redis.call('HINCRBY', counter, 'used', -room)
-      redis.call('HINCRBY', counter, 'leased', -room)
-    end
+    give_back_room(counter, rooms[i])
   end
   return true
 end

@@ -46,11 +46,6 @@ for i, line in ipairs(split(plan[1], '\n')) do
       redis.call('ZINCRBY', budget.users, -cost, split(budget.described, '\31')[3])
     end
   end
-  local grant = tonumber(grants[i]) or 0
-  if grant > 0 then
-    grant = math.min(grant, math.max(tonumber(redis.call('HGET', budget.key, 'leased')) or 0, 0))
-    redis.call('HINCRBY', budget.key, 'used', -grant)
-    redis.call('HINCRBY', budget.key, 'leased', -grant)
-  end
+  give_back_room(budget.key, grants[i])
 end
 return 1

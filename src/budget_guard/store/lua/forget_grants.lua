@@ -32,12 +32,6 @@ if not plan then  -- its budgets are unknown: the counters expire with their per
   return 0
 end
 for i, line in ipairs(split(plan[1], '\n')) do
-  local grant = tonumber(grants[i]) or 0
-  if grant > 0 then
-    local budget = parse_budget(line)
-    grant = math.min(grant, math.max(tonumber(redis.call('HGET', budget.key, 'leased')) or 0, 0))
-    redis.call('HINCRBY', budget.key, 'used', -grant)
-    redis.call('HINCRBY', budget.key, 'leased', -grant)
-  end
+  give_back_room(parse_budget(line).key, grants[i])
 end
 return 1
