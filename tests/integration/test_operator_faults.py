@@ -20,9 +20,11 @@ from budget_guard.localservices import KubeAPIServer, RedisServer
 from budget_guard.localservices.processes import free_port
 from tests.fixtures.operator import (
     Cluster,
+    after_failed_turns,
     after_syncs,
     alert_receiver,
     eventually,
+    logged_times,
     rfc3339,
     running_operator,
 )
@@ -207,7 +209,12 @@ async def test_operator_killed_and_api_server_restarted_say_each_notice_once(
             await eventually(lambda: len(receiver.received) == 2, within=60, what="80 % alert")
             await asyncio.to_thread(kube.stop_apiserver)
             assert await spend(wh, "acme", "0.09", "r3") == 200  # 90 %, the API server away
-            await asyncio.sleep(3)  # the operator tries to say it, and is refused
+            await eventually(  # the operator tries to say it, and is refused, twice
+                lambda: logged_times(second, "(SoftLimitReached) not posted"),
+                lambda tries: tries >= 2,
+                within=30,
+                what="the 90 % Event tried and refused twice",
+            )
             kube.start_apiserver()
             await eventually(lambda: len(receiver.received) == 3, within=60, what="90 % alert")
             await eventually(lambda: outbox(redis_client), lambda box: box == {}, what="sent")
@@ -249,7 +256,8 @@ async def test_a_redis_url_that_does_not_answer_is_said_on_the_budgets(
         assert (rejected["status"], rejected["reason"]) == ("False", "InvalidTimeZone")
         table = cluster.kube.kubectl("get", "llmb", "-n", cluster.namespace, "acme")
         assert "LedgerUnavailable" in table.stdout, table.stdout
-        await asyncio.sleep(4)  # a few more tries while Redis stays away
+        # Two more tries while Redis stays away: each could have said it again.
+        await after_failed_turns(operator, 2)
         warnings = [e for e in cluster.events("acme") if e["reason"] == "LedgerUnavailable"]
         assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
         assert "s3cret" not in " ".join(operator.log_lines())
