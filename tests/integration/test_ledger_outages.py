@@ -37,6 +37,7 @@ CHAT = {
 OPEN = {"x-budget-tenant": "open", "x-budget-user": "u1"}
 CLOSED = {"x-budget-tenant": "closed", "x-budget-user": "u1"}
 FAIL_OPEN_LIMIT = 100_000  # $0.10: about ten checks of $0.01
+RECOVERED_ANSWERS = 40  # answered after Redis is back: each one of them must be healthy
 
 
 def budgets_file(path: Path) -> Path:
@@ -67,6 +68,11 @@ async def check(
             ),
             "seconds": time.monotonic() - started,
         }
+
+
+def outage_shown(during: list[dict[str, Any]]) -> bool:
+    refused = {a["tenant"] for a in during if a["code"] == "budget_unavailable"}
+    return refused == {"open", "closed"} and any(a["degraded"] for a in during)
 
 
 async def steady_load(url: str, stop: asyncio.Event, answers: list[dict[str, Any]]) -> None:
@@ -127,18 +133,35 @@ async def test_redis_killed_mid_burst_then_back(tmp_path: Path, leases: str) -> 
             load = asyncio.create_task(
                 steady_load(webhook.check_url + "/v1/chat/completions", stop, answers)
             )
-            await asyncio.sleep(0.5)
+            await eventually(  # both tenants allowed while Redis answers
+                lambda: answers,
+                lambda seen: (
+                    {"open", "closed"} <= {a["tenant"] for a in seen if a["status"] == 200}
+                ),
+                what="the load allowed on both budgets",
+            )
             before = len(answers)
             os.kill(redis.pid, signal.SIGKILL)
             port = redis.port
             redis.stop_process()
-            await asyncio.sleep(1.0)
+            # Redis stays away until each failure mode has shown: the open budget fails open
+            # until its allowance is spent, the closed one refuses.
+            await eventually(
+                lambda: answers[before:],
+                outage_shown,
+                within=30,
+                what="fail open, its allowance spent, and fail closed",
+            )
             during = answers[before:]
             redis.start(port)
             await ledger_reachable(webhook.api_url)  # reconnected by itself
             await journal_replayed(webhook.api_url)
             after_restart = len(answers)
-            await asyncio.sleep(0.5)
+            await eventually(
+                lambda: answers[after_restart:],
+                lambda seen: len(seen) >= RECOVERED_ANSWERS,
+                what="answers after the restart",
+            )
             stop.set()
             await load
         # The webhook has stopped: local decisions committed, leases returned, and the
