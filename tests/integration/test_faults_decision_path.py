@@ -47,6 +47,7 @@ GATEWAY_TIMEOUT_MS = 2000
 # The largest lease a process asks for on these $100 budgets: 1/256 of the limit
 # (store/leases.py: LeaseSettings.limit_share; 32 requests' worth is less here).
 LEASE_AT_MOST = 100_000_000 // 256
+ALLOWED_BEFORE_KILL = 60  # per budget: a webhook killed in mid-stream, leases in use
 
 
 def write_budgets(path: Path, fail_open_limit: str = "1.00") -> Path:
@@ -345,17 +346,17 @@ async def test_redis_killed_under_load_decisions_follow_failure_modes_and_nothin
     )
 
 
-async def checks_until_killed(url: str, headers: dict[str, str], name: str) -> list[Answer]:
-    """Checks, one after another, until the webhook stops answering."""
-    answers: list[Answer] = []
+async def checks_until_killed(
+    url: str, headers: dict[str, str], name: str, answers: list[Answer]
+) -> None:
+    """Checks, one after another, into ``answers``, until the webhook stops answering."""
     async with aiohttp.ClientSession() as session:
         for count in range(100_000):
             try:
                 answers.append(await check(session, url, headers, f"{name}-{count}"))
             except aiohttp.ClientError:
-                return answers  # in flight when the webhook died: no answer
+                return  # in flight when the webhook died: no answer
             await asyncio.sleep(0.002)
-    return answers
 
 
 async def settle_all(api_url: str, allowed: Sequence[Answer]) -> dict[str, tuple[int, str]]:
@@ -397,17 +398,23 @@ async def test_webhook_killed_with_reservations_in_flight_and_leases_held(
             "3000",
         )
         first = WebhookProcess(args, workdir=tmp_path / "first").start()
+        answers: list[Answer] = []
         loads = [
-            asyncio.create_task(checks_until_killed(first.check_url, OPEN, f"o{i}"))
+            asyncio.create_task(checks_until_killed(first.check_url, OPEN, f"o{i}", answers))
             for i in range(12)
         ]
         loads += [
-            asyncio.create_task(checks_until_killed(first.check_url, CLOSED, f"c{i}"))
+            asyncio.create_task(checks_until_killed(first.check_url, CLOSED, f"c{i}", answers))
             for i in range(4)
         ]
-        await asyncio.sleep(2.0)
+        await eventually(  # killed in the middle of a stream that has allowed plenty
+            lambda: Counter(a.tenant for a in answers if a.status == 200),
+            lambda allowed: min(allowed["open"], allowed["closed"]) >= ALLOWED_BEFORE_KILL,
+            within=60,
+            what="the load allowed on both budgets",
+        )
         first.kill()
-        answers = [answer for load in await asyncio.gather(*loads) for answer in load]
+        await asyncio.gather(*loads)
         allowed = [a for a in answers if a.status == 200]
         assert len(allowed) > 100 and set(outcomes(answers)) <= HEALTHY
 
