@@ -176,6 +176,7 @@ def test_varied_costs_never_overspend_on_a_cluster(
 
 LIMIT_USD = "0.5"  # reached during the run: the limits are tested under the disturbance
 LIMIT = 500_000
+DENIED_AT_THE_LIMIT = 40  # the 8 workers, denied 5 times each on average
 
 
 @dataclass
@@ -274,7 +275,14 @@ async def under_load(cluster: RedisClusterSet, disturb: str) -> tuple[Run, float
             victim = cluster.slot_owner(cluster.key_slot("{global}"))
             old = cluster.kill_primary(victim)
             await asyncio.to_thread(cluster.wait_for_failover, old)
-        await asyncio.sleep(1.5)
+        # The load goes on through the disturbance until the limit stops it: every worker
+        # is denied a few times.
+        await eventually(
+            lambda: run.denied,
+            lambda denied: denied >= DENIED_AT_THE_LIMIT,
+            within=60,
+            what="the limit reached after the disturbance",
+        )
         stop.set()
         await asyncio.gather(*workers)
         await watcher
