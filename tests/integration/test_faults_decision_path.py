@@ -11,35 +11,31 @@ tried, faults injected, dollars lost) are those of docs/reliability.md.
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 import redis as redis_sync
-import yaml
 
-from budget_guard.domain.money import parse_usd
 from budget_guard.localservices import RedisServer, ServiceStartError, WebhookProcess
+from tests.fixtures.failure_modes import (
+    CLOSED,
+    OPEN,
+    Answer,
+    check,
+    recovered,
+    write_open_and_closed_budgets,
+)
 from tests.fixtures.proxy import DelayingProxy
-from tests.fixtures.webhook import USAGE_TOKEN, budget
+from tests.fixtures.webhook import USAGE_TOKEN
 from tests.invariants import KEYS, assert_books_balance
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.redis
 
-CHAT = {
-    "model": "gpt-4o",
-    "max_tokens": 900,
-    "messages": [{"role": "user", "content": "Summarise the findings so far. " * 50}],
-}
-OPEN = {"x-budget-tenant": "open", "x-budget-user": "u1"}
-CLOSED = {"x-budget-tenant": "closed", "x-budget-user": "u1"}
 # Room for this shared 2-core test machine (a load average of 10 was seen): Redis left
 # without a CPU for 50 ms is a stall by the default, and would be judged one.
 LEDGER_TIMEOUT_MS = 250
@@ -48,18 +44,6 @@ GATEWAY_TIMEOUT_MS = 2000
 # (store/leases.py: LeaseSettings.limit_share; 32 requests' worth is less here).
 LEASE_AT_MOST = 100_000_000 // 256
 ALLOWED_BEFORE_KILL = 60  # per budget: a webhook killed in mid-stream, leases in use
-
-
-def write_budgets(path: Path, fail_open_limit: str = "1.00") -> Path:
-    path.write_text(
-        yaml.safe_dump_all(
-            [
-                budget("open", "100", tenant="open", failOpenLimit=fail_open_limit),
-                budget("closed", "100", tenant="closed", failureMode="Closed"),
-            ]
-        )
-    )
-    return path
 
 
 @dataclass
@@ -88,38 +72,11 @@ class Setup:
 def setup(tmp_path: Path) -> Setup:
     token = tmp_path / "usage-token"
     token.write_text(USAGE_TOKEN)
-    return Setup(write_budgets(tmp_path / "budgets.yaml"), token, tmp_path / "journal")
-
-
-@dataclass(frozen=True)
-class Answer:
-    request_id: str
-    tenant: str
-    status: int
-    code: str
-    degraded: bool
-    cost: int  # the estimate an allow charged (micro-USD)
-    seconds: float
-
-
-async def check(
-    session: aiohttp.ClientSession, url: str, headers: dict[str, str], request_id: str
-) -> Answer:
-    started = time.monotonic()
-    sent = {**headers, "x-request-id": request_id}
-    async with session.post(url + "/v1/chat/completions", json=CHAT, headers=sent) as response:
-        body = await response.read()
-        return Answer(
-            request_id=response.headers.get("x-budget-request-id", request_id),
-            tenant=headers["x-budget-tenant"],
-            status=response.status,
-            code=json.loads(body)["error"]["code"] if body else "",
-            degraded="x-budget-degraded" in response.headers,
-            cost=parse_usd(
-                response.headers.get("x-budget-estimated-cost-usd", "0"), "cost", allow_zero=True
-            ),
-            seconds=time.monotonic() - started,
-        )
+    return Setup(
+        write_open_and_closed_budgets(tmp_path / "budgets.yaml", "1.00"),
+        token,
+        tmp_path / "journal",
+    )
 
 
 async def settle(
@@ -130,20 +87,6 @@ async def settle(
     async with session.post(api_url + "/v1/usage", json=payload, headers=headers) as response:
         body = await response.json()
         return response.status, str(body.get("status", ""))
-
-
-async def readiness(api_url: str) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as session, session.get(api_url + "/readyz") as ready:
-        document: dict[str, Any] = await ready.json()
-        return document
-
-
-async def recovered(api_url: str) -> None:
-    async def reachable_and_replayed() -> bool:
-        state = await readiness(api_url)
-        return bool(state["ledger"]["reachable"]) and not state["degradedJournal"]
-
-    await eventually(reachable_and_replayed, within=20, what="reconnected, journal replayed")
 
 
 def allowed(answers: Sequence[Answer], tenant: str | None = None) -> int:

@@ -17,7 +17,6 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -32,8 +31,8 @@ from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.ledger import Ledger
 from budget_guard.store.notices import Notices
 from tests.factories import budget
+from tests.fixtures.failure_modes import Answer, check
 from tests.fixtures.webhook import budget as budget_manifest
-from tests.integration.test_ledger_outages import check
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.redis
@@ -205,13 +204,13 @@ def sentinel_budgets(path: Path) -> Path:
     return path
 
 
-def allowed_after_the_outage(answers: list[tuple[float, dict[str, Any]]], killed_at: float) -> int:
+def allowed_after_the_outage(answers: list[tuple[float, Answer]], killed_at: float) -> int:
     """How many checks were allowed after the last one refused since the kill (0 while
     no refusal shows the failover was noticed)."""
-    refused = [at for at, a in answers if at > killed_at and a["status"] == 503]
+    refused = [at for at, a in answers if at > killed_at and a.status == 503]
     if not refused:
         return 0
-    return sum(1 for at, a in answers if at > max(refused) and a["status"] == 200)
+    return sum(1 for at, a in answers if at > max(refused) and a.status == 200)
 
 
 async def test_the_webhook_on_a_sentinel_url_decides_through_a_failover(
@@ -229,16 +228,15 @@ async def test_the_webhook_on_a_sentinel_url_decides_through_a_failover(
         "--local-leases",
         "false",
     ]
-    answers: list[tuple[float, dict[str, Any]]] = []
+    answers: list[tuple[float, Answer]] = []
     stop = asyncio.Event()
 
     async def steady() -> None:
         async with aiohttp.ClientSession() as session:
 
             async def worker() -> None:
-                url = webhook.check_url + "/v1/chat/completions"
                 while not stop.is_set():
-                    answer = await check(session, url, {"x-budget-tenant": "closed"})
+                    answer = await check(session, webhook.check_url, {"x-budget-tenant": "closed"})
                     answers.append((time.monotonic(), answer))
                     await asyncio.sleep(0.01)
 
@@ -248,7 +246,7 @@ async def test_the_webhook_on_a_sentinel_url_decides_through_a_failover(
         with WebhookProcess(args, workdir=tmp_path) as webhook:
             load = asyncio.create_task(steady())
             await eventually(
-                lambda: [a for _, a in answers if a["status"] == 200],
+                lambda: [a for _, a in answers if a.status == 200],
                 lambda allowed: len(allowed) >= ALLOWED_BEFORE_THE_KILL,
                 what="checks allowed before the kill",
             )
@@ -266,26 +264,24 @@ async def test_the_webhook_on_a_sentinel_url_decides_through_a_failover(
     finally:
         await asyncio.to_thread(redis_sentinel.restore)
 
-    outcomes = Counter((a["status"], a["code"]) for _, a in answers)
+    outcomes = Counter((a.status, a.code) for _, a in answers)
     # (429 overloaded: a check shed by this process when the machine is busy.)
     assert set(outcomes) <= {(200, ""), (503, "budget_unavailable"), (429, "overloaded")}
-    outage = [at for at, a in answers if at > killed_at and a["status"] == 503]
+    outage = [at for at, a in answers if at > killed_at and a.status == 503]
     assert outage, "the failover was not noticed"
-    back = [at for at, a in answers if at > max(outage) and a["status"] == 200]
+    back = [at for at, a in answers if at > max(outage) and a.status == 200]
     assert back and min(back) - killed_at < FAILOVER_BOUND_SECONDS
     before = [a for at, a in answers if at < killed_at]
-    assert before and all(a["status"] == 200 for a in before)
+    assert before and all(a.status == 200 for a in before)
     # Closed: nothing was let through unrecorded. What the new primary holds is what
     # was allowed, less what the old one acknowledged and never replicated.
-    allowed = sum(a["cost"] for _, a in answers if a["status"] == 200)
+    allowed = sum(a.cost for _, a in answers if a.status == 200)
     with sync_redis_client(redis_sentinel.url) as primary:
         (key,) = list(primary.scan_iter("bg:{t:closed}:c:*", _type="hash"))
         used = int(primary.hget(key, "used") or 0)
     lost = allowed - used
-    recent = sum(
-        a["cost"] for at, a in answers if killed_at - 1 < at <= killed_at and a["status"] == 200
-    )
-    assert -4 * max(a["cost"] for _, a in answers) <= lost <= recent
+    recent = sum(a.cost for at, a in answers if killed_at - 1 < at <= killed_at and a.status == 200)
+    assert -4 * max(a.cost for _, a in answers) <= lost <= recent
     print(
         f"\nwebhook on sentinel: {len(answers)} checks, decisions back "
         f"{min(back) - killed_at:.2f} s after the kill, {lost} micro-USD reserved and lost"
