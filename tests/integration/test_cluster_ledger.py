@@ -42,11 +42,11 @@ from budget_guard.store.published_config import PublishedConfigStore
 from budget_guard.store.sharded import ShardedLedger
 from budget_guard.store.usage import read_usage
 from tests.fixtures.client import IDENTITY, OPENAI_MODEL, counter
+from tests.fixtures.failure_modes import CHAT
 from tests.fixtures.webhook import budget as budget_manifest
 from tests.integration import concurrency_worker
 from tests.integration.concurrency_worker import NOW, USERS, snapshot
 from tests.integration.test_client_guard import CHARGED, MANIFESTS, REQUEST, USAGE
-from tests.integration.test_ledger_outages import CHAT
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.redis
