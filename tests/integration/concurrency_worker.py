@@ -13,6 +13,7 @@ from budget_guard.store.connect import redis_client
 from budget_guard.store.leases import LocalLeases
 from budget_guard.store.sharded import ledger_for
 from tests.factories import budget
+from tests.waiting import eventually
 
 NOW = dt.datetime(2030, 11, 10, 12, 0, tzinfo=dt.UTC)
 USERS = 10
@@ -42,11 +43,13 @@ async def _hammer(
     planner = ChargePlanner(snapshot(*limits))
     rng = random.Random(worker)
     start = asyncio.Event()
+    waiting: list[int] = []
 
     async def one(task: int) -> tuple[bool, int, str]:
         user = f"user-{(worker * tasks + task) % USERS}"
         cost = rng.choice(costs)
         charges = planner.plan(RequestIdentity(tenant="acme", user=user), NOW)
+        waiting.append(task)
         await start.wait()
         if use_leases:
             decision = await leases.reserve(str(uuid.uuid4()), charges, cost, NOW, None)
@@ -55,7 +58,7 @@ async def _hammer(
         return decision.allowed, cost, user
 
     pending = [asyncio.create_task(one(task)) for task in range(tasks)]
-    await asyncio.sleep(0.05)
+    await eventually(lambda: len(waiting) == tasks, every=0.001, what="every task at the start")
     start.set()
     try:
         return list(await asyncio.gather(*pending))

@@ -42,11 +42,11 @@ from budget_guard.store.published_config import PublishedConfigStore
 from budget_guard.store.sharded import ShardedLedger
 from budget_guard.store.usage import read_usage
 from tests.fixtures.client import IDENTITY, OPENAI_MODEL, counter
+from tests.fixtures.failure_modes import CHAT
 from tests.fixtures.webhook import budget as budget_manifest
 from tests.integration import concurrency_worker
 from tests.integration.concurrency_worker import NOW, USERS, snapshot
 from tests.integration.test_client_guard import CHARGED, MANIFESTS, REQUEST, USAGE
-from tests.integration.test_ledger_outages import CHAT
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.redis
@@ -176,6 +176,7 @@ def test_varied_costs_never_overspend_on_a_cluster(
 
 LIMIT_USD = "0.5"  # reached during the run: the limits are tested under the disturbance
 LIMIT = 500_000
+DENIED_AT_THE_LIMIT = 40  # the 8 workers, denied 5 times each on average
 
 
 @dataclass
@@ -274,7 +275,14 @@ async def under_load(cluster: RedisClusterSet, disturb: str) -> tuple[Run, float
             victim = cluster.slot_owner(cluster.key_slot("{global}"))
             old = cluster.kill_primary(victim)
             await asyncio.to_thread(cluster.wait_for_failover, old)
-        await asyncio.sleep(1.5)
+        # The load goes on through the disturbance until the limit stops it: every worker
+        # is denied a few times.
+        await eventually(
+            lambda: run.denied,
+            lambda denied: denied >= DENIED_AT_THE_LIMIT,
+            within=60,
+            what="the limit reached after the disturbance",
+        )
         stop.set()
         await asyncio.gather(*workers)
         await watcher

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import subprocess
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,40 +13,12 @@ import yaml
 
 from budget_guard.localservices import KubeAPIServer
 from budget_guard.operator.crds import all_crds
+from tests.fixtures.crd_probes import PROBE_BUDGET, PROBE_BURST
+from tests.fixtures.operator import Cluster
 
 pytestmark = pytest.mark.kube
 
 ROOT = Path(__file__).resolve().parents[2]
-
-BUDGET: dict[str, Any] = {
-    "apiVersion": "budgetguard.io/v1alpha1",
-    "kind": "LLMBudget",
-    "metadata": {"name": "probe"},
-    "spec": {
-        "scope": {"tenant": "acme"},
-        "limit": "100.00",
-        "period": "Monthly",
-        "thresholds": [70, 80, 90],
-    },
-}
-BURST: dict[str, Any] = {
-    "apiVersion": "budgetguard.io/v1alpha1",
-    "kind": "BurstBudget",
-    "metadata": {"name": "probe-burst"},
-    "spec": {
-        "budgetRef": {"name": "probe"},
-        "amount": "50",
-        "validFrom": "2026-12-01T00:00:00Z",
-        "validUntil": "2026-12-08T00:00:00Z",
-        "approvedBy": "cfo@example.com",
-    },
-}
-
-
-def namespace(kube: KubeAPIServer) -> str:
-    name = f"crd-{uuid.uuid4().hex[:8]}"
-    assert kube.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})[0] == 201
-    return name
 
 
 def apply(
@@ -109,7 +80,7 @@ def test_the_examples_apply(crds: KubeAPIServer) -> None:
 
 
 def test_defaults_are_filled_in(crds: KubeAPIServer) -> None:
-    ns = namespace(crds)
+    ns = Cluster.fresh(crds, "crd").namespace
     minimal = {
         "apiVersion": "budgetguard.io/v1alpha1",
         "kind": "LLMBudget",
@@ -199,8 +170,8 @@ def test_defaults_are_filled_in(crds: KubeAPIServer) -> None:
 def test_bad_budgets_are_refused_with_what_to_fix(
     crds: KubeAPIServer, changes: dict[str, Any], message: str | None
 ) -> None:
-    ns = namespace(crds) if message is None else "default"
-    result = apply(crds, with_spec(BUDGET, **changes), ns)
+    ns = Cluster.fresh(crds, "crd").namespace if message is None else "default"
+    result = apply(crds, with_spec(PROBE_BUDGET, **changes), ns)
     if message is None:
         assert result.returncode == 0, result.stderr
     else:
@@ -226,6 +197,6 @@ def test_bad_budgets_are_refused_with_what_to_fix(
 def test_bad_burst_budgets_are_refused_with_what_to_fix(
     crds: KubeAPIServer, changes: dict[str, Any], message: str
 ) -> None:
-    result = apply(crds, with_spec(BURST, **changes), "default")
+    result = apply(crds, with_spec(PROBE_BURST, **changes), "default")
     assert result.returncode != 0
     assert message in result.stderr, result.stderr

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,15 @@ pytestmark = pytest.mark.redis
 
 BUDGETS = [budget("acme", "10", tenant="acme")]
 SPLITS = ({"chunks": 8}, {"max_chunk_bytes": 1}, {"max_chunk_bytes": 17})
+JSON = {"content-type": "application/json"}
+SSE = {"content-type": "text/event-stream"}
+
+
+@pytest.fixture
+async def wh(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[RunningWebhook]:
+    """A webhook enforcing BUDGETS, its ext_proc listener on."""
+    async with start_webhook(tmp_path, redis_server.url, BUDGETS, ext_proc=True) as running:
+        yield running
 
 
 def after_each_event(stream: str) -> list[int]:
@@ -119,6 +128,19 @@ async def through_gateway(
     return done
 
 
+async def shape_through_gateway(
+    wh: RunningWebhook,
+    driver: EnvoyDriver,
+    request_id: str,
+    shape: Mapping[str, Any],
+    **answer: Any,
+) -> Exchange:
+    """The provider ``shape``'s request through the gateway, answered (unless ``answer``
+    says otherwise) with its whole JSON answer."""
+    answer = {"response_body": shape["plain"], "response_headers": JSON, **answer}
+    return await through_gateway(wh, driver, request_id, shape["request"], shape["path"], **answer)
+
+
 async def charged(wh: RunningWebhook, settled_before: float = 0) -> dict[str, str]:
     await eventually(lambda: settlements(wh) > settled_before, what="the ext_proc settlement")
     return await spent(wh)
@@ -127,8 +149,7 @@ async def charged(wh: RunningWebhook, settled_before: float = 0) -> dict[str, st
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("split", SPLITS, ids=lambda split: "-".join(map(str, split.items())))
 async def test_a_streamed_answer_is_settled_to_the_micro_dollar(
-    tmp_path: Path,
-    redis_server: RedisServer,
+    wh: RunningWebhook,
     envoy_driver: EnvoyDriver,
     provider: str,
     split: dict[str, int],
@@ -140,106 +161,90 @@ async def test_a_streamed_answer_is_settled_to_the_micro_dollar(
     if provider == "openai-chat":  # asked by the client: it gets the usage chunk too
         body["stream_options"] = {"include_usage": True}
     path = shape.get("stream_path", shape["path"])
-    async with start_webhook(tmp_path, redis_server.url, BUDGETS, ext_proc=True) as wh:
-        done = await through_gateway(
-            wh,
-            envoy_driver,
-            "r-1",
-            body,
-            path,
-            response_body=shape["stream"],
-            split=split,
-            response_headers={"content-type": "text/event-stream; charset=utf-8"},
-        )
-        assert done.client.body.text == shape["stream"]  # not a byte changed, not held back
-        assert len(done.client.chunks) == len(done.response_chunk_sizes)
-        assert await charged(wh) == {
-            "spentUsd": format_usd(shape["cost"]),
-            "reservedUsd": "0.00",
-        }
-        assert (
-            metric(wh, "budget_guard_usage_parse_failures_total", shape=provider.split("-")[0]) == 0
-        )
+    done = await through_gateway(
+        wh,
+        envoy_driver,
+        "r-1",
+        body,
+        path,
+        response_body=shape["stream"],
+        split=split,
+        response_headers={"content-type": "text/event-stream; charset=utf-8"},
+    )
+    assert done.client.body.text == shape["stream"]  # not a byte changed, not held back
+    assert len(done.client.chunks) == len(done.response_chunk_sizes)
+    assert await charged(wh) == {
+        "spentUsd": format_usd(shape["cost"]),
+        "reservedUsd": "0.00",
+    }
+    assert metric(wh, "budget_guard_usage_parse_failures_total", shape=provider.split("-")[0]) == 0
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_a_json_answer_is_settled_to_the_micro_dollar(
-    tmp_path: Path, redis_server: RedisServer, envoy_driver: EnvoyDriver, provider: str
+    wh: RunningWebhook, envoy_driver: EnvoyDriver, provider: str
 ) -> None:
     shape = PROVIDERS[provider]
-    async with start_webhook(tmp_path, redis_server.url, BUDGETS, ext_proc=True) as wh:
-        await through_gateway(
-            wh,
-            envoy_driver,
-            "r-1",
-            shape["request"],
-            shape["path"],
-            response_body=shape["plain"],
-            response_headers={"content-type": "application/json"},
-            split={"max_chunk_bytes": 7},
-        )
-        assert await charged(wh) == {
-            "spentUsd": format_usd(shape["cost"]),
-            "reservedUsd": "0.00",
-        }
+    await shape_through_gateway(wh, envoy_driver, "r-1", shape, split={"max_chunk_bytes": 7})
+    assert await charged(wh) == {
+        "spentUsd": format_usd(shape["cost"]),
+        "reservedUsd": "0.00",
+    }
 
 
 async def test_a_gzip_answer_is_inflated_and_read(
-    tmp_path: Path, redis_server: RedisServer, envoy_driver: EnvoyDriver
+    wh: RunningWebhook, envoy_driver: EnvoyDriver
 ) -> None:
     shape = PROVIDERS["anthropic"]
     packed = gzip.compress(json.dumps(shape["plain"]).encode())
-    async with start_webhook(tmp_path, redis_server.url, BUDGETS, ext_proc=True) as wh:
-        done = await through_gateway(
-            wh,
-            envoy_driver,
-            "r-1",
-            shape["request"],
-            shape["path"],
-            response_body=packed,
-            split={"max_chunk_bytes": 5},
-            response_headers={"content-type": "application/json", "content-encoding": "gzip"},
-        )
-        assert done.client.body.data == packed
-        assert (await charged(wh))["spentUsd"] == format_usd(ANTHROPIC_COST)
+    done = await shape_through_gateway(
+        wh,
+        envoy_driver,
+        "r-1",
+        shape,
+        response_body=packed,
+        split={"max_chunk_bytes": 5},
+        response_headers={"content-type": "application/json", "content-encoding": "gzip"},
+    )
+    assert done.client.body.data == packed
+    assert (await charged(wh))["spentUsd"] == format_usd(ANTHROPIC_COST)
 
 
 async def test_include_usage_is_asked_for_and_the_client_sees_only_what_it_asked(
-    tmp_path: Path, redis_server: RedisServer, envoy_driver: EnvoyDriver
+    wh: RunningWebhook, envoy_driver: EnvoyDriver
 ) -> None:
     request = {**CHAT_REQUEST, "stream": True}
     provider_stream = openai_chat_stream(usage=True)
     without_usage = openai_chat_stream(usage=False)
-    async with start_webhook(tmp_path, redis_server.url, BUDGETS, ext_proc=True) as wh:
-        done = await through_gateway(
-            wh,
-            envoy_driver,
-            "not-asked",
-            request,
-            "/v1/chat/completions",
-            response_body=provider_stream,
-            split={"max_chunk_bytes": 9},
-            response_headers={"content-type": "text/event-stream"},
-        )
-        sent = json.loads(done.upstream.body.data)
-        assert sent["stream_options"] == {"include_usage": True}
-        assert header(done.upstream.headers, "content-length") == str(len(done.upstream.body.data))
-        assert done.client.body.text == without_usage  # the usage chunk removed, nothing else
-        assert (await charged(wh))["spentUsd"] == format_usd(OPENAI_COST)
+    done = await through_gateway(
+        wh,
+        envoy_driver,
+        "not-asked",
+        request,
+        "/v1/chat/completions",
+        response_body=provider_stream,
+        split={"max_chunk_bytes": 9},
+        response_headers=SSE,
+    )
+    sent = json.loads(done.upstream.body.data)
+    assert sent["stream_options"] == {"include_usage": True}
+    assert header(done.upstream.headers, "content-length") == str(len(done.upstream.body.data))
+    assert done.client.body.text == without_usage  # the usage chunk removed, nothing else
+    assert (await charged(wh))["spentUsd"] == format_usd(OPENAI_COST)
 
-        asked = {**request, "stream_options": {"include_usage": True}}
-        again = await through_gateway(
-            wh,
-            envoy_driver,
-            "asked",
-            asked,
-            "/v1/chat/completions",
-            response_body=provider_stream,
-            split={"max_chunk_bytes": 9},
-            response_headers={"content-type": "text/event-stream"},
-        )
-        assert json.loads(again.upstream.body.data) == asked  # the body was left alone
-        assert again.client.body.text == provider_stream
+    asked = {**request, "stream_options": {"include_usage": True}}
+    again = await through_gateway(
+        wh,
+        envoy_driver,
+        "asked",
+        asked,
+        "/v1/chat/completions",
+        response_body=provider_stream,
+        split={"max_chunk_bytes": 9},
+        response_headers=SSE,
+    )
+    assert json.loads(again.upstream.body.data) == asked  # the body was left alone
+    assert again.client.body.text == provider_stream
 
 
 async def test_the_downgrade_sends_the_cheaper_model_and_prices_it(
@@ -265,7 +270,7 @@ async def test_the_downgrade_sends_the_cheaper_model_and_prices_it(
             CHAT_REQUEST,
             "/v1/chat/completions",
             response_body=plain,
-            response_headers={"content-type": "application/json"},
+            response_headers=JSON,
         )
         assert json.loads(first.upstream.body.data)["model"] == "gpt-4o"  # under 1 %: as asked
         await charged(wh)
@@ -276,7 +281,7 @@ async def test_the_downgrade_sends_the_cheaper_model_and_prices_it(
             CHAT_REQUEST,
             "/v1/chat/completions",
             response_body=plain,
-            response_headers={"content-type": "application/json"},
+            response_headers=JSON,
         )
         sent = json.loads(second.upstream.body.data)
         assert sent == {**CHAT_REQUEST, "model": "gpt-4o-mini"}
@@ -288,153 +293,131 @@ async def test_the_downgrade_sends_the_cheaper_model_and_prices_it(
 
 
 async def test_a_stream_cut_in_the_middle_is_settled_once_from_what_was_seen(
-    tmp_path: Path, redis_server: RedisServer, envoy_driver: EnvoyDriver
+    wh: RunningWebhook, envoy_driver: EnvoyDriver
 ) -> None:
     stream = openai_chat_stream()
     request = {**CHAT_REQUEST, "stream": True}
-    async with start_webhook(tmp_path, redis_server.url, BUDGETS, ext_proc=True) as wh:
-        done = await through_gateway(
-            wh,
-            envoy_driver,
-            "cut",
-            request,
-            "/v1/chat/completions",
-            response_body=stream,
-            split={"cut_at": after_each_event(stream)},
-            response_headers={"content-type": "text/event-stream"},
-            interrupt={"by": "client", "after_response_chunks": 3},
-        )
-        assert done.stream.end == "cancelled"
-        # The first three chunks (the first three texts) came by; the usage never did.
-        input_tokens = estimated_input(wh, request, "gpt-4o")
-        output_tokens = counted_output(wh, "".join(TEXT[:3]), "gpt-4o")
-        expected = ceil_micros(input_tokens * 2_500_000 + output_tokens * 10_000_000)
-        assert await charged(wh) == {"spentUsd": format_usd(expected), "reservedUsd": "0.00"}
-        assert metric(wh, "budget_guard_ext_proc_streams_ended_early_total", shape="openai") == 1
-        late = await wh.settle({"request_id": "cut", "cost_usd": "1"})
-        assert late.json()["status"] == "already_settled"  # settled once, from what was seen
-        assert (await spent(wh))["spentUsd"] == format_usd(expected)
+    done = await through_gateway(
+        wh,
+        envoy_driver,
+        "cut",
+        request,
+        "/v1/chat/completions",
+        response_body=stream,
+        split={"cut_at": after_each_event(stream)},
+        response_headers=SSE,
+        interrupt={"by": "client", "after_response_chunks": 3},
+    )
+    assert done.stream.end == "cancelled"
+    # The first three chunks (the first three texts) came by; the usage never did.
+    input_tokens = estimated_input(wh, request, "gpt-4o")
+    output_tokens = counted_output(wh, "".join(TEXT[:3]), "gpt-4o")
+    expected = ceil_micros(input_tokens * 2_500_000 + output_tokens * 10_000_000)
+    assert await charged(wh) == {"spentUsd": format_usd(expected), "reservedUsd": "0.00"}
+    assert metric(wh, "budget_guard_ext_proc_streams_ended_early_total", shape="openai") == 1
+    late = await wh.settle({"request_id": "cut", "cost_usd": "1"})
+    assert late.json()["status"] == "already_settled"  # settled once, from what was seen
+    assert (await spent(wh))["spentUsd"] == format_usd(expected)
 
 
 async def test_ext_proc_and_the_usage_api_settle_an_id_once(
-    tmp_path: Path, redis_server: RedisServer, envoy_driver: EnvoyDriver
+    wh: RunningWebhook, envoy_driver: EnvoyDriver
 ) -> None:
     shape = PROVIDERS["openai-chat"]
-    async with start_webhook(tmp_path, redis_server.url, BUDGETS, ext_proc=True) as wh:
-        await through_gateway(
-            wh,
-            envoy_driver,
-            "gateway-first",
-            shape["request"],
-            shape["path"],
-            response_body=shape["plain"],
-            response_headers={"content-type": "application/json"},
-        )
-        await charged(wh)
-        late = await wh.settle({"request_id": "gateway-first", "cost_usd": "0.5"})
-        assert late.json()["status"] == "already_settled"
+    await shape_through_gateway(wh, envoy_driver, "gateway-first", shape)
+    await charged(wh)
+    late = await wh.settle({"request_id": "gateway-first", "cost_usd": "0.5"})
+    assert late.json()["status"] == "already_settled"
 
-        await reserve(wh, "app-first", shape["request"], shape["path"])
-        early = await wh.settle({"request_id": "app-first", "cost_usd": "0.001"})
-        assert early.json()["status"] == "settled"
-        report = await envoy_driver.ext_proc(
-            wh.ext_proc_target,
-            [
-                exchange(
-                    "app-first",
-                    request_body=shape["request"],
-                    request_headers={**AGENT, "x-budget-request-id": "app-first"},
-                    response_body=shape["plain"],
-                    response_headers={"content-type": "application/json"},
-                )
-            ],
-        )
-        assert report.exchanges[0].errors == []
-        await eventually(lambda: settlements(wh, status="already_settled") == 1)
-        total = OPENAI_COST + 1000
-        assert await spent(wh) == {"spentUsd": format_usd(total), "reservedUsd": "0.00"}
+    await reserve(wh, "app-first", shape["request"], shape["path"])
+    early = await wh.settle({"request_id": "app-first", "cost_usd": "0.001"})
+    assert early.json()["status"] == "settled"
+    report = await envoy_driver.ext_proc(
+        wh.ext_proc_target,
+        [
+            exchange(
+                "app-first",
+                request_body=shape["request"],
+                request_headers={**AGENT, "x-budget-request-id": "app-first"},
+                response_body=shape["plain"],
+                response_headers=JSON,
+            )
+        ],
+    )
+    assert report.exchanges[0].errors == []
+    await eventually(lambda: settlements(wh, status="already_settled") == 1)
+    total = OPENAI_COST + 1000
+    assert await spent(wh) == {"spentUsd": format_usd(total), "reservedUsd": "0.00"}
 
 
 @pytest.mark.parametrize("status", [429, 500])
 async def test_an_upstream_error_releases_the_reservation(
-    tmp_path: Path, redis_server: RedisServer, envoy_driver: EnvoyDriver, status: int
+    wh: RunningWebhook, envoy_driver: EnvoyDriver, status: int
 ) -> None:
     shape = PROVIDERS["anthropic"]
     error = {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}
-    async with start_webhook(tmp_path, redis_server.url, BUDGETS, ext_proc=True) as wh:
-        await through_gateway(
-            wh,
-            envoy_driver,
-            "r-1",
-            shape["request"],
-            shape["path"],
-            status=status,
-            response_body=error,
-            response_headers={"content-type": "application/json"},
-        )
-        assert await charged(wh) == {"spentUsd": "0.00", "reservedUsd": "0.00"}
+    await shape_through_gateway(wh, envoy_driver, "r-1", shape, status=status, response_body=error)
+    assert await charged(wh) == {"spentUsd": "0.00", "reservedUsd": "0.00"}
 
 
 async def test_a_reset_before_any_answer_releases_and_a_reset_after_settles_what_was_seen(
-    tmp_path: Path, redis_server: RedisServer, envoy_driver: EnvoyDriver
+    wh: RunningWebhook, envoy_driver: EnvoyDriver
 ) -> None:
     shape = PROVIDERS["anthropic"]
-    async with start_webhook(tmp_path, redis_server.url, BUDGETS, ext_proc=True) as wh:
-        done = await through_gateway(
-            wh,
-            envoy_driver,
-            "no-answer",
-            shape["request"],
-            shape["path"],
-            interrupt={"by": "upstream", "before_response_headers": True},
-        )
-        assert done.client.status == 503  # Envoy's own reply: an upstream error
-        assert await charged(wh) == {"spentUsd": "0.00", "reservedUsd": "0.00"}
+    done = await through_gateway(
+        wh,
+        envoy_driver,
+        "no-answer",
+        shape["request"],
+        shape["path"],
+        interrupt={"by": "upstream", "before_response_headers": True},
+    )
+    assert done.client.status == 503  # Envoy's own reply: an upstream error
+    assert await charged(wh) == {"spentUsd": "0.00", "reservedUsd": "0.00"}
 
-        stream = anthropic_stream()
-        await through_gateway(
-            wh,
-            envoy_driver,
-            "half",
-            {**shape["request"], "stream": True},
-            shape["path"],
-            response_body=stream,
-            split={"cut_at": after_each_event(stream)},
-            response_headers={"content-type": "text/event-stream"},
-            interrupt={"by": "upstream", "after_response_chunks": 4},
-        )
-        # message_start gave the input side: charged as the provider said it. The output
-        # is counted over the two texts that went by before the reset.
-        output_tokens = counted_output(wh, "".join(TEXT[:2]), "claude-sonnet-4-5")
-        expected = ceil_micros(ANTHROPIC_INPUT_COST + output_tokens * 15_000_000)
-        assert await charged(wh, 1) == {"spentUsd": format_usd(expected), "reservedUsd": "0.00"}
+    stream = anthropic_stream()
+    await through_gateway(
+        wh,
+        envoy_driver,
+        "half",
+        {**shape["request"], "stream": True},
+        shape["path"],
+        response_body=stream,
+        split={"cut_at": after_each_event(stream)},
+        response_headers=SSE,
+        interrupt={"by": "upstream", "after_response_chunks": 4},
+    )
+    # message_start gave the input side: charged as the provider said it. The output
+    # is counted over the two texts that went by before the reset.
+    output_tokens = counted_output(wh, "".join(TEXT[:2]), "claude-sonnet-4-5")
+    expected = ceil_micros(ANTHROPIC_INPUT_COST + output_tokens * 15_000_000)
+    assert await charged(wh, 1) == {"spentUsd": format_usd(expected), "reservedUsd": "0.00"}
 
 
 async def test_requests_ext_authz_did_not_price_pass_untouched(
-    tmp_path: Path, redis_server: RedisServer, envoy_driver: EnvoyDriver
+    wh: RunningWebhook, envoy_driver: EnvoyDriver
 ) -> None:
-    async with start_webhook(tmp_path, redis_server.url, BUDGETS, ext_proc=True) as wh:
-        report = await envoy_driver.ext_proc(
-            wh.ext_proc_target,
-            [
-                exchange(
-                    "models",
-                    method="GET",
-                    path="/v1/models",
-                    request_headers={"x-budget-request-id": "listing"},
-                    response_body={"data": [{"id": "gpt-4o"}]},
-                ),
-                exchange(
-                    "no-id",
-                    request_body=CHAT_REQUEST,
-                    response_body=PROVIDERS["openai-chat"]["plain"],
-                ),
-            ],
-        )
-        for done in report.exchanges:
-            assert done.errors == [] and done.warnings == []
-            assert done.client.status == 200
-        assert settlements(wh) == 0
+    report = await envoy_driver.ext_proc(
+        wh.ext_proc_target,
+        [
+            exchange(
+                "models",
+                method="GET",
+                path="/v1/models",
+                request_headers={"x-budget-request-id": "listing"},
+                response_body={"data": [{"id": "gpt-4o"}]},
+            ),
+            exchange(
+                "no-id",
+                request_body=CHAT_REQUEST,
+                response_body=PROVIDERS["openai-chat"]["plain"],
+            ),
+        ],
+    )
+    for done in report.exchanges:
+        assert done.errors == [] and done.warnings == []
+        assert done.client.status == 200
+    assert settlements(wh) == 0
 
 
 async def test_a_request_body_past_grpcs_default_message_size_goes_through(
@@ -454,7 +437,7 @@ async def test_a_request_body_past_grpcs_default_message_size_goes_through(
             large,
             shape["path"],
             response_body=shape["plain"],
-            response_headers={"content-type": "application/json"},
+            response_headers=JSON,
         )
         assert done.upstream.body.data == json.dumps(large, separators=(",", ":")).encode()
         assert (await charged(wh))["spentUsd"] == format_usd(OPENAI_COST)

@@ -13,7 +13,6 @@ import copy
 import json
 import os
 import re
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,31 +20,14 @@ from typing import Any
 import pytest
 
 from budget_guard.localservices import KubeAPIServer
+from tests.fixtures.crd_probes import PROBE_BUDGET, PROBE_BURST
+from tests.fixtures.operator import GROUP, Cluster
 
 pytestmark = pytest.mark.kube
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
 BEGIN, END = "<!-- invalid-manifests:begin -->", "<!-- invalid-manifests:end -->"
-GROUP = "/apis/budgetguard.io/v1alpha1"
 
-BUDGET: dict[str, Any] = {
-    "apiVersion": "budgetguard.io/v1alpha1",
-    "kind": "LLMBudget",
-    "metadata": {"name": "probe"},
-    "spec": {"scope": {"tenant": "acme"}, "limit": "100.00"},
-}
-BURST: dict[str, Any] = {
-    "apiVersion": "budgetguard.io/v1alpha1",
-    "kind": "BurstBudget",
-    "metadata": {"name": "probe-burst"},
-    "spec": {
-        "budgetRef": {"name": "probe"},
-        "amount": "50",
-        "validFrom": "2026-12-01T00:00:00Z",
-        "validUntil": "2026-12-08T00:00:00Z",
-        "approvedBy": "cfo@example.com",
-    },
-}
 MISSING = object()
 
 
@@ -85,11 +67,11 @@ class Case:
 
 
 def budget(**changes: Any) -> Case:
-    return Case(BUDGET, changes)
+    return Case(PROBE_BUDGET, changes)
 
 
 def burst(**changes: Any) -> Case:
-    return Case(BURST, changes)
+    return Case(PROBE_BURST, changes)
 
 
 def _spec(**changes: Any) -> dict[str, Any]:
@@ -170,8 +152,7 @@ def documented_table() -> str:
 def test_every_invalid_manifest_is_refused_with_the_documented_message(
     crds: KubeAPIServer,
 ) -> None:
-    namespace = f"invalid-{uuid.uuid4().hex[:8]}"
-    assert crds.request("POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})[0] == 201
+    namespace = Cluster.fresh(crds, "invalid").namespace
     rows = [(case, _answer(crds, namespace, case)) for case in CASES]
     table = render(rows)
     if os.environ.get("BUDGET_GUARD_WRITE_MANIFEST_TABLE") == "1":

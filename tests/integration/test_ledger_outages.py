@@ -8,68 +8,41 @@ once Redis is back; a Redis that answers, only slowly, is judged slow.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 import redis as redis_sync
-import yaml
 
-from budget_guard.domain.money import parse_usd
 from budget_guard.localservices import RedisServer, WebhookProcess
+from tests.fixtures.failure_modes import (
+    CLOSED,
+    OPEN,
+    Answer,
+    check,
+    recovered,
+    write_open_and_closed_budgets,
+)
 from tests.fixtures.proxy import DelayingProxy
-from tests.fixtures.webhook import budget
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.redis
 
-CHAT = {
-    "model": "gpt-4o",
-    "max_tokens": 900,
-    "messages": [{"role": "user", "content": "Summarise the findings so far. " * 50}],
-}
-OPEN = {"x-budget-tenant": "open", "x-budget-user": "u1"}
-CLOSED = {"x-budget-tenant": "closed", "x-budget-user": "u1"}
 FAIL_OPEN_LIMIT = 100_000  # $0.10: about ten checks of $0.01
+ALLOWED_BEFORE_KILL = 40  # per budget
+RECOVERED_ANSWERS = 40  # answered after Redis is back: each one of them must be healthy
 
 
-def budgets_file(path: Path) -> Path:
-    path.write_text(
-        yaml.safe_dump_all(
-            [
-                budget("open", "100", tenant="open", failOpenLimit="0.10"),
-                budget("closed", "100", tenant="closed", failureMode="Closed"),
-            ]
-        )
-    )
-    return path
+def outage_shown(during: list[Answer]) -> bool:
+    refused = {a.tenant for a in during if a.code == "budget_unavailable"}
+    return refused == {"open", "closed"} and any(a.degraded for a in during)
 
 
-async def check(
-    session: aiohttp.ClientSession, url: str, headers: dict[str, str]
-) -> dict[str, Any]:
-    started = time.monotonic()
-    async with session.post(url, json=CHAT, headers=headers) as response:
-        body = await response.read()
-        return {
-            "tenant": headers["x-budget-tenant"],
-            "status": response.status,
-            "code": json.loads(body)["error"]["code"] if body else "",
-            "degraded": "x-budget-degraded" in response.headers,
-            "cost": parse_usd(
-                response.headers.get("x-budget-estimated-cost-usd", "0"), "cost", allow_zero=True
-            ),
-            "seconds": time.monotonic() - started,
-        }
-
-
-async def steady_load(url: str, stop: asyncio.Event, answers: list[dict[str, Any]]) -> None:
+async def steady_load(url: str, stop: asyncio.Event, answers: list[Answer]) -> None:
     async with aiohttp.ClientSession() as session:
 
         async def worker(headers: dict[str, str]) -> None:
@@ -88,32 +61,12 @@ def counter_used(redis_url: str, tenant: str) -> tuple[int, int]:
     return used, leased
 
 
-async def readiness(api_url: str) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as session, session.get(api_url + "/readyz") as ready:
-        document: dict[str, Any] = await ready.json()
-        return document
-
-
-async def ledger_reachable(api_url: str) -> None:
-    async def reachable() -> bool:
-        return bool((await readiness(api_url))["ledger"]["reachable"])
-
-    await eventually(reachable, within=15, what="the webhook reconnects")
-
-
-async def journal_replayed(api_url: str) -> None:
-    async def replayed() -> bool:
-        return not (await readiness(api_url))["degradedJournal"]
-
-    await eventually(replayed, within=15, what="the journal is replayed")
-
-
 @pytest.mark.parametrize("leases", ["true", "false"])
 async def test_redis_killed_mid_burst_then_back(tmp_path: Path, leases: str) -> None:
     with RedisServer(durable=True) as redis:  # what Redis answered survives the kill
         args = [
             "--budgets",
-            str(budgets_file(tmp_path / "b.yaml")),
+            str(write_open_and_closed_budgets(tmp_path / "b.yaml", "0.10")),
             "--redis-url",
             redis.url,
             "--ledger-timeout-ms",
@@ -121,24 +74,36 @@ async def test_redis_killed_mid_burst_then_back(tmp_path: Path, leases: str) -> 
             "--local-leases",
             leases,
         ]
-        answers: list[dict[str, Any]] = []
+        answers: list[Answer] = []
         with WebhookProcess(args, workdir=tmp_path) as webhook:
             stop = asyncio.Event()
-            load = asyncio.create_task(
-                steady_load(webhook.check_url + "/v1/chat/completions", stop, answers)
+            load = asyncio.create_task(steady_load(webhook.check_url, stop, answers))
+            await eventually(  # mid-burst: both budgets allowed a steady stream
+                lambda: Counter(a.tenant for a in answers if a.status == 200),
+                lambda allowed: min(allowed["open"], allowed["closed"]) >= ALLOWED_BEFORE_KILL,
+                what="the load allowed on both budgets",
             )
-            await asyncio.sleep(0.5)
             before = len(answers)
             os.kill(redis.pid, signal.SIGKILL)
             port = redis.port
             redis.stop_process()
-            await asyncio.sleep(1.0)
+            # Redis stays away until each failure mode has shown: the open budget fails open
+            # until its allowance is spent, the closed one refuses.
+            await eventually(
+                lambda: answers[before:],
+                outage_shown,
+                within=30,
+                what="fail open, its allowance spent, and fail closed",
+            )
             during = answers[before:]
             redis.start(port)
-            await ledger_reachable(webhook.api_url)  # reconnected by itself
-            await journal_replayed(webhook.api_url)
+            await recovered(webhook.api_url)  # reconnected by itself, the journal replayed
             after_restart = len(answers)
-            await asyncio.sleep(0.5)
+            await eventually(
+                lambda: answers[after_restart:],
+                lambda seen: len(seen) >= RECOVERED_ANSWERS,
+                what="answers after the restart",
+            )
             stop.set()
             await load
         # The webhook has stopped: local decisions committed, leases returned, and the
@@ -147,13 +112,11 @@ async def test_redis_killed_mid_burst_then_back(tmp_path: Path, leases: str) -> 
         # took away is known to no process and stays counted until the period ends
         # (docs/reliability.md, "Faults on the decision path"): more spend, never less.
         for tenant in ("open", "closed"):
-            allowed = sum(
-                a["cost"] for a in answers if a["tenant"] == tenant and a["status"] == 200
-            )
+            allowed = sum(a.cost for a in answers if a.tenant == tenant and a.status == 200)
             used, leased = counter_used(redis.url, tenant)
             assert used - leased == allowed, (tenant, used, leased)
 
-    outcomes = Counter((a["tenant"], a["status"], a["code"], a["degraded"]) for a in answers)
+    outcomes = Counter((a.tenant, a.status, a.code, a.degraded) for a in answers)
     assert set(outcomes) <= {
         ("open", 200, "", False),
         ("open", 200, "", True),  # fail open, within the allowance
@@ -161,16 +124,16 @@ async def test_redis_killed_mid_burst_then_back(tmp_path: Path, leases: str) -> 
         ("closed", 200, "", False),
         ("closed", 503, "budget_unavailable", False),
     }, outcomes
-    assert max(a["seconds"] for a in answers) < 0.5  # every answer well before Envoy's 200 ms x 2
-    degraded = [a for a in during if a["degraded"]]
-    assert 0 < sum(a["cost"] for a in degraded) <= FAIL_OPEN_LIMIT
-    assert any(a["code"] == "budget_unavailable" for a in during if a["tenant"] == "open")
+    assert max(a.seconds for a in answers) < 0.5  # every answer well before Envoy's 200 ms x 2
+    degraded = [a for a in during if a.degraded]
+    assert 0 < sum(a.cost for a in degraded) <= FAIL_OPEN_LIMIT
+    assert any(a.code == "budget_unavailable" for a in during if a.tenant == "open")
     # A closed budget refuses what leases held here cannot cover (leases are budget
     # already taken from Redis, so deciding from them needs no Redis).
-    assert any(a["code"] == "budget_unavailable" for a in during if a["tenant"] == "closed")
-    recovered = answers[after_restart:]
-    late = Counter((a["tenant"], a["status"], a["code"], a["degraded"]) for a in recovered)
-    assert recovered, "no answers after the restart"
+    assert any(a.code == "budget_unavailable" for a in during if a.tenant == "closed")
+    back = answers[after_restart:]
+    late = Counter((a.tenant, a.status, a.code, a.degraded) for a in back)
+    assert back, "no answers after the restart"
     assert set(late) <= {("open", 200, "", False), ("closed", 200, "", False)}, late
 
 
@@ -178,7 +141,7 @@ async def test_a_slow_redis_is_detected_as_slow_and_a_quick_one_is_not(tmp_path:
     with RedisServer() as redis, DelayingProxy(redis.port, delay_seconds=0.01) as proxy:
         args = [
             "--budgets",
-            str(budgets_file(tmp_path / "b.yaml")),
+            str(write_open_and_closed_budgets(tmp_path / "b.yaml", "0.10")),
             "--redis-url",
             proxy.url,
             "--ledger-timeout-ms",
@@ -187,20 +150,20 @@ async def test_a_slow_redis_is_detected_as_slow_and_a_quick_one_is_not(tmp_path:
             "false",
         ]
         with WebhookProcess(args, workdir=tmp_path) as webhook:
-            url = webhook.check_url + "/v1/chat/completions"
+            url = webhook.check_url
             async with aiohttp.ClientSession() as session:
                 quick = [await check(session, url, OPEN) for _ in range(5)]
-                assert all(a["status"] == 200 and not a["degraded"] for a in quick)
+                assert all(a.status == 200 and not a.degraded for a in quick)
                 proxy.delay_seconds = 0.2  # Redis answers, four times too late
                 slow = [await check(session, url, headers) for headers in (OPEN, CLOSED)]
-                assert slow[0]["status"] == 200 and slow[0]["degraded"]
-                assert (slow[1]["status"], slow[1]["code"]) == (503, "budget_unavailable")
-                assert all(a["seconds"] < 0.2 for a in slow)  # judged within the timeout
+                assert slow[0].status == 200 and slow[0].degraded
+                assert (slow[1].status, slow[1].code) == (503, "budget_unavailable")
+                assert all(a.seconds < 0.2 for a in slow)  # judged within the timeout
                 proxy.delay_seconds = 0.0
                 deadline = time.monotonic() + 10
                 while True:
                     again = await check(session, url, OPEN)
-                    if again["status"] == 200 and not again["degraded"]:
+                    if again.status == 200 and not again.degraded:
                         break
                     assert time.monotonic() < deadline, "never recovered"
                     await asyncio.sleep(0.1)

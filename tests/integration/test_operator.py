@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,12 +22,11 @@ from tests.fixtures.operator import (
     rfc3339,
     running_operator,
 )
-from tests.fixtures.webhook import RunningWebhook, start_webhook
+from tests.fixtures.webhook import enforced_by, spend, start_published_webhook
 
 pytestmark = [pytest.mark.kube, pytest.mark.redis]
 
 ROOT = Path(__file__).resolve().parents[2]
-CHAT = {"model": "gpt-4o-mini", "max_tokens": 10, "messages": [{"role": "user", "content": "Hi"}]}
 THRESHOLDS = [70, 80, 90]
 
 
@@ -38,48 +35,12 @@ def cluster(crds: KubeAPIServer) -> Cluster:
     return Cluster.fresh(crds)
 
 
-@asynccontextmanager
-async def webhook(tmp_path: Path, redis_url: str) -> AsyncIterator[RunningWebhook]:
-    """A webhook enforcing what the operator published (no budgets of its own).
-
-    Without leases, so each check goes to Redis: a test can then tell exactly which
-    request is the first one denied.
-    """
-    await asyncio.to_thread(tmp_path.mkdir, parents=True, exist_ok=True)
-    async with start_webhook(
-        tmp_path, redis_url, standalone=False, flush=False, local_leases=False
-    ) as wh:
-        yield wh
-
-
-async def enforced_by(wh: RunningWebhook, name: str) -> None:
-    async def names() -> list[str]:
-        answer = await wh.api("/v1/budgets")
-        return [b["name"] for b in answer.json()["budgets"]] if answer.status == 200 else []
-
-    await eventually(names, lambda enforced: name in enforced, what=f"the webhook enforces {name}")
-
-
-async def spend(wh: RunningWebhook, tenant: str, cost: str, request_id: str) -> int:
-    """One request for ``tenant``, settled at ``cost``; returns the check's status."""
-    headers = {"x-budget-tenant": tenant, "x-request-id": request_id}
-    answer = await wh.check(CHAT, headers=headers)
-    if answer.status == 200:
-        settled = await wh.settle({"request_id": request_id, "cost_usd": cost})
-        assert settled.status == 200, settled.body
-    return answer.status
-
-
-def ready(cluster: Cluster, name: str, plural: str = "llmbudgets") -> bool:
-    return cluster.condition(plural, name, "Ready").get("status") == "True"
-
-
 async def test_a_budget_becomes_ready_and_its_status_follows_spend(
     cluster: Cluster, redis_server: RedisServer, redis_client: Redis, tmp_path: Path
 ) -> None:
     cluster.budget("acme", "1.00", scope={"tenant": "acme"}, thresholds=THRESHOLDS)
     with running_operator(cluster, redis_server.url, tmp_path / "op") as operator:
-        await eventually(lambda: ready(cluster, "acme"), bool, what="acme Ready")
+        await eventually(lambda: cluster.ready("acme"), bool, what="acme Ready")
         status = cluster.status("llmbudgets", "acme")
         assert status["spent"] == "0.00"
         assert status["remaining"] == "1.00"
@@ -90,7 +51,7 @@ async def test_a_budget_becomes_ready_and_its_status_follows_spend(
         listed = cluster.kube.kubectl("get", "llmb", "-n", cluster.namespace)
         assert "tenant=acme" in listed.stdout and "Ok" in listed.stdout, listed.stdout
 
-        async with webhook(tmp_path / "wh", redis_server.url) as wh:
+        async with start_published_webhook(tmp_path / "wh", redis_server.url) as wh:
             await enforced_by(wh, "acme")
             assert await spend(wh, "acme", "0.75", "r1") == 200
             soft = await eventually(
@@ -169,7 +130,7 @@ async def test_bad_input_is_reported_and_the_rest_is_unaffected(
     cluster.budget("second", "5", scope={"tenant": "twin"})
     with running_operator(cluster, redis_server.url, tmp_path / "op"):
         for name in ("good", "first", "alerted"):
-            await eventually(lambda name=name: ready(cluster, name), bool, what=f"{name} Ready")
+            await eventually(lambda name=name: cluster.ready(name), bool, what=f"{name} Ready")
         duplicate = await eventually(
             lambda: cluster.condition("llmbudgets", "second", "Accepted"),
             lambda cond: cond.get("status") == "False",
@@ -212,8 +173,8 @@ async def test_deleting_a_budget_unpublishes_it_and_keeps_its_history(
     cluster.budget("keep", "5", scope={"tenant": "keep"})
     cluster.budget("gone", "5", scope={"tenant": "gone"})
     with running_operator(cluster, redis_server.url, tmp_path / "op"):
-        await eventually(lambda: ready(cluster, "gone"), bool, what="gone Ready")
-        async with webhook(tmp_path / "wh", redis_server.url) as wh:
+        await eventually(lambda: cluster.ready("gone"), bool, what="gone Ready")
+        async with start_published_webhook(tmp_path / "wh", redis_server.url) as wh:
             await enforced_by(wh, "gone")
             assert await spend(wh, "gone", "0.50", "g1") == 200
         counters_before = await redis_client.keys("*gone*")
@@ -233,8 +194,8 @@ async def test_a_flushed_ledger_is_restored_from_status(
 ) -> None:
     cluster.budget("acme", "1.00", scope={"tenant": "acme"}, thresholds=THRESHOLDS)
     with running_operator(cluster, redis_server.url, tmp_path / "op") as operator:
-        await eventually(lambda: ready(cluster, "acme"), bool, what="acme Ready")
-        async with webhook(tmp_path / "wh", redis_server.url) as wh:
+        await eventually(lambda: cluster.ready("acme"), bool, what="acme Ready")
+        async with start_published_webhook(tmp_path / "wh", redis_server.url) as wh:
             await enforced_by(wh, "acme")
             assert await spend(wh, "acme", "0.85", "r1") == 200
             await eventually(
@@ -277,9 +238,9 @@ async def test_events_and_alerts_are_said_once_across_restarts(
             alerts={"secretRef": {"name": "alerts"}},
         )
         receiver.fail_next = 1  # the first delivery fails and is retried
-        async with webhook(tmp_path / "wh", redis_server.url) as wh:
+        async with start_published_webhook(tmp_path / "wh", redis_server.url) as wh:
             with running_operator(cluster, redis_server.url, tmp_path / "op1"):
-                await eventually(lambda: ready(cluster, "acme"), bool, what="acme Ready")
+                await eventually(lambda: cluster.ready("acme"), bool, what="acme Ready")
                 await enforced_by(wh, "acme")
                 assert await spend(wh, "acme", "0.72", "r1") == 200
                 await eventually(
@@ -321,14 +282,14 @@ async def test_burst_pool_lifecycle_and_review(
         },
     )
     with running_operator(cluster, redis_server.url, tmp_path / "op"):
-        await eventually(lambda: ready(cluster, "launch"), bool, what="launch Ready")
+        await eventually(lambda: cluster.ready("launch"), bool, what="launch Ready")
         phase = await eventually(
             lambda: cluster.status("burstbudgets", "launch-week").get("phase"),
             lambda phase: phase == "Active",
             what="burst Active",
         )
         assert phase == "Active"
-        async with webhook(tmp_path / "wh", redis_server.url) as wh:
+        async with start_published_webhook(tmp_path / "wh", redis_server.url) as wh:
             await enforced_by(wh, "launch")
             assert await spend(wh, "launch", "0.10", "b1") == 200  # the budget is spent
             assert await spend(wh, "launch", "0.15", "b2") == 200  # the pool takes it
@@ -374,7 +335,7 @@ async def test_two_replicas_one_active_and_the_other_takes_over(
         running_operator(cluster, redis_server.url, tmp_path / "a", "--priority", "200") as high,
         running_operator(cluster, redis_server.url, tmp_path / "b", "--priority", "100") as low,
     ):
-        await eventually(lambda: ready(cluster, "acme"), bool, what="acme Ready")
+        await eventually(lambda: cluster.ready("acme"), bool, what="acme Ready")
         await eventually(lambda: high.logged("operator loop started"), what="the high one leads")
         await after_syncs(high)  # the other had every chance to start a loop too
         assert high.logged("operator loop started")
@@ -391,7 +352,7 @@ async def test_two_replicas_one_active_and_the_other_takes_over(
             what="the standby replica takes over",
         )
         cluster.budget("later", "2.00", scope={"tenant": "later"})
-        await eventually(lambda: ready(cluster, "later"), bool, what="later Ready")
+        await eventually(lambda: cluster.ready("later"), bool, what="later Ready")
 
 
 async def test_the_examples_become_ready(
@@ -413,7 +374,7 @@ async def test_the_examples_become_ready(
             cluster = clusters[doc["metadata"]["namespace"]]
             name = doc["metadata"]["name"]
             if doc["kind"] == "LLMBudget":
-                await eventually(lambda c=cluster, n=name: ready(c, n), bool, what=f"{name} Ready")
+                await eventually(lambda c=cluster, n=name: c.ready(n), bool, what=f"{name} Ready")
             else:
                 accepted = await eventually(
                     lambda c=cluster, n=name: c.condition("burstbudgets", n, "Accepted"),

@@ -22,10 +22,6 @@ def cluster(crds: KubeAPIServer) -> Cluster:
     return Cluster.fresh(crds, "cache")
 
 
-def ready(cluster: Cluster, name: str) -> bool:
-    return cluster.condition("llmbudgets", name, "Ready").get("status") == "True"
-
-
 async def published(redis_client: Redis) -> dict[str, str]:
     """The budgets the webhooks enforce: name to limit."""
     config = await PublishedConfigStore(redis_client).read()
@@ -51,7 +47,7 @@ async def test_what_changed_while_the_operator_was_down_is_caught_at_start(
     cluster.budget("users", "0.10", scope={"user": "*", "tier": "free"})
     with running_operator(cluster, redis_server.url, tmp_path / "op1"):
         for name in ("stays", "goes", "changes", "users"):
-            await eventually(lambda name=name: ready(cluster, name), what=f"{name} Ready")
+            await eventually(lambda name=name: cluster.ready(name), what=f"{name} Ready")
     assert await published(redis_client) == {
         "stays": "1.00",
         "goes": "1.00",
@@ -75,7 +71,7 @@ async def test_what_changed_while_the_operator_was_down_is_caught_at_start(
             ),
             what="the config as the API server holds it",
         )
-        await eventually(lambda: ready(cluster, "new"), what="new Ready")
+        await eventually(lambda: cluster.ready("new"), what="new Ready")
         changed = await eventually(
             lambda: cluster.status("llmbudgets", "changes"),
             lambda status: (
@@ -100,7 +96,7 @@ async def test_a_sync_that_finds_nothing_changed_writes_nothing(
     cluster.budget("users", "0.10", scope={"user": "*", "tier": "free"})
     with running_operator(cluster, redis_server.url, tmp_path / "op") as operator:
         for name in [*names, "users"]:
-            await eventually(lambda name=name: ready(cluster, name), what=f"{name} Ready")
+            await eventually(lambda name=name: cluster.ready(name), what=f"{name} Ready")
         await after_syncs(operator, 1)
         before = cluster.versions("llmbudgets")
         await after_syncs(operator, 4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -107,14 +108,23 @@ async def test_dying_after_the_acknowledgement_before_the_alert(parts: Parts) ->
     assert len(parts.cluster.events("acme")) == 1
 
 
-async def test_an_api_server_that_is_away_is_tried_again(parts: Parts, crds: KubeAPIServer) -> None:
+async def test_an_api_server_that_is_away_is_tried_again(
+    parts: Parts, crds: KubeAPIServer, caplog: pytest.LogCaptureFixture
+) -> None:
     said = parts.announcement(70)
     kube = KubeApi()
     patient = EventPoster(kube, attempts=30, first_delay=0.2)
+    caplog.set_level(logging.WARNING, logger="budget_guard.operator.events")
+
+    def refused() -> int:
+        return sum(
+            f"{said.name} (SoftLimitReached) not posted" in r.getMessage() for r in caplog.records
+        )
+
     try:
         await asyncio.to_thread(crds.stop_apiserver)
         posting = asyncio.create_task(patient(said))  # while the API server is away
-        await asyncio.sleep(2)
+        await eventually(refused, lambda tries: tries >= 3, what="three attempts refused")
         assert not posting.done()
         crds.start_apiserver()
         await posting

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,17 +18,18 @@ from budget_guard.localservices import KubeAPIServer, RedisServer
 from budget_guard.localservices.processes import free_port
 from tests.fixtures.operator import (
     Cluster,
+    after_failed_turns,
     after_syncs,
     alert_receiver,
     eventually,
+    logged_times,
     rfc3339,
     running_operator,
 )
-from tests.fixtures.webhook import RunningWebhook, start_webhook
+from tests.fixtures.webhook import enforced_by, spend, start_published_webhook
 
 pytestmark = [pytest.mark.kube, pytest.mark.redis]
 
-CHAT = {"model": "gpt-4o-mini", "max_tokens": 10, "messages": [{"role": "user", "content": "Hi"}]}
 USERS = 10
 
 
@@ -39,40 +38,8 @@ def cluster(crds: KubeAPIServer) -> Cluster:
     return Cluster.fresh(crds, "fault")
 
 
-@asynccontextmanager
-async def webhook(tmp_path: Path, redis_url: str) -> AsyncIterator[RunningWebhook]:
-    await asyncio.to_thread(tmp_path.mkdir, parents=True, exist_ok=True)
-    async with start_webhook(
-        tmp_path, redis_url, standalone=False, flush=False, local_leases=False
-    ) as wh:
-        yield wh
-
-
-async def enforced_by(wh: RunningWebhook, *names: str) -> None:
-    async def enforced() -> list[str]:
-        answer = await wh.api("/v1/budgets")
-        return [b["name"] for b in answer.json()["budgets"]] if answer.status == 200 else []
-
-    await eventually(enforced, lambda got: set(names) <= set(got), what=f"enforced: {names}")
-
-
-async def spend(wh: RunningWebhook, tenant: str, cost: str, request_id: str, user: str = "") -> int:
-    headers = {"x-budget-tenant": tenant, "x-request-id": request_id}
-    if user:
-        headers["x-budget-user"] = user
-    answer = await wh.check(CHAT, headers=headers)
-    if answer.status == 200:
-        settled = await wh.settle({"request_id": request_id, "cost_usd": cost})
-        assert settled.status == 200, settled.body
-    return answer.status
-
-
 def condition(cluster: Cluster, name: str, kind: str) -> dict[str, Any]:
     return cluster.condition("llmbudgets", name, kind)
-
-
-def ready(cluster: Cluster, name: str) -> bool:
-    return condition(cluster, name, "Ready").get("status") == "True"
 
 
 def config_map(cluster: Cluster, name: str) -> dict[str, Any]:
@@ -120,8 +87,8 @@ async def test_a_flush_mid_period_restores_budget_user_and_pool_counters(
     )
     seats_id = f"{cluster.namespace}/seats"
     with running_operator(cluster, redis_server.url, tmp_path / "op") as operator:
-        await eventually(lambda: all(ready(cluster, n) for n in ("acme", "seats", "launch")))
-        async with webhook(tmp_path / "wh", redis_server.url) as wh:
+        await eventually(lambda: all(cluster.ready(n) for n in ("acme", "seats", "launch")))
+        async with start_published_webhook(tmp_path / "wh", redis_server.url) as wh:
             await enforced_by(wh, "acme", "seats", "launch")
             assert await spend(wh, "acme", "0.85", "a1") == 200
             for n in range(USERS - 1):
@@ -183,7 +150,10 @@ async def test_operator_killed_and_api_server_restarted_say_each_notice_once(
     cluster: Cluster, redis_server: RedisServer, redis_client: Redis, tmp_path: Path
 ) -> None:
     kube = cluster.kube
-    async with alert_receiver() as receiver, webhook(tmp_path / "wh", redis_server.url) as wh:
+    async with (
+        alert_receiver() as receiver,
+        start_published_webhook(tmp_path / "wh", redis_server.url) as wh,
+    ):
         cluster.secret("alerts", {"url": receiver.url})
         cluster.budget(
             "acme",
@@ -193,7 +163,7 @@ async def test_operator_killed_and_api_server_restarted_say_each_notice_once(
             alerts={"secretRef": {"name": "alerts"}, "format": "Generic"},
         )
         with running_operator(cluster, redis_server.url, tmp_path / "op1") as first:
-            await eventually(lambda: ready(cluster, "acme"), what="acme Ready")
+            await eventually(lambda: cluster.ready("acme"), what="acme Ready")
             await enforced_by(wh, "acme")
             assert await spend(wh, "acme", "0.72", "r1") == 200  # 70 %
             await eventually(lambda: len(receiver.received) == 1, what="the 70 % alert")
@@ -205,15 +175,22 @@ async def test_operator_killed_and_api_server_restarted_say_each_notice_once(
         kube.restart_apiserver()
         with running_operator(cluster, redis_server.url, tmp_path / "op2") as second:
             await eventually(lambda: len(receiver.received) == 2, within=60, what="80 % alert")
+            refused = "(SoftLimitReached) not posted"
+            refused_before = logged_times(second, refused)
             await asyncio.to_thread(kube.stop_apiserver)
             assert await spend(wh, "acme", "0.09", "r3") == 200  # 90 %, the API server away
-            await asyncio.sleep(3)  # the operator tries to say it, and is refused
+            await eventually(  # the operator tries to say it, and is refused, twice
+                lambda: logged_times(second, refused),
+                lambda tries: tries >= refused_before + 2,
+                within=30,
+                what="the 90 % Event tried and refused twice",
+            )
             kube.start_apiserver()
             await eventually(lambda: len(receiver.received) == 3, within=60, what="90 % alert")
             await eventually(lambda: outbox(redis_client), lambda box: box == {}, what="sent")
             second.kill()
         with running_operator(cluster, redis_server.url, tmp_path / "op3") as third:
-            await eventually(lambda: ready(cluster, "acme"), what="acme Ready again")
+            await eventually(lambda: cluster.ready("acme"), what="acme Ready again")
             await after_syncs(third, 3)
     events = [e for e in cluster.events("acme") if e["reason"] == "SoftLimitReached"]
     assert sorted(e["message"].split("%")[0] for e in events) == ["70", "80", "90"]
@@ -249,7 +226,8 @@ async def test_a_redis_url_that_does_not_answer_is_said_on_the_budgets(
         assert (rejected["status"], rejected["reason"]) == ("False", "InvalidTimeZone")
         table = cluster.kube.kubectl("get", "llmb", "-n", cluster.namespace, "acme")
         assert "LedgerUnavailable" in table.stdout, table.stdout
-        await asyncio.sleep(4)  # a few more tries while Redis stays away
+        # Two more tries while Redis stays away: each could have said it again.
+        await after_failed_turns(operator, 2)
         warnings = [e for e in cluster.events("acme") if e["reason"] == "LedgerUnavailable"]
         assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
         assert "s3cret" not in " ".join(operator.log_lines())
@@ -265,7 +243,7 @@ async def test_a_redis_url_that_does_not_answer_is_said_on_the_budgets(
         redis = RedisServer(workdir=tmp_path / "redis", extra_args=user)
         try:
             redis.start(port)
-            await eventually(lambda: ready(cluster, "acme"), within=30, what="acme Ready")
+            await eventually(lambda: cluster.ready("acme"), within=30, what="acme Ready")
             enforced = condition(cluster, "acme", "Enforced")
             assert (enforced["status"], enforced["reason"]) == ("True", "Published")
             assert cluster.status("llmbudgets", "acme")["summary"] == "Ok"

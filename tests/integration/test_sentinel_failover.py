@@ -17,7 +17,6 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -32,8 +31,9 @@ from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.ledger import Ledger
 from budget_guard.store.notices import Notices
 from tests.factories import budget
+from tests.fixtures.failure_modes import Answer, check
 from tests.fixtures.webhook import budget as budget_manifest
-from tests.integration.test_ledger_outages import check
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.redis
 
@@ -43,6 +43,10 @@ pytestmark = pytest.mark.redis
 FAILOVER_BOUND_SECONDS = 10.0
 SYNC_INTERVAL_SECONDS = 0.2  # how often the "status sync" below records spend
 REPLICA_LAG_SECONDS = 1.5
+SETTLED_BEFORE_THE_LAG = 50_000  # micro-USD: the load runs, a status sync has seen it
+SETTLED_AFTER_THE_FAILOVER = 40
+ALLOWED_BEFORE_THE_KILL = 20
+ALLOWED_AFTER_THE_FAILOVER = 20
 
 
 @dataclass
@@ -114,7 +118,11 @@ async def test_a_failover_under_load_loses_little_and_restore_fills_it(
 
     tasks = [*start_load(), asyncio.create_task(status_sync(ledger, planner, load, stop))]
     try:
-        await asyncio.sleep(1.5)
+        await eventually(  # spend settled, and recorded by a status sync
+            lambda: load.synced,
+            lambda synced: any(spent >= SETTLED_BEFORE_THE_LAG for _, spent in synced),
+            what="spend settled and synced",
+        )
         # The replica falls behind (stopped for a moment, as a slow link or a busy
         # node would): what the primary acknowledges meanwhile never reaches it.
         replica = next(p for p in redis_sentinel.data_nodes if p != redis_sentinel.primary_port)
@@ -164,7 +172,11 @@ async def test_a_failover_under_load_loses_little_and_restore_fills_it(
         stop.clear()
         restarted_at = time.monotonic()
         tasks = start_load()
-        await asyncio.sleep(1.0)  # decisions continue on the new primary
+        await eventually(  # decisions continue on the new primary
+            lambda: [at for at, _ in load.settled if at > restarted_at],
+            lambda settled: len(settled) >= SETTLED_AFTER_THE_FAILOVER,
+            what="settlements on the new primary",
+        )
         stop.set()
         await asyncio.gather(*tasks)
         resumed = load.first_success_after(restarted_at)
@@ -192,6 +204,15 @@ def sentinel_budgets(path: Path) -> Path:
     return path
 
 
+def allowed_after_the_outage(answers: list[tuple[float, Answer]], killed_at: float) -> int:
+    """How many checks were allowed after the last one refused since the kill (0 while
+    no refusal shows the failover was noticed)."""
+    refused = [at for at, a in answers if at > killed_at and a.status == 503]
+    if not refused:
+        return 0
+    return sum(1 for at, a in answers if at > max(refused) and a.status == 200)
+
+
 async def test_the_webhook_on_a_sentinel_url_decides_through_a_failover(
     redis_sentinel: RedisSentinelSet, tmp_path: Path
 ) -> None:
@@ -207,16 +228,15 @@ async def test_the_webhook_on_a_sentinel_url_decides_through_a_failover(
         "--local-leases",
         "false",
     ]
-    answers: list[tuple[float, dict[str, Any]]] = []
+    answers: list[tuple[float, Answer]] = []
     stop = asyncio.Event()
 
     async def steady() -> None:
         async with aiohttp.ClientSession() as session:
 
             async def worker() -> None:
-                url = webhook.check_url + "/v1/chat/completions"
                 while not stop.is_set():
-                    answer = await check(session, url, {"x-budget-tenant": "closed"})
+                    answer = await check(session, webhook.check_url, {"x-budget-tenant": "closed"})
                     answers.append((time.monotonic(), answer))
                     await asyncio.sleep(0.01)
 
@@ -225,36 +245,43 @@ async def test_the_webhook_on_a_sentinel_url_decides_through_a_failover(
     try:
         with WebhookProcess(args, workdir=tmp_path) as webhook:
             load = asyncio.create_task(steady())
-            await asyncio.sleep(1.0)
+            await eventually(
+                lambda: [a for _, a in answers if a.status == 200],
+                lambda allowed: len(allowed) >= ALLOWED_BEFORE_THE_KILL,
+                what="checks allowed before the kill",
+            )
             old = redis_sentinel.kill_primary()
             killed_at = time.monotonic()
             await asyncio.to_thread(redis_sentinel.wait_for_failover, old)
-            await asyncio.sleep(1.0)
+            await eventually(
+                lambda: allowed_after_the_outage(answers, killed_at),
+                lambda allowed: allowed >= ALLOWED_AFTER_THE_FAILOVER,
+                within=30,
+                what="checks allowed again after the failover",
+            )
             stop.set()
             await load
     finally:
         await asyncio.to_thread(redis_sentinel.restore)
 
-    outcomes = Counter((a["status"], a["code"]) for _, a in answers)
+    outcomes = Counter((a.status, a.code) for _, a in answers)
     # (429 overloaded: a check shed by this process when the machine is busy.)
     assert set(outcomes) <= {(200, ""), (503, "budget_unavailable"), (429, "overloaded")}
-    outage = [at for at, a in answers if at > killed_at and a["status"] == 503]
+    outage = [at for at, a in answers if at > killed_at and a.status == 503]
     assert outage, "the failover was not noticed"
-    back = [at for at, a in answers if at > max(outage) and a["status"] == 200]
+    back = [at for at, a in answers if at > max(outage) and a.status == 200]
     assert back and min(back) - killed_at < FAILOVER_BOUND_SECONDS
     before = [a for at, a in answers if at < killed_at]
-    assert before and all(a["status"] == 200 for a in before)
+    assert before and all(a.status == 200 for a in before)
     # Closed: nothing was let through unrecorded. What the new primary holds is what
     # was allowed, less what the old one acknowledged and never replicated.
-    allowed = sum(a["cost"] for _, a in answers if a["status"] == 200)
+    allowed = sum(a.cost for _, a in answers if a.status == 200)
     with sync_redis_client(redis_sentinel.url) as primary:
         (key,) = list(primary.scan_iter("bg:{t:closed}:c:*", _type="hash"))
         used = int(primary.hget(key, "used") or 0)
     lost = allowed - used
-    recent = sum(
-        a["cost"] for at, a in answers if killed_at - 1 < at <= killed_at and a["status"] == 200
-    )
-    assert -4 * max(a["cost"] for _, a in answers) <= lost <= recent
+    recent = sum(a.cost for at, a in answers if killed_at - 1 < at <= killed_at and a.status == 200)
+    assert -4 * max(a.cost for _, a in answers) <= lost <= recent
     print(
         f"\nwebhook on sentinel: {len(answers)} checks, decisions back "
         f"{min(back) - killed_at:.2f} s after the kill, {lost} micro-USD reserved and lost"
