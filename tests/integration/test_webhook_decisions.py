@@ -280,3 +280,35 @@ async def test_an_inference_path_without_a_model_is_refused_but_an_unknown_path_
         gateway_route = await wh.check(CHAT, path="/llm/my-gateway/infer")
         assert gateway_route.status == 200
         assert gateway_route.headers["x-budget-estimated-cost-usd"] != "0.00"
+
+
+async def test_an_agent_loop_resending_its_conversation_is_estimated_as_if_read_whole(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Turn by turn, a conversation resent with a few new messages is read from where
+    the previous turn ended (webhook.resent), and each check estimates exactly what a
+    webhook reading every body whole estimates."""
+    budgets = [budget("agents", "1000", feature="research")]
+    for name in ("resent", "whole"):
+        (tmp_path / name).mkdir()
+    messages = [{"role": "system", "content": "You are a careful coding agent. " * 100}]
+    async with (
+        start_webhook(tmp_path / "resent", redis_server.url, budgets) as resent,
+        start_webhook(
+            tmp_path / "whole", redis_server.url, budgets, flush=False, message_cache_entries=0
+        ) as whole,
+    ):
+        costs = []
+        for turn in range(30):
+            messages += [
+                {"role": "user", "content": f"Step {turn}: fix the [failing] test. " * 20},
+                {"role": "tool", "content": f'{{"output": "line {turn} ] ok"}} ' * 60},
+                {"role": "assistant", "content": f"Done with step {turn}. " * 40},
+            ]
+            body = {"model": "gpt-4o", "messages": messages, "max_tokens": 300}
+            answers = [await wh.check(body) for wh in (resent, whole)]
+            assert [a.status for a in answers] == [200, 200]
+            costs.append([a.headers["x-budget-estimated-cost-usd"] for a in answers])
+        assert all(mine == theirs for mine, theirs in costs), costs
+        assert resent.parts.checks.decider.resent_hits >= 20  # each turn past 16 KB
+        assert whole.parts.checks.decider.resent_hits == 0

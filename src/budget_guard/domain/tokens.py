@@ -147,6 +147,15 @@ class TokenEstimate(NamedTuple):  # per request: a NamedTuple is cheap to build
     input_tokens: int
     output_tokens: int
     estimator: str
+    # What the conversation's messages alone counted (the messages counted before
+    # included), and in which tokenizer: what a resent conversation's next turn skips.
+    messages_tokens: int = 0
+    tokenizer: str = ""
+
+
+class PrefixNotCounted(Exception):
+    """The messages left out of a body were counted in another tokenizer than the one
+    this request's model needs: read the body whole."""
 
 
 class _Counter:
@@ -282,11 +291,23 @@ def count_input_tokens(
     image_tokens: int = IMAGE_TOKENS,
 ) -> int:
     """Input tokens of any supported request format (unknown shapes: the whole body)."""
+    return _count_input(body, tokenizer, cache, image_tokens)[0]
+
+
+def _count_input(
+    body: Mapping[str, Any],
+    tokenizer: Tokenizer,
+    cache: MessageTokenCache | None,
+    image_tokens: int,
+) -> tuple[int, int]:
+    """``count_input_tokens``, and the part of it that is ``messages``."""
     counter = _Counter(tokenizer, cache, image_tokens)
     recognised = False
+    messages_total = 0
     if isinstance(body.get("messages"), list):  # OpenAI chat, Anthropic messages
         recognised = True
         counter.messages(body["messages"])
+        messages_total = counter.total
         counter.total += REPLY_PRIMING_TOKENS
     if "system" in body:  # Anthropic: a string or text blocks
         recognised = True
@@ -317,7 +338,7 @@ def count_input_tokens(
             counter.json(body[definitions])
     if not recognised:
         counter.json(body)
-    return counter.total
+    return counter.total, messages_total
 
 
 def _requested_output(body: Mapping[str, Any]) -> object:
@@ -373,18 +394,35 @@ class RequestEstimator:
         self.cache = cache
 
     def estimate(
-        self, body: Mapping[str, Any], price: ModelPrice, worst_case: bool = False
+        self,
+        body: Mapping[str, Any],
+        price: ModelPrice,
+        worst_case: bool = False,
+        counted: Mapping[str, int] | None = None,
     ) -> TokenEstimate:
         """The request's tokens; with ``worst_case``, the most the call can use: input
         at one token per byte of text (and images at their dearest), output at its cap
-        or the model's maximum. Settlement of a worst case can only lower the charge."""
+        or the model's maximum. Settlement of a worst case can only lower the charge.
+
+        ``counted``: the body's ``messages`` hold only the messages after those a resent
+        conversation repeats, whose tokens are these, by tokenizer name (raises
+        ``PrefixNotCounted`` when not in the one this request needs)."""
         output_tokens = estimate_output_tokens(body, price, worst_case)
         if worst_case:
-            bound = count_input_tokens(body, _BYTE_BOUND, self.cache, IMAGE_TOKENS_WORST_CASE)
-            return TokenEstimate(bound, output_tokens, UPPER_BOUND_NAME)
-        tokenizer, label = self.tokenizers.for_encoding(price.encoding)
-        raw_input = count_input_tokens(body, tokenizer, self.cache)
-        return TokenEstimate(corrected(raw_input, price), output_tokens, label)
+            tokenizer: Tokenizer = _BYTE_BOUND
+            label, images = UPPER_BOUND_NAME, IMAGE_TOKENS_WORST_CASE
+        else:
+            tokenizer, label = self.tokenizers.for_encoding(price.encoding)
+            images = IMAGE_TOKENS
+        before = 0
+        if counted is not None:
+            if tokenizer.name not in counted:
+                raise PrefixNotCounted(tokenizer.name)
+            before = counted[tokenizer.name]
+        total, messages = _count_input(body, tokenizer, self.cache, images)
+        raw_input = before + total
+        input_tokens = raw_input if worst_case else corrected(raw_input, price)
+        return TokenEstimate(input_tokens, output_tokens, label, before + messages, tokenizer.name)
 
     def count_text(self, text: str, price: ModelPrice) -> int:
         """Tokens of a model's output text (a stream the provider never gave usage for)."""

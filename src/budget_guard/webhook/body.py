@@ -35,6 +35,9 @@ class ReadBody(NamedTuple):  # per request: a NamedTuple is cheap to build
     length: int  # bytes, after decompression when that succeeded
     model_hint: str | None = None  # a model found in an unreadable body's prefix
     partial: bool = False
+    # When the document's "messages" are only those after the ones a resent
+    # conversation repeats (webhook.resent): their tokens, by tokenizer name.
+    counted: Mapping[str, int] | None = None
 
 
 def _decompress(raw: bytes, max_bytes: int) -> bytes | None:
@@ -75,11 +78,26 @@ def model_from_path(path: str) -> str | None:
     return found.group(1) if found else None
 
 
-def read_body(raw: bytes, headers: Mapping[str, str], max_bytes: int) -> ReadBody:
+def plain_json(raw: bytes, headers: Mapping[str, str]) -> bool:
+    """Is the body whole, uncompressed JSON (what ``read_body`` would parse as it is)?"""
+    return (
+        headers.get(PARTIAL_BODY_HEADER, "").lower() != "true"
+        and raw[:2] != _GZIP_MAGIC
+        and headers.get("content-encoding", "").lower() != "deflate"
+        and _looks_like_json(raw, headers.get("content-type", "").lower())
+    )
+
+
+def check_size(raw: bytes, max_bytes: int) -> None:
+    """A 413 for a body past the most that is checked."""
     if len(raw) > max_bytes:
         raise BadBody(
             413, "body_too_large", f"the body has {len(raw)} bytes; at most {max_bytes} are checked"
         )
+
+
+def read_body(raw: bytes, headers: Mapping[str, str], max_bytes: int) -> ReadBody:
+    check_size(raw, max_bytes)
     if not raw:
         return ReadBody(None, 0)
     if headers.get(PARTIAL_BODY_HEADER, "").lower() == "true":

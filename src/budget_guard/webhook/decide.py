@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -22,16 +22,24 @@ from budget_guard.domain.failopen import FailOpenAllowance
 from budget_guard.domain.pricing import ModelPrice, PricedModel, UnknownModelError, Usage
 from budget_guard.domain.request_ids import new_request_id, request_id_for
 from budget_guard.domain.resolution import Attribution, RequestIdentity
-from budget_guard.domain.tokens import RequestEstimator, TokenEstimate
+from budget_guard.domain.tokens import PrefixNotCounted, RequestEstimator, TokenEstimate
 from budget_guard.domain.under_reporting import CountedPrompt
 from budget_guard.store.errors import LedgerUnavailable
 from budget_guard.store.ledger import RequestIdTaken
 from budget_guard.webhook.active_config import ConfigHolder
 from budget_guard.webhook.admission import Admission
-from budget_guard.webhook.body import BadBody, ReadBody, model_from_path, read_body
+from budget_guard.webhook.body import (
+    BadBody,
+    ReadBody,
+    check_size,
+    model_from_path,
+    plain_json,
+    read_body,
+)
 from budget_guard.webhook.counted_prompts import CountedPrompts
 from budget_guard.webhook.identity import IdentityError, IdentityResolver
 from budget_guard.webhook.journal import DegradedJournal, Entry
+from budget_guard.webhook.resent import ResentConversations
 from budget_guard.webhook.responses import (
     OBSERVE_WOULD_DENY,
     CheckAnswer,
@@ -114,9 +122,11 @@ class Decider:
         outage: Callable[[], int],
         clock: Callable[[], dt.datetime],
         counted: CountedPrompts | None = None,
+        resent: ResentConversations | None = None,
     ) -> None:
         """``outage`` numbers the ledger's outages so far (see ``FailOpenAllowance``);
-        ``counted`` keeps each allowed request's prompt count, to judge its usage report."""
+        ``counted`` keeps each allowed request's prompt count, to judge its usage report;
+        ``resent`` reads a resent conversation from where its previous turn ended."""
         self._config = config
         self._leases = leases
         self._estimator = estimator
@@ -128,6 +138,12 @@ class Decider:
         self._outage = outage
         self._clock = clock
         self._counted = counted if counted is not None else CountedPrompts()
+        self._resent = resent
+
+    @property
+    def resent_hits(self) -> int:
+        """Bodies read from where their conversation's previous turn ended."""
+        return self._resent.hits if self._resent is not None else 0
 
     async def decide(self, request: CheckRequest) -> CheckAnswer:
         request_id = request_id_for(request.headers.get("x-request-id"))
@@ -143,8 +159,9 @@ class Decider:
             identity = self._identity.resolve(request.headers)
         except IdentityError as error:
             return error_answer(401, "missing_identity", str(error), request_id)
+        conversation = self._conversation(request, identity)
         try:
-            body = read_body(request.body, request.headers, self._settings.max_body_bytes)
+            body = self._read_body(request, conversation)
         except BadBody as error:
             return error_answer(error.status, error.code, error.message, request_id)
         model = self._model(body, request)
@@ -169,7 +186,9 @@ class Decider:
         )
         now = self._clock()
         charges = config.planner.plan(identity, now)
-        estimate, cost = self._estimate(body, priced, reserves_worst_case(charges))
+        estimate, cost = self._estimate(
+            body, priced, reserves_worst_case(charges), request, conversation
+        )
         attribution = Attribution(identity.tenant, identity.user, identity.feature, scoped_model)
         pending = _Pending(
             request_id, charges, cost, now, attribution, estimate, model, priced.price
@@ -187,13 +206,50 @@ class Decider:
             or model_from_path(request.path)
         )
 
+    def _conversation(self, request: CheckRequest, identity: RequestIdentity) -> Hashable | None:
+        """The key of the conversation a large JSON body may continue, if any."""
+        resent, raw = self._resent, request.body
+        if resent is None or len(raw) < resent.min_body or not plain_json(raw, request.headers):
+            return None
+        return resent.key((identity.tenant, identity.user, identity.feature), raw)
+
+    def _read_body(self, request: CheckRequest, conversation: Hashable | None) -> ReadBody:
+        raw = request.body
+        if conversation is not None and self._resent is not None:
+            check_size(raw, self._settings.max_body_bytes)
+            resent = self._resent.read(conversation, raw)
+            if resent is not None:
+                return ReadBody(resent.document, len(raw), counted=resent.counted)
+        return read_body(raw, request.headers, self._settings.max_body_bytes)
+
     def _estimate(
-        self, body: ReadBody, priced: PricedModel, worst_case: bool
+        self,
+        body: ReadBody,
+        priced: PricedModel,
+        worst_case: bool,
+        request: CheckRequest,
+        conversation: Hashable | None,
     ) -> tuple[TokenEstimate, int]:
-        if body.document is not None:
-            estimate = self._estimator.estimate(body.document, priced.price, worst_case)
-        else:
+        document = body.document
+        if document is None:
             estimate = self._estimator.estimate_from_length(body.length, priced.price, worst_case)
+        else:
+            try:
+                estimate = self._estimator.estimate(
+                    document, priced.price, worst_case, body.counted
+                )
+            except PrefixNotCounted:  # counted in another tokenizer: the body, read whole
+                whole = read_body(request.body, request.headers, self._settings.max_body_bytes)
+                document = whole.document or {}
+                estimate = self._estimator.estimate(document, priced.price, worst_case)
+            if conversation is not None and self._resent is not None:
+                self._resent.remember(
+                    conversation,
+                    request.body,
+                    document,
+                    estimate.tokenizer,
+                    estimate.messages_tokens,
+                )
         usage = Usage(input_tokens=estimate.input_tokens, output_tokens=estimate.output_tokens)
         return estimate, priced.price.cost_micros(usage)
 

@@ -382,7 +382,8 @@ _OPTIONS = (
     Option(
         "--message-cache-entries",
         "token counts of message texts kept for agent loops "
-        "that resend their conversation (0: no cache)",
+        "that resend their conversation; with it, a body that continues a recent "
+        "turn is read from where that turn ended (0: neither)",
         int,
         50_000,
     ),

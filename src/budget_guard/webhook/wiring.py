@@ -24,6 +24,7 @@ from budget_guard.webhook.gateway import GatewayTools
 from budget_guard.webhook.identity import HeaderIdentity, IdentityResolver, JwksKeys, JwtIdentity
 from budget_guard.webhook.ledger_access import LedgerAccess
 from budget_guard.webhook.metrics import Metrics, WebhookState
+from budget_guard.webhook.resent import ResentConversations
 from budget_guard.webhook.settings import WebhookSettings
 from budget_guard.webhook.settlement import SettlementService
 
@@ -79,6 +80,7 @@ def build_webhook(settings: WebhookSettings, clock: Callable[[], dt.datetime] = 
         outage=lambda: ledger.channel.outages,
         clock=clock,
         counted=counted,
+        resent=ResentConversations() if settings.message_cache_entries else None,
     )
     settlement = SettlementService(
         config, ledger.operations, ledger.journal, ledger.leases, metrics, clock, counted

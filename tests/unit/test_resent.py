@@ -1,0 +1,139 @@
+"""Resent conversations (webhook.resent): a body that continues the previous turn is
+read from where that turn's messages closed, and estimated exactly as if read whole."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from budget_guard.domain.pricing import default_price_table
+from budget_guard.domain.tokens import (
+    MessageTokenCache,
+    PrefixNotCounted,
+    RequestEstimator,
+    TokenizerSet,
+)
+from budget_guard.webhook.resent import ResentConversations
+
+PRICE = default_price_table().models["gpt-4.1"]
+ESTIMATOR = RequestEstimator(TokenizerSet({}), MessageTokenCache())
+WHO = ("acme", "alice", "agent")
+
+
+def message(role: str, turn: int, size: int = 900) -> dict[str, str]:
+    text = f"turn {turn} [{role}] " + "lorem ipsum ] [ {dolor} sit amet " * (size // 33)
+    return {"role": role, "content": text}
+
+
+def transcript(turns: int) -> list[dict[str, str]]:
+    messages = [message("system", 0, 3000)]
+    for turn in range(1, turns + 1):
+        messages += [message("user", turn), message("tool", turn), message("assistant", turn)]
+    return messages
+
+
+Serialise = Callable[[list[dict[str, str]]], bytes]
+
+
+def chat(messages: list[dict[str, str]]) -> bytes:  # as the Python SDKs write it
+    return json.dumps({"model": "gpt-4.1", "messages": messages, "max_tokens": 500}).encode()
+
+
+def compact_with_tools(messages: list[dict[str, str]]) -> bytes:
+    body = {
+        "messages": messages,
+        "model": "gpt-4.1",
+        "tools": [{"type": "function", "function": {"name": "grep", "parameters": {}}}],
+        "stop": ["]", "}]"],
+    }
+    return orjson.dumps(body)
+
+
+def settings_first(messages: list[dict[str, str]]) -> bytes:
+    body = {"model": "gpt-4.1", "temperature": 0.2, "messages": messages}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def turns_through(resent: ResentConversations, bodies: list[bytes]) -> list[tuple[int, int, bool]]:
+    """Each turn as the decider does it: (tokens read whole, tokens read as resent,
+    whether it was read as resent)."""
+    seen = []
+    for raw in bodies:
+        whole = ESTIMATOR.estimate(orjson.loads(raw), PRICE)
+        key = resent.key(WHO, raw)
+        continued = resent.read(key, raw)
+        if continued is None:
+            document: dict[str, Any] = orjson.loads(raw)
+            estimate = ESTIMATOR.estimate(document, PRICE)
+        else:
+            document = continued.document
+            estimate = ESTIMATOR.estimate(document, PRICE, counted=continued.counted)
+        resent.remember(key, raw, document, estimate.tokenizer, estimate.messages_tokens)
+        seen.append((whole.input_tokens, estimate.input_tokens, continued is not None))
+    return seen
+
+
+@pytest.mark.parametrize("serialise", [chat, compact_with_tools, settings_first])
+def test_each_turn_is_read_from_the_last_and_estimated_as_if_read_whole(
+    serialise: Serialise,
+) -> None:
+    conversation = transcript(40)
+    bodies = [serialise(conversation[: 1 + 3 * turn]) for turn in range(1, 41)]
+    resent = ResentConversations(min_body=16 * 1024)
+    seen = turns_through(resent, bodies)
+    assert [whole for whole, _, _ in seen] == [counted for _, counted, _ in seen]
+    first_tracked = next(i for i, raw in enumerate(bodies) if len(raw) >= 16 * 1024)
+    assert [hit for _, _, hit in seen] == [i > first_tracked for i in range(len(bodies))]
+    assert resent.hits == len(bodies) - first_tracked - 1
+
+
+def test_a_conversation_edited_earlier_or_reserialised_is_read_whole() -> None:
+    conversation = transcript(20)
+    resent = ResentConversations(min_body=1024)
+    edited = [dict(m) for m in conversation]
+    edited[2]["content"] += " (edited)"
+    pretty = json.dumps({"model": "gpt-4.1", "messages": conversation}, indent=2).encode()
+    bodies = [chat(conversation[:31]), chat(edited[:34]), chat(edited[:37]), pretty]
+    seen = turns_through(resent, bodies)
+    assert [whole for whole, _, _ in seen] == [counted for _, counted, _ in seen]
+    assert [hit for _, _, hit in seen] == [False, False, True, False]
+
+
+def test_keys_that_could_pass_for_what_the_reader_adds_are_read_as_the_body_says() -> None:
+    """A body whose own keys after its messages name "messages" again, or "_", is read
+    the way a whole parse reads it (orjson: the last of a duplicated key wins)."""
+    conversation = transcript(10)
+    resent = ResentConversations(min_body=1024)
+    first = chat(conversation[:25])
+    again = first[:-1] + b', "messages": [{"role": "user", "content": "short"}]}'
+    underscore = first[:-1] + b', "_": [{"role": "user", "content": "x"}]}'
+    for raw in (first, again, underscore):
+        seen = turns_through(resent, [first, raw])
+        assert seen[1][0] == seen[1][1]
+    assert turns_through(resent, [first, again])[1][2] is False
+
+
+def test_counts_of_another_tokenizer_are_not_used() -> None:
+    resent = ResentConversations(min_body=1024)
+    conversation = transcript(10)
+    first, second = chat(conversation[:25]), chat(conversation[:28])
+    key = resent.key(WHO, first)
+    resent.remember(key, first, orjson.loads(first), "some-other-encoding", 123)
+    continued = resent.read(resent.key(WHO, second), second)
+    assert continued is not None
+    with pytest.raises(PrefixNotCounted):
+        ESTIMATOR.estimate(continued.document, PRICE, counted=continued.counted)
+
+
+def test_the_bodies_kept_are_bounded_in_bytes() -> None:
+    resent = ResentConversations(max_bytes=100_000, min_body=1024)
+    for person in range(20):
+        raw = chat(transcript(4)) + b" " * person  # same shape, another conversation
+        key = resent.key((f"user-{person}",), raw)
+        resent.remember(key, raw, orjson.loads(raw), "x", 1)
+    assert 0 < len(resent) < 20
+    assert resent.kept_bytes <= 100_000
