@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from budget_guard.domain.pricing import default_price_table
 from budget_guard.domain.tokens import (
@@ -137,3 +139,61 @@ def test_the_bodies_kept_are_bounded_in_bytes() -> None:
         resent.remember(key, raw, orjson.loads(raw), "x", 1)
     assert 0 < len(resent) < 20
     assert resent.kept_bytes <= 100_000
+
+
+texts = st.text(alphabet=st.characters(codec="utf-8"), max_size=40)
+chats = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "tool", "assistant"]), "content": texts}
+    ),
+    min_size=2,
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    chats,
+    st.integers(min_value=1, max_value=11),
+    st.one_of(
+        st.none(),  # the conversation continued
+        st.tuples(st.integers(min_value=0), st.binary(min_size=1, max_size=3)),  # bytes changed
+        st.integers(min_value=1, max_value=60),  # cut short
+    ),
+    st.dictionaries(st.sampled_from(["model", "_", "tools", "stop"]), texts, max_size=3),
+)
+def test_whatever_the_next_body_is_it_is_read_as_a_whole_parse_reads_it(
+    messages: list[dict[str, str]],
+    first: int,
+    change: Any,
+    extra: dict[str, str],
+) -> None:
+    """Hostile or broken next bodies: never an exception, and whenever the body is read
+    from the previous turn it is estimated as reading it whole would."""
+    resent = ResentConversations(min_body=0)
+    body = {"model": "gpt-4.1", "messages": messages[:first], **extra}
+    previous = json.dumps(body).encode()
+    key = resent.key(WHO, previous)
+    resent.remember(key, previous, orjson.loads(previous), *_counted(orjson.loads(previous)))
+    raw = json.dumps({**body, "messages": messages}).encode()
+    if isinstance(change, tuple):
+        at, replacement = change
+        at %= len(raw)
+        raw = raw[:at] + replacement + raw[at + len(replacement) :]
+    elif isinstance(change, int):
+        raw = raw[: max(0, len(raw) - change)]
+    continued = resent.read(key, raw)
+    if continued is None:
+        return
+    whole = orjson.loads(raw)  # what was read from the previous turn is valid JSON whole
+    expected = ESTIMATOR.estimate(whole, PRICE)
+    got = ESTIMATOR.estimate(continued.document, PRICE, counted=continued.counted)
+    assert got.input_tokens == expected.input_tokens
+    assert {k: v for k, v in continued.document.items() if k != "messages"} == {
+        k: v for k, v in whole.items() if k != "messages"
+    }
+
+
+def _counted(document: dict[str, Any]) -> tuple[str, int]:
+    estimate = ESTIMATOR.estimate(document, PRICE)
+    return estimate.tokenizer, estimate.messages_tokens
