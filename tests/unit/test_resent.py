@@ -17,6 +17,7 @@ from budget_guard.domain.tokens import (
     MessageTokenCache,
     PrefixNotCounted,
     RequestEstimator,
+    TokenEstimate,
     TokenizerSet,
 )
 from budget_guard.webhook.resent import ResentConversations
@@ -60,6 +61,33 @@ def settings_first(messages: list[dict[str, str]]) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+def gemini(messages: list[dict[str, str]]) -> bytes:
+    contents = [{"role": m["role"], "parts": [{"text": m["content"]}]} for m in messages]
+    body = {"contents": contents, "generationConfig": {"maxOutputTokens": 500}}
+    return json.dumps(body).encode()
+
+
+def responses_api(messages: list[dict[str, str]]) -> bytes:  # an agent's items
+    items: list[dict[str, Any]] = []
+    for number, m in enumerate(messages):
+        if m["role"] == "tool":
+            items.append(
+                {
+                    "type": "function_call",
+                    "call_id": f"c{number}",
+                    "name": "grep",
+                    "arguments": json.dumps({"q": m["content"][:40]}),
+                }
+            )
+            items.append(
+                {"type": "function_call_output", "call_id": f"c{number}", "output": m["content"]}
+            )
+        else:
+            items.append({"role": m["role"], "content": m["content"]})
+    body = {"model": "gpt-4.1", "instructions": "Be careful.", "input": items}
+    return json.dumps(body).encode()
+
+
 def turns_through(resent: ResentConversations, bodies: list[bytes]) -> list[tuple[int, int, bool]]:
     """Each turn as the decider does it: (tokens read whole, tokens read as resent,
     whether it was read as resent)."""
@@ -74,12 +102,14 @@ def turns_through(resent: ResentConversations, bodies: list[bytes]) -> list[tupl
         else:
             document = continued.document
             estimate = ESTIMATOR.estimate(document, PRICE, counted=continued.counted)
-        resent.remember(key, raw, document, estimate.tokenizer, estimate.messages_tokens)
+        resent.remember(key, raw, document, estimate)
         seen.append((whole.input_tokens, estimate.input_tokens, continued is not None))
     return seen
 
 
-@pytest.mark.parametrize("serialise", [chat, compact_with_tools, settings_first])
+@pytest.mark.parametrize(
+    "serialise", [chat, compact_with_tools, settings_first, gemini, responses_api]
+)
 def test_each_turn_is_read_from_the_last_and_estimated_as_if_read_whole(
     serialise: Serialise,
 ) -> None:
@@ -124,7 +154,8 @@ def test_counts_of_another_tokenizer_are_not_used() -> None:
     conversation = transcript(10)
     first, second = chat(conversation[:25]), chat(conversation[:28])
     key = resent.key(WHO, first)
-    resent.remember(key, first, orjson.loads(first), "some-other-encoding", 123)
+    elsewhere = TokenEstimate(0, 0, "x", "messages", 123, "some-other-encoding")
+    resent.remember(key, first, orjson.loads(first), elsewhere)
     continued = resent.read(resent.key(WHO, second), second)
     assert continued is not None
     with pytest.raises(PrefixNotCounted):
@@ -136,7 +167,7 @@ def test_the_bodies_kept_are_bounded_in_bytes() -> None:
     for person in range(20):
         raw = chat(transcript(4)) + b" " * person  # same shape, another conversation
         key = resent.key((f"user-{person}",), raw)
-        resent.remember(key, raw, orjson.loads(raw), "x", 1)
+        resent.remember(key, raw, orjson.loads(raw), ESTIMATOR.estimate(orjson.loads(raw), PRICE))
     assert 0 < len(resent) < 20
     assert resent.kept_bytes <= 100_000
 
@@ -174,7 +205,7 @@ def test_whatever_the_next_body_is_it_is_read_as_a_whole_parse_reads_it(
     body = {"model": "gpt-4.1", "messages": messages[:first], **extra}
     previous = json.dumps(body).encode()
     key = resent.key(WHO, previous)
-    resent.remember(key, previous, orjson.loads(previous), *_counted(orjson.loads(previous)))
+    resent.remember(key, previous, orjson.loads(previous), _estimate(orjson.loads(previous)))
     raw = json.dumps({**body, "messages": messages}).encode()
     if isinstance(change, tuple):
         at, replacement = change
@@ -194,6 +225,17 @@ def test_whatever_the_next_body_is_it_is_read_as_a_whole_parse_reads_it(
     }
 
 
-def _counted(document: dict[str, Any]) -> tuple[str, int]:
-    estimate = ESTIMATOR.estimate(document, PRICE)
-    return estimate.tokenizer, estimate.messages_tokens
+def _estimate(document: dict[str, Any]) -> TokenEstimate:
+    return ESTIMATOR.estimate(document, PRICE)
+
+
+def test_responses_items_followed_by_bare_texts_are_read_whole() -> None:
+    """Alone, texts in ``input`` would be counted as a prompt, not as items: a body
+    whose new items are only texts is read whole, and estimated as a whole parse does."""
+    resent = ResentConversations(min_body=1024)
+    items: list[Any] = [{"role": "user", "content": "x " * 400} for _ in range(4)]
+    first = json.dumps({"model": "gpt-4.1", "input": items}).encode()
+    texts = json.dumps({"model": "gpt-4.1", "input": [*items, "more", "and more"]}).encode()
+    seen = turns_through(resent, [first, texts])
+    assert seen[1][0] == seen[1][1]
+    assert seen[1][2] is False

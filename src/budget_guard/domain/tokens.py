@@ -147,14 +147,39 @@ class TokenEstimate(NamedTuple):  # per request: a NamedTuple is cheap to build
     input_tokens: int
     output_tokens: int
     estimator: str
-    # What the conversation's messages alone counted (the messages counted before
-    # included), and in which tokenizer: what a resent conversation's next turn skips.
-    messages_tokens: int = 0
+    # The conversation's part (``conversation_field``) alone, the items counted before
+    # included, and in which tokenizer: what a resent conversation's next turn skips.
+    conversation: str | None = None
+    conversation_tokens: int = 0
     tokenizer: str = ""
 
 
+# The lists an agent loop grows turn by turn: chat and Anthropic messages, Gemini
+# contents, Responses API input items.
+CONVERSATION_FIELDS = ("messages", "contents", "input")
+
+
+def conversation_field(body: Mapping[str, Any]) -> str | None:
+    """The body's conversation list, if it has one (Responses ``input``: of items)."""
+    for field in CONVERSATION_FIELDS:
+        value = body.get(field)
+        if isinstance(value, list):
+            if field == "input" and not any(isinstance(item, Mapping) for item in value):
+                continue  # texts or token ids, counted as a prompt
+            return field
+    return None
+
+
+class CountedPrefix(NamedTuple):
+    """The items a body's ``field`` leaves out (a resent conversation's earlier turns):
+    their tokens, by tokenizer name."""
+
+    field: str
+    tokens: Mapping[str, int]
+
+
 class PrefixNotCounted(Exception):
-    """The messages left out of a body were counted in another tokenizer than the one
+    """The items left out of a body were counted in another tokenizer than the one
     this request's model needs: read the body whole."""
 
 
@@ -299,15 +324,15 @@ def _count_input(
     tokenizer: Tokenizer,
     cache: MessageTokenCache | None,
     image_tokens: int,
-) -> tuple[int, int]:
-    """``count_input_tokens``, and the part of it that is ``messages``."""
+) -> tuple[int, dict[str, int]]:
+    """``count_input_tokens``, and the parts of it that are each conversation field."""
     counter = _Counter(tokenizer, cache, image_tokens)
     recognised = False
-    messages_total = 0
+    parts: dict[str, int] = {}
     if isinstance(body.get("messages"), list):  # OpenAI chat, Anthropic messages
         recognised = True
         counter.messages(body["messages"])
-        messages_total = counter.total
+        parts["messages"] = counter.total
         counter.total += REPLY_PRIMING_TOKENS
     if "system" in body:  # Anthropic: a string or text blocks
         recognised = True
@@ -317,18 +342,22 @@ def _count_input(
         counter.text(body["instructions"])
     if "input" in body:  # Responses API, embeddings
         recognised = True
+        before = counter.total
         if isinstance(body["input"], list) and any(isinstance(i, Mapping) for i in body["input"]):
             for item in body["input"]:
                 counter.message(item)
         else:
             counter.prompt(body["input"])
+        parts["input"] = counter.total - before
     if "prompt" in body:  # legacy completions
         recognised = True
         counter.prompt(body["prompt"])
     if isinstance(body.get("contents"), list):  # Gemini
         recognised = True
+        before = counter.total
         for content in body["contents"]:
             counter.gemini_content(content)
+        parts["contents"] = counter.total - before
     if "systemInstruction" in body:
         recognised = True
         counter.gemini_content(body["systemInstruction"])
@@ -338,7 +367,7 @@ def _count_input(
             counter.json(body[definitions])
     if not recognised:
         counter.json(body)
-    return counter.total, messages_total
+    return counter.total, parts
 
 
 def _requested_output(body: Mapping[str, Any]) -> object:
@@ -398,15 +427,15 @@ class RequestEstimator:
         body: Mapping[str, Any],
         price: ModelPrice,
         worst_case: bool = False,
-        counted: Mapping[str, int] | None = None,
+        counted: CountedPrefix | None = None,
     ) -> TokenEstimate:
         """The request's tokens; with ``worst_case``, the most the call can use: input
         at one token per byte of text (and images at their dearest), output at its cap
         or the model's maximum. Settlement of a worst case can only lower the charge.
 
-        ``counted``: the body's ``messages`` hold only the messages after those a resent
-        conversation repeats, whose tokens are these, by tokenizer name (raises
-        ``PrefixNotCounted`` when not in the one this request needs)."""
+        ``counted``: the body's conversation field holds only the items after those a
+        resent conversation repeats, counted before (raises ``PrefixNotCounted`` when
+        not in the tokenizer this request needs)."""
         output_tokens = estimate_output_tokens(body, price, worst_case)
         if worst_case:
             tokenizer: Tokenizer = _BYTE_BOUND
@@ -414,15 +443,18 @@ class RequestEstimator:
         else:
             tokenizer, label = self.tokenizers.for_encoding(price.encoding)
             images = IMAGE_TOKENS
-        before = 0
+        before, field = 0, conversation_field(body)
         if counted is not None:
-            if tokenizer.name not in counted:
+            if tokenizer.name not in counted.tokens:
                 raise PrefixNotCounted(tokenizer.name)
-            before = counted[tokenizer.name]
-        total, messages = _count_input(body, tokenizer, self.cache, images)
+            before, field = counted.tokens[tokenizer.name], counted.field
+        total, parts = _count_input(body, tokenizer, self.cache, images)
         raw_input = before + total
         input_tokens = raw_input if worst_case else corrected(raw_input, price)
-        return TokenEstimate(input_tokens, output_tokens, label, before + messages, tokenizer.name)
+        conversation_tokens = before + parts.get(field, 0) if field else 0
+        return TokenEstimate(
+            input_tokens, output_tokens, label, field, conversation_tokens, tokenizer.name
+        )
 
     def count_text(self, text: str, price: ModelPrice) -> int:
         """Tokens of a model's output text (a stream the provider never gave usage for)."""

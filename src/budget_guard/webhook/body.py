@@ -15,6 +15,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from budget_guard.domain.tokens import CountedPrefix
+
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
 _GZIP_MAGIC = b"\x1f\x8b"
 _MODEL_IN_PREFIX = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"')
@@ -35,9 +37,9 @@ class ReadBody(NamedTuple):  # per request: a NamedTuple is cheap to build
     length: int  # bytes, after decompression when that succeeded
     model_hint: str | None = None  # a model found in an unreadable body's prefix
     partial: bool = False
-    # When the document's "messages" are only those after the ones a resent
-    # conversation repeats (webhook.resent): their tokens, by tokenizer name.
-    counted: Mapping[str, int] | None = None
+    # When the document's conversation list holds only the items after those a resent
+    # conversation repeats (webhook.resent): which list, and their tokens.
+    counted: CountedPrefix | None = None
 
 
 def _decompress(raw: bytes, max_bytes: int) -> bytes | None:

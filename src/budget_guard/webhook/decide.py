@@ -243,13 +243,7 @@ class Decider:
                 document = whole.document or {}
                 estimate = self._estimator.estimate(document, priced.price, worst_case)
             if conversation is not None and self._resent is not None:
-                self._resent.remember(
-                    conversation,
-                    request.body,
-                    document,
-                    estimate.tokenizer,
-                    estimate.messages_tokens,
-                )
+                self._resent.remember(conversation, request.body, document, estimate)
         usage = Usage(input_tokens=estimate.input_tokens, output_tokens=estimate.output_tokens)
         return estimate, priced.price.cost_micros(usage)
 
