@@ -193,7 +193,9 @@ chats = st.lists(
     ),
     st.dictionaries(st.sampled_from(["model", "_", "tools", "stop"]), texts, max_size=3),
 )
+@pytest.mark.parametrize("field", ["messages", "contents", "input"])
 def test_whatever_the_next_body_is_it_is_read_as_a_whole_parse_reads_it(
+    field: str,
     messages: list[dict[str, str]],
     first: int,
     change: Any,
@@ -201,12 +203,15 @@ def test_whatever_the_next_body_is_it_is_read_as_a_whole_parse_reads_it(
 ) -> None:
     """Hostile or broken next bodies: never an exception, and whenever the body is read
     from the previous turn it is estimated as reading it whole would."""
+    items: list[Any] = messages
+    if field == "contents":
+        items = [{"role": m["role"], "parts": [{"text": m["content"]}]} for m in messages]
     resent = ResentConversations(min_body=0)
-    body = {"model": "gpt-4.1", "messages": messages[:first], **extra}
+    body = {"model": "gpt-4.1", field: items[:first], **extra}
     previous = json.dumps(body).encode()
     key = resent.key(WHO, previous)
     resent.remember(key, previous, orjson.loads(previous), _estimate(orjson.loads(previous)))
-    raw = json.dumps({**body, "messages": messages}).encode()
+    raw = json.dumps({**body, field: items}).encode()
     if isinstance(change, tuple):
         at, replacement = change
         at %= len(raw)
@@ -220,8 +225,8 @@ def test_whatever_the_next_body_is_it_is_read_as_a_whole_parse_reads_it(
     expected = ESTIMATOR.estimate(whole, PRICE)
     got = ESTIMATOR.estimate(continued.document, PRICE, counted=continued.counted)
     assert got.input_tokens == expected.input_tokens
-    assert {k: v for k, v in continued.document.items() if k != "messages"} == {
-        k: v for k, v in whole.items() if k != "messages"
+    assert {k: v for k, v in continued.document.items() if k != field} == {
+        k: v for k, v in whole.items() if k != field
     }
 
 
