@@ -489,6 +489,36 @@ async def test_leases_granted_in_an_answer_never_read_go_back_in_every_slot(
         await client.aclose()
 
 
+async def test_the_settled_stream_names_a_tenants_request_on_a_cluster(
+    redis_cluster: RedisClusterSet,
+) -> None:
+    """The stream is written from the {global} anchor, whose history lines are not the
+    tenant's: the anchor's plan carries the request's attribution for it."""
+    flush(redis_cluster)
+    client = redis_client(redis_cluster.cluster_url, socket_timeout=2)
+    assert isinstance(client, RedisCluster)
+    ledger = ShardedLedger(client)
+    planner = ChargePlanner(snapshot("1", "1", "1"))
+    now = dt.datetime.now(dt.UTC)
+    charges = planner.plan(RequestIdentity(tenant="acme", user="u7"), now)
+    attribution = Attribution(tenant="acme", user="u7", feature="chat", model="m")
+    try:
+        assert (await ledger.reserve("named", charges, 1_000, now, attribution)).allowed
+        settled = await ledger.settle("named", 700, now)
+        assert settled.attribution == attribution
+        (_, entry), *_ = await client.xrevrange(KEYS.settled, count=1)
+        fields = {key.decode(): value.decode() for key, value in entry.items()}
+        assert fields["request"] == "named" and fields["cost"] == "700"
+        assert (fields["tenant"], fields["user"], fields["feature"], fields["model"]) == (
+            "acme",
+            "u7",
+            "chat",
+            "m",
+        )
+    finally:
+        await client.aclose()
+
+
 # -- the client library on every topology ----------------------------------------------
 
 

@@ -241,7 +241,8 @@ def encode_plan(
     """``tag`` (Redis Cluster): the plan of one hash tag's part of a request, holding
     only the history lines of that tag; ``linked``: the other parts' tags and budget
     ids (comma-joined), written in a fourth and fifth section, for the part settlement
-    starts from (``store.sharded``)."""
+    starts from (``store.sharded``), with the request's attribution label in a sixth
+    (its history lines, where the label is otherwise read from, are the tenant's)."""
     user = plan_user(charges, attribution)
     records: list[str] = []
     pool_keys: list[str] = []
@@ -256,7 +257,7 @@ def encode_plan(
     hourly = hourly_lines(charges, keys, retention)
     sections = [LINE.join(records), LINE.join(history), LINE.join(hourly)]
     if any(linked):
-        sections += list(linked)
+        sections += [*linked, _label_of(attribution, user)]
     content = SECTION.join(sections)
     digest = hashlib.blake2b(content.encode(), digest_size=12).hexdigest()
     return EncodedPlan(
@@ -268,6 +269,13 @@ def encode_plan(
         pool_keys=tuple(pool_keys),
         user=user,
     )
+
+
+def _label_of(attribution: Attribution | None, user: str) -> str:
+    """The attribution label as a plan's history lines write it (``USER`` for its user)."""
+    if attribution is None:
+        return ""
+    return attribution_label(attribution._replace(user=_as_user(attribution.user, user)))
 
 
 def history_tags(

@@ -46,6 +46,8 @@ def attribution_in_plan(plan: str) -> Attribution | None:
         fields = line.split(FIELD)
         if len(fields) >= 2 and fields[1].startswith("s" + LABEL):
             found = fields[1][2:]
+    if found is None and len(sections) > 5 and sections[5]:  # a Cluster anchor's label
+        found = sections[5]
     return parse_attribution_label(found) if found is not None else None
 
 

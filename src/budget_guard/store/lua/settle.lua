@@ -32,7 +32,8 @@
 -- ARGV[14] "1": also answer the other parts of this request (Redis Cluster, where a request
 --   has a record per hash tag; see store/sharded.py): the plan's fourth section, the
 --   other parts' hash tags, comma-joined ("" or absent: not asked). The plan's fifth
---   section, when there is one, names the other parts' budgets for the settled stream.
+--   section, when there is one, names the other parts' budgets for the settled stream,
+--   and its sixth the request's attribution label (its history lines are elsewhere).
 --
 -- Returns {status, reserved cost, charged cost, charged before (-1: never), attribution
 --   ("tenant\31feature\31model\31user" from the plan's attribution line, or "")}; status is one of
@@ -138,6 +139,9 @@ for _, line in ipairs(split(plan[2], '\n')) do
     redis.call('HINCRBY', key, count_field, 1)
   end
   redis.call('EXPIRE', key, kept ~= '' and kept or retention)
+end
+if attribution == '' and plan[6] then
+  attribution = plan[6]
 end
 for _, line in ipairs(split(plan[3], '\n')) do
   local prefix, kept = string.match(line, '^([^\t]*)\t(%d+)$')
