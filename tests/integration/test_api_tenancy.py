@@ -5,13 +5,11 @@ and a malformed one is refused at start-up and ignored, loudly, when rewritten."
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import io
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -35,6 +33,7 @@ from tests.fixtures.webhook import (
     budget,
     start_webhook,
 )
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.redis
 
@@ -97,15 +96,6 @@ async def check_call(wh: RunningWebhook, token: str, tenant: str, request_id: st
     headers = {"authorization": f"Bearer {token}"}
     async with wh.session.post(wh.api_url + "/v1/check", json=call, headers=headers) as answer:
         return Answer(answer.status, answer.headers, await answer.read())
-
-
-async def eventually(probe: Callable[[], Awaitable[bool]], seconds: float = 5.0) -> None:
-    """Token sources are re-read at most once a second: wait for a change to show."""
-    for _ in range(int(seconds / 0.1)):
-        if await probe():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("the change was not seen in time")
 
 
 async def test_a_tenant_token_cannot_settle_another_tenants_request(
@@ -220,7 +210,7 @@ async def test_rotation_revocation_and_a_malformed_rewrite(
         async def rotated_in() -> bool:
             return (await wh.api("/v1/budgets", token=rotated)).status == 200
 
-        await eventually(rotated_in)
+        await eventually(rotated_in, within=5, what="the rotated token accepted")
         assert (await wh.api("/v1/budgets", token=ACME_TOKEN)).status == 401  # old one
         assert (await wh.api("/v1/budgets", token=BETA_TOKEN)).status == 401  # revoked
 
@@ -231,7 +221,7 @@ async def test_rotation_revocation_and_a_malformed_rewrite(
                 await wh.api("/v1/budgets", token=rotated)
                 return "the last good set stays in force" in caplog.text
 
-            await eventually(complained)
+            await eventually(complained, within=5, what="the malformed rewrite logged")
         assert "token must be a text of at least 16 chars" in caplog.text
         assert "short" not in caplog.text.replace("shorter", "")  # a token is never logged
         assert (await wh.api("/v1/budgets", token=rotated)).status == 200  # last good set
@@ -269,7 +259,7 @@ async def test_a_directory_of_mounted_secrets(tmp_path: Path, redis_server: Redi
             answer = await wh.api("/v1/budgets", token=ACME_TOKEN)
             return [b["name"] for b in answer.json()["budgets"]] == ["acme", "beta"]
 
-        await eventually(widened)
+        await eventually(widened, within=5, what="the widened Secret read")
 
 
 @pytest.mark.parametrize(

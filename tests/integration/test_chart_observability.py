@@ -4,7 +4,6 @@ the alerts query is in a real /metrics scrape of a running webhook and operator.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -165,12 +164,12 @@ async def test_dashboard_and_alerts_query_only_metrics_the_components_expose(
         )
         operator_url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
         acme_limit = f'budget_guard_budget_limit_usd{{budget="{cluster.namespace}/acme",'
-        operator_text = ""
-        for _ in range(100):  # the status is written just before the metrics are updated
-            operator_text = await scrape(operator_url)
-            if acme_limit in operator_text:
-                break
-            await asyncio.sleep(0.1)
+        # The status is written just before the metrics are updated.
+        operator_text = await eventually(
+            lambda: scrape(operator_url),
+            lambda text: acme_limit in text,
+            what="the operator's metrics for acme",
+        )
         assert f'{acme_limit}kind="LLMBudget"}} 1.0' in operator_text
         async with start_webhook(tmp_path, redis_server.url, standalone=False, flush=False) as wh:
             for _ in range(100):

@@ -7,7 +7,6 @@ only where they are bound."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from redis.asyncio import Redis
 from budget_guard.localservices import KubeAPIServer, OperatorProcess, RedisServer
 from tests.fixtures.chart import CHART, KUBE_VERSION, RELEASE, Rendered, helm, kubectl_apply
 from tests.fixtures.operator import GROUP, Cluster, alert_receiver, eventually
-from tests.fixtures.webhook import start_webhook
+from tests.fixtures.webhook import enforced_by, start_webhook
 
 pytestmark = [pytest.mark.kube, pytest.mark.redis]
 
@@ -201,11 +200,7 @@ async def test_the_operator_reconciles_as_its_service_account_without_a_forbidde
         )
 
         async with start_webhook(tmp_path, redis_server.url, standalone=False, flush=False) as wh:
-            for _ in range(100):  # until the webhook enforces what the operator published
-                budgets = (await wh.api("/v1/budgets")).json().get("budgets", [])
-                if any(budget["name"] == "allowed" for budget in budgets):
-                    break
-                await asyncio.sleep(0.1)
+            await enforced_by(wh, "allowed")  # what the operator published
             headers = {"x-budget-tenant": tenant, "x-request-id": "rbac-1"}
             answer = await wh.check(CHAT, headers=headers)
             assert answer.status == 200, answer.body

@@ -3,7 +3,6 @@ real webhook reading the config the operator published."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from decimal import Decimal
 from pathlib import Path
@@ -126,7 +125,15 @@ async def test_bad_input_is_reported_and_the_rest_is_unaffected(
         scope={"tenant": "alerted"},
         alerts={"secretRef": {"name": "no-such-secret"}},
     )
-    await asyncio.sleep(1.1)  # creation timestamps have one-second resolution
+    # Creation timestamps have one-second resolution: "second" is created in a later one.
+    first = cluster.get("llmbudgets", "first")
+    assert first is not None
+    first_created = dt.datetime.fromisoformat(first["metadata"]["creationTimestamp"])
+    await eventually(
+        lambda: dt.datetime.now(dt.UTC).replace(microsecond=0),
+        lambda now: now > first_created,
+        what="a second later than first's creation",
+    )
     cluster.budget("second", "5", scope={"tenant": "twin"})
     with running_operator(cluster, redis_server.url, tmp_path / "op"):
         for name in ("good", "first", "alerted"):

@@ -32,6 +32,7 @@ from tests.factories import budget
 from tests.fixtures.operator import AlertReceiver, Cluster, alert_receiver
 from tests.fixtures.webhook import Clock
 from tests.spending import USD, identity, spend, spend_daily
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.kube, pytest.mark.redis]
 
@@ -103,12 +104,10 @@ async def loop(
 
 
 async def received(receiver: AlertReceiver, reason: str) -> list[dict[str, Any]]:
-    for _ in range(100):
-        found = [alert for alert in receiver.received if alert.get("reason") == reason]
-        if found:
-            return found
-        await asyncio.sleep(0.05)
-    return []
+    return await eventually(
+        lambda: [alert for alert in receiver.received if alert.get("reason") == reason],
+        what=f"a {reason} alert received",
+    )
 
 
 async def test_a_forecast_past_the_limit_warns_early_once(loop: Loop) -> None:

@@ -4,7 +4,6 @@ its totals equal the ledger's counters; bad input ends with the documented exit 
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import datetime as dt
 import io
@@ -24,6 +23,7 @@ from budget_guard.store.ledger import ExpiredReservations, Ledger, LedgerSetting
 from tests.commands import cli
 from tests.factories import budget
 from tests.spending import USD, identity, spend
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.redis
 
@@ -79,7 +79,14 @@ async def test_the_settled_stream_is_bounded_by_length_and_by_age(redis_client: 
     # Trimmed a whole stream node (100 entries) at a time: bounded near its length.
     assert 50 <= await redis_client.xlen(short.keys.settled) <= 150
     young = Ledger(redis_client, LedgerSettings(settled_stream_age=dt.timedelta(milliseconds=1)))
-    await asyncio.sleep(0.01)
+    newest = (await redis_client.xinfo_stream(short.keys.settled))["last-generated-id"]
+    newest_ms = int(str(newest.decode() if isinstance(newest, bytes) else newest).split("-")[0])
+
+    async def redis_ms() -> int:  # the age is judged by Redis's clock
+        seconds, micros = await redis_client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    await eventually(redis_ms, lambda ms: ms > newest_ms + 1, every=0.001, what="entries aged")
     await spend(young, plan, identity(), dt.datetime.now(dt.UTC), 1)
     assert await redis_client.xlen(short.keys.settled) <= 101  # the old nodes are gone
 
