@@ -76,3 +76,17 @@ def run(
     use_leases: bool = False,
 ) -> list[tuple[bool, int, str]]:
     return asyncio.run(_hammer(redis_url, worker, tasks, costs, limits, use_leases))
+
+
+def assert_varied_costs_fit(outcomes: list[tuple[bool, int, str]], used: dict[str, int]) -> None:
+    """The varied-costs run's books (limits 0.009 per user, 0.050 tenant, 0.045 global):
+    every counter holds exactly what was allowed on it, none past its limit, and the
+    limits were reached (there was contention)."""
+    allowed = [o for o in outcomes if o[0]]
+    assert used["global"] == used["tenant"] == sum(cost for _, cost, _ in allowed)
+    assert used["global"] <= 45_000
+    assert len(allowed) < len(outcomes)
+    for index in range(USERS):
+        user = f"user-{index}"
+        spent = sum(cost for ok, cost, who in allowed if who == user)
+        assert used[user] == spent <= 9_000

@@ -276,18 +276,7 @@ async def test_burst_pool_lifecycle_and_review(
 ) -> None:
     now = dt.datetime.now(dt.UTC)
     cluster.budget("launch", "0.10", scope={"tenant": "launch"}, thresholds=[50])
-    cluster.create(
-        "BurstBudget",
-        "launch-week",
-        {
-            "budgetRef": {"name": "launch"},
-            "amount": "0.20",
-            "validFrom": rfc3339(now - dt.timedelta(hours=1)),
-            "validUntil": rfc3339(now + dt.timedelta(days=2)),
-            "approvedBy": "cfo@example.com",
-            "reason": "launch week",
-        },
-    )
+    cluster.launch_week("launch", "0.20", now)
     with running_operator(cluster, redis_server.url, tmp_path / "op"):
         await eventually(lambda: cluster.ready("launch"), bool, what="launch Ready")
         phase = await eventually(

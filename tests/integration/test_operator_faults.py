@@ -23,7 +23,6 @@ from tests.fixtures.operator import (
     alert_receiver,
     eventually,
     logged_times,
-    rfc3339,
     running_operator,
 )
 from tests.fixtures.webhook import enforced_by, spend, start_published_webhook
@@ -73,18 +72,7 @@ async def test_a_flush_mid_period_restores_budget_user_and_pool_counters(
     cluster.budget("acme", "1.00", scope={"tenant": "acme"}, thresholds=[70, 80])
     cluster.budget("seats", "0.10", scope={"tenant": "seats", "user": "*"})
     cluster.budget("launch", "0.10", scope={"tenant": "launch"})
-    cluster.create(
-        "BurstBudget",
-        "launch-week",
-        {
-            "budgetRef": {"name": "launch"},
-            "amount": "0.20",
-            "validFrom": rfc3339(now - dt.timedelta(hours=1)),
-            "validUntil": rfc3339(now + dt.timedelta(days=2)),
-            "approvedBy": "cfo@example.com",
-            "reason": "launch week",
-        },
-    )
+    cluster.launch_week("launch", "0.20", now)
     seats_id = f"{cluster.namespace}/seats"
     with running_operator(cluster, redis_server.url, tmp_path / "op") as operator:
         await eventually(lambda: all(cluster.ready(n) for n in ("acme", "seats", "launch")))
