@@ -8,6 +8,7 @@ import hmac
 import json
 import time
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from budget_guard.localservices import RedisServer
 from budget_guard.webhook.settings import IdentitySettings, JwtSettings
-from tests.fixtures.webhook import budget, start_webhook
+from tests.fixtures.webhook import RunningWebhook, budget, start_webhook
 
 pytestmark = pytest.mark.redis
 
@@ -108,6 +109,13 @@ async def test_claims_decide_identity_and_client_headers_are_ignored(
         assert (await wh.check(CHAT, headers=bearer(ec_token))).status == 429
 
 
+def jwt_webhook(tmp_path: Path, redis_url: str) -> AbstractAsyncContextManager[RunningWebhook]:
+    """A webhook that takes identities from JWTs signed by ``jwks()``'s keys."""
+    keys = tmp_path / "jwks.json"
+    keys.write_text(json.dumps(jwks()))
+    return start_webhook(tmp_path, redis_url, BUDGETS, identity=identity_settings(jwks_file=keys))
+
+
 @pytest.mark.parametrize(
     ("credentials", "problem"),
     [
@@ -128,11 +136,7 @@ async def test_claims_decide_identity_and_client_headers_are_ignored(
 async def test_bad_tokens_are_401_with_the_reason(
     tmp_path: Path, redis_server: RedisServer, credentials: dict[str, str], problem: str
 ) -> None:
-    keys = tmp_path / "jwks.json"
-    keys.write_text(json.dumps(jwks()))
-    async with start_webhook(
-        tmp_path, redis_server.url, BUDGETS, identity=identity_settings(jwks_file=keys)
-    ) as wh:
+    async with jwt_webhook(tmp_path, redis_server.url) as wh:
         answer = await wh.check(CHAT, headers={**credentials, "x-budget-tenant": "globex"})
         assert answer.status == 401
         assert answer.error["code"] == "missing_identity"
@@ -212,11 +216,7 @@ async def test_forged_and_stale_tokens_are_refused_and_headers_never_stand_in(
     problem: str,
 ) -> None:
     """Each is a 401 naming the reason, whatever identity headers ride along."""
-    keys = tmp_path / "jwks.json"
-    keys.write_text(json.dumps(jwks()))
-    async with start_webhook(
-        tmp_path, redis_server.url, BUDGETS, identity=identity_settings(jwks_file=keys)
-    ) as wh:
+    async with jwt_webhook(tmp_path, redis_server.url) as wh:
         headers = {**credentials, "x-budget-tenant": "globex", "x-budget-user": "alice"}
         answer = await wh.check(CHAT, headers=headers)
         assert answer.status == 401, name
